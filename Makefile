@@ -1,0 +1,41 @@
+# metrics-etl: set-up, demo, tests, lint, benchmarks.
+PYTHON ?= python3
+TOOLS := .venv-tools
+UV := $(TOOLS)/bin/uv
+RUN := $(UV) run --frozen --no-sync
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_HOME := $(CURDIR)/.prefect
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
+
+.PHONY: setup demo test lint format bench clean
+
+setup: .venv/.synced
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==0.13.9"
+
+.venv/.synced: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --quiet
+	touch $@
+
+demo: setup
+	$(RUN) python -m metrics_etl.demo
+
+test: setup
+	$(RUN) pytest
+
+lint: setup
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+format: setup
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+bench: setup
+	$(RUN) python benchmarks/run.py
+
+clean:
+	rm -rf data/raw data/warehouse .prefect
