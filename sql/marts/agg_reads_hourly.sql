@@ -1,0 +1,20 @@
+-- agg_reads_hourly: reads per channel, local hour bucket, report and reader. Distinct counts over
+-- any set of whole hours are exact because (report, reader) pairs stay distinct rows.
+-- grain: one row per (channel_id, hour_start, report_id, user_id)
+with reads as (
+    select * from fct_reads
+),
+
+final as (
+    select
+        channel_id,
+        hour_start,
+        report_id,
+        user_id,
+        count(*) as read_count
+    from reads
+    group by all
+)
+
+select * from final
+order by channel_id, hour_start, report_id, user_id

@@ -1,0 +1,23 @@
+-- agg_reports_hourly: report counts per channel and local hour bucket, with the bucket's
+-- local attributes (hour of day, weekday, day/week/month starts).
+-- grain: one row per (channel_id, hour_start)
+with reports as (
+    select * from fct_reports
+),
+
+final as (
+    select
+        channel_id,
+        hour_start,
+        day_start,
+        week_start,
+        month_start,
+        local_hour,
+        dow,
+        count(*) as report_count
+    from reports
+    group by all
+)
+
+select * from final
+order by channel_id, hour_start

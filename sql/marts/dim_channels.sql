@@ -1,0 +1,25 @@
+-- dim_channels: every known channel with its account, time zone and flags.
+-- grain: one row per channel_id
+with channels as (
+    select * from stg_channels
+),
+
+accounts as (
+    select * from stg_accounts
+),
+
+final as (
+    select
+        channels.channel_id,
+        channels.account_id,
+        channels.name,
+        channels.personal,
+        channels.is_deleted,
+        coalesce(accounts.timezone, 'UTC') as timezone
+    from channels
+    left join accounts
+        on channels.account_id = accounts.account_id
+)
+
+select * from final
+order by channel_id

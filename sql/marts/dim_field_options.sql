@@ -1,0 +1,32 @@
+-- dim_field_options: the current name of each option value of a field
+-- (the first option in the field's list with that value).
+-- grain: one row per (field_id, value)
+with options as (
+    select
+        field_id,
+        unnest(options) as option,
+        generate_subscripts(options, 1) as position
+    from stg_fields
+    where options is not null
+),
+
+ranked as (
+    select
+        field_id,
+        option.value as value,
+        option.name as name,
+        row_number() over (partition by field_id, option.value order by position) as option_rank
+    from options
+),
+
+final as (
+    select
+        field_id,
+        value,
+        name
+    from ranked
+    where option_rank = 1
+)
+
+select * from final
+order by field_id, value

@@ -1,0 +1,28 @@
+-- fct_report_images: current, not deleted images of current reports, in the report's current
+-- channel. Sorted by channel and time.
+-- grain: one row per report_image_id
+with images as (
+    select * from stg_report_images
+    where not is_deleted
+),
+
+reports as (
+    select * from int_current_reports
+),
+
+final as (
+    select
+        reports.channel_id,
+        images.created_at,
+        images.report_image_id,
+        reports.account_id,
+        images.report_id,
+        images.styles.thumb as thumb,
+        images.styles.medium as medium
+    from images
+    inner join reports
+        on images.report_id = reports.report_id
+)
+
+select * from final
+order by channel_id, created_at, report_image_id

@@ -1,0 +1,265 @@
+"""Publish marts as Parquet snapshots and switch the current snapshot atomically.
+
+Layout under the warehouse folder:
+
+    data/<table>/part=<YYYY-MM|all>/<fingerprint>.parquet   immutable data files, shared
+    snapshots/<snapshot_id>/manifest.json                   which files make each table
+    snapshots/<snapshot_id>/catalog.duckdb                  views for ad-hoc DuckDB SQL
+    current -> snapshots/<snapshot_id>                      switched with one rename
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """How a published table is partitioned (by month of a time column) and sorted."""
+
+    time_column: str | None
+    order_by: str
+
+
+LAYOUTS: dict[str, TableLayout] = {
+    "dim_accounts": TableLayout(None, "account_id"),
+    "dim_channels": TableLayout(None, "channel_id"),
+    "dim_fields": TableLayout(None, "field_id"),
+    "dim_field_options": TableLayout(None, "field_id, value"),
+    "dim_states": TableLayout(None, "state_id"),
+    "dim_users": TableLayout(None, "user_id"),
+    "fct_reports": TableLayout("created_at", "channel_id, created_at, report_id"),
+    "fct_report_selections": TableLayout(
+        "created_at", "channel_id, created_at, report_id, field_id, value"
+    ),
+    "fct_report_images": TableLayout("created_at", "channel_id, created_at, report_image_id"),
+    "fct_reads": TableLayout("read_at", "channel_id, read_at, report_id, user_id"),
+    "fct_deliveries": TableLayout("sent_at", "channel_id, sent_at, delivery_id"),
+    "agg_reports_hourly": TableLayout("hour_start", "channel_id, hour_start"),
+    "agg_reports_by_user_hourly": TableLayout("hour_start", "channel_id, hour_start, user_id"),
+    "agg_reports_by_state_hourly": TableLayout("hour_start", "channel_id, hour_start, state_id"),
+    "agg_report_selections_hourly": TableLayout(
+        "hour_start", "channel_id, hour_start, field_id, value"
+    ),
+    "agg_reads_hourly": TableLayout("hour_start", "channel_id, hour_start, report_id, user_id"),
+    "agg_deliveries_hourly": TableLayout(
+        "hour_start", "channel_id, hour_start, user_id, alert_id, report_id"
+    ),
+    "report_stats": TableLayout(None, "account_id, report_id"),
+    "rejects": TableLayout(None, "stream, file, line"),
+    "file_stats": TableLayout(None, "file"),
+    "runs": TableLayout(None, "started_at"),
+}
+
+ROW_GROUP_SIZE = 65536
+
+
+@dataclass
+class PublishResult:
+    """What a publish wrote and reused."""
+
+    snapshot_id: str
+    written: int
+    reused: int
+    manifest: dict
+
+
+def _part_expr(layout: TableLayout) -> str:
+    """SQL for a row's partition name."""
+    if layout.time_column is None:
+        return "'all'"
+    return f"strftime({layout.time_column}, '%Y-%m')"
+
+
+def _fingerprints(conn: duckdb.DuckDBPyConnection, table: str, layout: TableLayout) -> dict[str, str]:
+    """Content fingerprint of each partition (two independent 64-bit hash sums and a count)."""
+    rows = conn.execute(
+        f"""
+        select {_part_expr(layout)} as part, count(*),
+               sum(hash(t)::hugeint), sum(hash(t, 'salt')::hugeint)
+        from {table} as t group by part
+        """
+    ).fetchall()
+    schema = json.dumps(conn.execute(f"describe {table}").fetchall())
+    return {
+        part: hashlib.sha256(f"{schema}|{n}|{h1}|{h2}".encode()).hexdigest()[:20]
+        for part, n, h1, h2 in rows
+    }
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a directory entry to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_parquet(conn: duckdb.DuckDBPyConnection, query: str, target: Path, tag: str) -> None:
+    """Write a query to Parquet beside the target, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{tag}-{target.name}"
+    conn.execute(
+        f"copy ({query}) to '{tmp}' (format parquet, compression zstd, "
+        f"row_group_size {ROW_GROUP_SIZE})"
+    )
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
+def publish_table(
+    conn: duckdb.DuckDBPyConnection, warehouse: Path, table: str, tag: str
+) -> tuple[list[str], int, int]:
+    """Write the changed partitions of one table; returns (files, written, reused)."""
+    layout = LAYOUTS[table]
+    files: list[str] = []
+    written = reused = 0
+    fingerprints = _fingerprints(conn, table, layout)
+    if not fingerprints:
+        schema = hashlib.sha256(
+            json.dumps(conn.execute(f"describe {table}").fetchall()).encode()
+        ).hexdigest()[:20]
+        fingerprints = {"empty": schema}
+    for part, fingerprint in sorted(fingerprints.items()):
+        rel = f"data/{table}/part={part}/{fingerprint}.parquet"
+        target = warehouse / rel
+        if target.exists():
+            reused += 1
+        else:
+            where = "false" if part == "empty" else f"{_part_expr(layout)} = '{part}'"
+            query = f"select * from {table} where {where} order by {layout.order_by}"
+            conn.execute("set preserve_insertion_order = true")
+            _write_parquet(conn, query, target, tag)
+            written += 1
+        files.append(rel)
+    return files, written, reused
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[list[str]]:
+    """Column names and DuckDB types of a table."""
+    return [[row[0], row[1]] for row in conn.execute(f"describe {table}").fetchall()]
+
+
+def write_catalog(snapshot_dir: Path, warehouse: Path, manifest: dict) -> None:
+    """A DuckDB file of views over the snapshot's Parquet files, for ad-hoc SQL."""
+    tmp = snapshot_dir / ".catalog.duckdb.tmp"
+    tmp.unlink(missing_ok=True)
+    with duckdb.connect(str(tmp)) as cat:
+        for table, info in manifest["tables"].items():
+            paths = [str((warehouse / f).resolve()) for f in info["files"]]
+            listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+            cat.execute(f"create view {table} as select * from read_parquet([{listing}])")
+    os.replace(tmp, snapshot_dir / "catalog.duckdb")
+
+
+def publish(
+    conn: duckdb.DuckDBPyConnection,
+    warehouse: Path,
+    tables: list[str],
+    snapshot_id: str,
+    info: dict,
+) -> PublishResult:
+    """Write a new snapshot (sharing unchanged partitions) and switch `current` to it."""
+    manifest: dict = {"snapshot_id": snapshot_id, **info, "tables": {}}
+    written = reused = 0
+    for table in tables:
+        files, w, r = publish_table(conn, warehouse, table, snapshot_id)
+        rows = conn.execute(f"select count(*) from {table}").fetchall()[0][0]
+        manifest["tables"][table] = {"files": files, "rows": rows, "columns": _columns(conn, table)}
+        written += w
+        reused += r
+    conn.execute("set preserve_insertion_order = false")
+    snapshot_dir = warehouse / "snapshots" / snapshot_id
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    write_catalog(snapshot_dir, warehouse, manifest)
+    tmp_manifest = snapshot_dir / ".manifest.json.tmp"
+    tmp_manifest.write_text(json.dumps(manifest, indent=1, default=str))
+    with tmp_manifest.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp_manifest, snapshot_dir / "manifest.json")
+    _fsync_dir(snapshot_dir)
+    switch_current(warehouse, snapshot_id)
+    return PublishResult(snapshot_id, written, reused, manifest)
+
+
+def switch_current(warehouse: Path, snapshot_id: str) -> None:
+    """Point `current` at a snapshot with one atomic rename."""
+    link = warehouse / "current"
+    tmp = warehouse / f".current-{snapshot_id}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(Path("snapshots") / snapshot_id, tmp)
+    os.replace(tmp, link)
+    _fsync_dir(warehouse)
+
+
+def current_snapshot(warehouse: Path) -> Path | None:
+    """The folder of the current snapshot, or None when nothing is published."""
+    link = warehouse / "current"
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    folder = warehouse / target
+    return folder if (folder / "manifest.json").exists() else None
+
+
+def _in_use(snapshot_dir: Path) -> bool:
+    """True when a reader holds a shared lock on the snapshot's manifest."""
+    try:
+        handle = (snapshot_dir / "manifest.json").open("rb")
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return False
+
+
+def clean_up(warehouse: Path, keep: int, retention_minutes: float) -> dict[str, int]:
+    """Remove old unused snapshots, then data files no remaining snapshot references."""
+    snapshots_dir = warehouse / "snapshots"
+    current = current_snapshot(warehouse)
+    snapshots = sorted(p for p in snapshots_dir.glob("*") if p.is_dir()) if snapshots_dir.exists() else []
+    now = time.time()
+    removed_snapshots = 0
+    for index, folder in enumerate(reversed(snapshots)):
+        if current is not None and folder.name == current.name:
+            continue
+        young = now - folder.stat().st_mtime < retention_minutes * 60
+        if index < keep or young or _in_use(folder):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed_snapshots += 1
+    referenced: set[str] = set()
+    for folder in snapshots_dir.glob("*") if snapshots_dir.exists() else []:
+        manifest = folder / "manifest.json"
+        if not manifest.exists():
+            if not any(folder.iterdir()) or now - folder.stat().st_mtime > 3600:
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
+        for info in json.loads(manifest.read_text())["tables"].values():
+            referenced.update(info["files"])
+    removed_files = 0
+    data = warehouse / "data"
+    for path in data.rglob("*") if data.exists() else []:
+        if path.is_file() and path.relative_to(warehouse).as_posix() not in referenced:
+            path.unlink(missing_ok=True)
+            removed_files += 1
+    for tmp in warehouse.glob(".current-*"):
+        tmp.unlink(missing_ok=True)
+    return {"snapshots": removed_snapshots, "files": removed_files}

@@ -1,0 +1,85 @@
+"""HTTP server: the Analytics API v4 and report-stats API over FastAPI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, Header, Path as PathParam, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from metrics_etl.keys import KeyStore
+from metrics_etl.reader import ANALYTICS, Reader
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    """A JSON error answer."""
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+def create_app(warehouse: Path) -> FastAPI:
+    """Build the app serving one warehouse; new snapshots are picked up per request."""
+    reader = Reader(Path(warehouse))
+    store = KeyStore(Path(warehouse))
+    app = FastAPI(
+        title="metrics-etl API",
+        description="Analytics API v4 and report-stats batch API, served from published snapshots. "
+        "Authenticate with `Authorization: Bearer <key>` (see `metrics-etl keys create`).",
+        version="4",
+    )
+
+    def answer(request: Request, authorization: str | None) -> JSONResponse:
+        """Authenticate, then let the reader answer the raw path and query."""
+        scheme, _, secret = (authorization or "").partition(" ")
+        account_id = store.account_for(secret.strip()) if scheme.lower() == "bearer" else None
+        if account_id is None:
+            return _error(401, "unauthorized", "missing or invalid API key; send Authorization: Bearer <key>")
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        status, body = reader.get(target, account_id)
+        return JSONResponse(body, status_code=status)
+
+    auth_header = Annotated[str | None, Header(description="Bearer <API key>")]
+
+    for endpoint in ANALYTICS:
+
+        def handler(
+            request: Request,
+            channel_id: Annotated[str | None, Query(description="channel id (integer)")] = None,
+            start_date: Annotated[str | None, Query(description="ISO 8601, inclusive")] = None,
+            end_date: Annotated[str | None, Query(description="ISO 8601, exclusive")] = None,
+            authorization: auth_header = None,
+        ) -> JSONResponse:
+            return answer(request, authorization)
+
+        handler.__name__ = endpoint
+        app.get(f"/api/v4/analytics/{endpoint}", name=endpoint, summary=endpoint.replace("_", " "))(handler)
+
+    @app.get("/batch/{organization}/report_stats", summary="report stats")
+    def report_stats(
+        request: Request,
+        organization: Annotated[str, PathParam(description="organization username")],
+        page: Annotated[str | None, Query(description="page, from 1")] = None,
+        per_page: Annotated[str | None, Query(description="1 to 1000, default 1000")] = None,
+        include_spaces: Annotated[str | None, Query(description="'all' to include personal spaces")] = None,
+        authorization: auth_header = None,
+    ) -> JSONResponse:
+        return answer(request, authorization)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, "bad_request", str(exc.errors()[:1]))
+
+    @app.exception_handler(404)
+    async def missing(request: Request, exc: Exception) -> JSONResponse:
+        return _error(404, "not_found", f"no endpoint at {request.url.path}; see /docs")
+
+    @app.exception_handler(405)
+    async def method(request: Request, exc: Exception) -> JSONResponse:
+        return _error(405, "method_not_allowed", "only GET is supported")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, "internal", "internal error; the server log has details")
+
+    return app

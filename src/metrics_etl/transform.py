@@ -1,0 +1,68 @@
+"""Run the SQL models in dependency order: macros, staging, then marts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from graphlib import TopologicalSorter
+from pathlib import Path
+
+import duckdb
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+
+
+@dataclass(frozen=True)
+class Model:
+    """One SQL model: its table name, layer and query text."""
+
+    name: str
+    layer: str
+    sql: str
+
+
+def sql_dir() -> Path:
+    """Where the SQL models live (the repository's sql/ folder)."""
+    return SQL_DIR
+
+
+def load_models(root: Path | None = None) -> list[Model]:
+    """Read every staging and mart model, ordered so dependencies come first."""
+    root = root or sql_dir()
+    models = {
+        path.stem: Model(path.stem, layer, path.read_text())
+        for layer in ("staging", "marts")
+        for path in sorted((root / layer).glob("*.sql"))
+    }
+    graph = {
+        name: {
+            dep
+            for dep in re.findall(r"\b(?:from|join)\s+([a-z_][a-z0-9_]*)", model.sql)
+            if dep in models and dep != name
+        }
+        for name, model in models.items()
+    }
+    return [models[name] for name in TopologicalSorter(graph).static_order()]
+
+
+def install_macros(conn: duckdb.DuckDBPyConnection, root: Path | None = None) -> None:
+    """Create the shared SQL macros."""
+    root = root or sql_dir()
+    for path in sorted((root / "macros").glob("*.sql")):
+        conn.execute(path.read_text())
+
+
+def run_models(conn: duckdb.DuckDBPyConnection, as_of: str) -> list[str]:
+    """Rebuild every model as a table; returns the model names in build order."""
+    install_macros(conn)
+    conn.execute("set variable as_of = ?", [as_of])
+    built = []
+    for model in load_models():
+        conn.execute(f"create or replace table {model.name} as {model.sql}")
+        built.append(model.name)
+    return built
+
+
+def published_models() -> list[str]:
+    """Marts that are published (intermediate `int_` models are not)."""
+    return [m.name for m in load_models() if m.layer == "marts" and not m.name.startswith("int_")]

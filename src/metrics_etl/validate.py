@@ -1,0 +1,211 @@
+"""Contract validation as SQL: turns raw JSON lines into typed rows or reasons."""
+
+from __future__ import annotations
+
+import zoneinfo
+
+import duckdb
+
+from metrics_etl.contract import ALLOWED_VALUES, DUCKDB_TYPES, Field, Stream
+
+TS_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)"
+NAIVE_TS_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
+
+MACROS = f"""
+create or replace temp macro v_preview(v) as left(coalesce(v::varchar, ''), 80);
+create or replace temp macro v_is_int(v) as coalesce(
+    (json_type(v) in ('BIGINT', 'UBIGINT') and try_cast(json_extract_string(v, '$') as bigint) is not null)
+    or (json_type(v) = 'VARCHAR'
+        and regexp_full_match(json_extract_string(v, '$'), '[+-]?[0-9]+')
+        and try_cast(json_extract_string(v, '$') as bigint) is not null),
+    false);
+create or replace temp macro v_as_int(v) as try_cast(json_extract_string(v, '$') as bigint);
+create or replace temp macro v_is_ts(v) as coalesce(
+    json_type(v) = 'VARCHAR'
+    and regexp_full_match(json_extract_string(v, '$'), '{TS_PATTERN}')
+    and try_cast(upper(json_extract_string(v, '$')) as timestamptz) is not null,
+    false);
+create or replace temp macro v_as_ts(v) as try_cast(upper(json_extract_string(v, '$')) as timestamptz);
+create or replace temp macro v_is_tz(v) as coalesce(
+    json_type(v) = 'VARCHAR' and list_contains(getvariable('known_tz'), json_extract_string(v, '$')), false);
+create or replace temp macro v_is_selections(v) as coalesce(
+    json_type(v) = 'ARRAY' and coalesce(list_bool_and(list_transform(
+        json_extract(v, '$[*]'),
+        lambda e: coalesce(json_type(e) = 'OBJECT' and v_is_int(json_extract(e, '$.field_id'))
+            and json_type(json_extract(e, '$.value')) = 'VARCHAR', false))), true),
+    false);
+create or replace temp macro v_as_selections(v) as list_transform(
+    json_extract(v, '$[*]'),
+    lambda e: {{'field_id': v_as_int(json_extract(e, '$.field_id')), 'value': json_extract_string(e, '$.value')}});
+create or replace temp macro v_is_options(v) as coalesce(
+    json_type(v) = 'ARRAY' and coalesce(list_bool_and(list_transform(
+        json_extract(v, '$[*]'),
+        lambda e: coalesce(json_type(e) = 'OBJECT' and json_type(json_extract(e, '$.value')) = 'VARCHAR'
+            and json_type(json_extract(e, '$.name')) = 'VARCHAR', false))), true),
+    false);
+create or replace temp macro v_as_options(v) as list_transform(
+    json_extract(v, '$[*]'),
+    lambda e: {{'value': json_extract_string(e, '$.value'), 'name': json_extract_string(e, '$.name')}});
+create or replace temp macro v_is_styles(v) as coalesce(
+    json_type(v) = 'OBJECT' and json_type(json_extract(v, '$.thumb')) = 'VARCHAR'
+    and json_type(json_extract(v, '$.medium')) = 'VARCHAR', false);
+create or replace temp macro v_as_styles(v) as {{'thumb': json_extract_string(v, '$.thumb'), 'medium': json_extract_string(v, '$.medium')}};
+"""
+
+EXPECTED: dict[str, str] = {
+    "int": "an integer (JSON integer or base-10 string)",
+    "string": "a string",
+    "bool": "true or false",
+    "ts": "an ISO 8601 timestamp with Z or an offset, e.g. 2016-11-07T10:15:00Z",
+    "tz": "an IANA time-zone name, e.g. America/New_York",
+    "selections": "a list of {field_id: int, value: string}",
+    "options": "a list of {value: string, name: string}",
+    "styles": "an object {thumb: string, medium: string}",
+}
+
+CHECKS: dict[str, str] = {
+    "int": "v_is_int({v})",
+    "string": "coalesce(json_type({v}) = 'VARCHAR', false)",
+    "bool": "coalesce(json_type({v}) = 'BOOLEAN', false)",
+    "ts": "v_is_ts({v})",
+    "tz": "v_is_tz({v})",
+    "selections": "v_is_selections({v})",
+    "options": "v_is_options({v})",
+    "styles": "v_is_styles({v})",
+}
+
+CONVERSIONS: dict[str, str] = {
+    "int": "v_as_int({v})",
+    "string": "json_extract_string(({v}), '$')",
+    "bool": "try_cast(json_extract_string(({v}), '$') as boolean)",
+    "ts": "v_as_ts({v})",
+    "tz": "json_extract_string(({v}), '$')",
+    "selections": "v_as_selections({v})",
+    "options": "v_as_options({v})",
+    "styles": "v_as_styles({v})",
+}
+
+
+def known_timezones(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Zone names that both DuckDB (ICU) and Python (zoneinfo) know."""
+    icu = {row[0] for row in conn.execute("select name from pg_timezone_names()").fetchall()}
+    return sorted(icu & zoneinfo.available_timezones())
+
+
+def install(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the validation macros and the known-zone list on a connection."""
+    conn.execute("set variable known_tz = ?", [known_timezones(conn)])
+    conn.execute(MACROS)
+
+
+def _sql_str(text: str) -> str:
+    """Quote a constant of ours as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _reason(stream: Stream, field: Field) -> str:
+    """SQL that yields the first problem with one field, or null."""
+    v = f"j.{field.name}"
+    parts = []
+    if field.required:
+        parts.append(
+            f"when {v} is null and not list_contains(keys, '{field.name}') "
+            f"then 'missing required field {field.name}'"
+        )
+        parts.append(f"when {v} is null then 'required field {field.name} is null'")
+    else:
+        parts.append(f"when {v} is null then null")
+    if field.type == "ts":
+        parts.append(
+            f"when json_type({v}) = 'VARCHAR' and regexp_full_match(json_extract_string({v}, '$'), '{NAIVE_TS_PATTERN}') "
+            f"then 'field {field.name}: timestamp has no offset (add Z or an offset such as +05:45): ' "
+            f"|| v_preview({v})"
+        )
+    expected = _sql_str(f"field {field.name}: expected {EXPECTED[field.type]}, got ")
+    parts.append(f"when not {CHECKS[field.type].format(v=v)} then {expected} || v_preview({v})")
+    allowed = ALLOWED_VALUES.get((stream.name, field.name))
+    if allowed:
+        values = ", ".join(_sql_str(a) for a in allowed)
+        msg = _sql_str(f"field {field.name}: must be one of {', '.join(allowed)}, got ")
+        parts.append(f"when (json_extract_string({v}, '$')) not in ({values}) then {msg} || v_preview({v})")
+    return "case " + " ".join(parts) + " end"
+
+
+def json_schema(stream: Stream) -> str:
+    """The from_json structure that extracts every field as raw JSON."""
+    return "{" + ", ".join(f'"{f.name}": "JSON"' for f in stream.fields) + "}"
+
+
+def validated_sql(stream: Stream, source: str) -> str:
+    """SQL over `source(file, line, text)` giving reason (null if good) and typed fields."""
+    reasons = ",\n            ".join(_reason(stream, f) for f in stream.fields)
+    typed = ",\n        ".join(
+        f"case when reason is null then "
+        f"try_cast({CONVERSIONS[f.type].format(v='j.' + f.name)} as {DUCKDB_TYPES[f.type]}) "
+        f"end as {f.name}"
+        for f in stream.fields
+    )
+    schema = _sql_str(json_schema(stream))
+    return f"""
+with nonblank as (
+    select
+        file,
+        line,
+        text,
+        bad_utf8
+    from {source}
+    where trim(text) <> ''
+),
+
+parsed as (
+    select
+        *,
+        not bad_utf8 and json_valid(text) as is_json
+    from nonblank
+),
+
+shaped as (
+    select
+        *,
+        case when is_json then json_type(text::json) end as root_type
+    from parsed
+),
+
+extracted as (
+    select
+        *,
+        case when root_type = 'OBJECT' then from_json(text, {schema}) end as j,
+        case when root_type = 'OBJECT' then json_keys(text) end as keys
+    from shaped
+),
+
+checked as (
+    select
+        file,
+        line,
+        text,
+        j,
+        keys,
+        case
+            when bad_utf8 then 'line is not valid UTF-8'
+            when not is_json then 'invalid JSON: ' || left(text, 80)
+            when root_type <> 'OBJECT' then 'not a JSON object: got ' || lower(root_type)
+            else coalesce(
+            {reasons}
+            )
+        end as reason
+    from extracted
+),
+
+final as (
+    select
+        file,
+        line,
+        text,
+        reason,
+        {typed}
+    from checked
+)
+
+select * from final
+"""
