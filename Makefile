@@ -23,7 +23,7 @@ demo: setup
 	$(RUN) python -m metrics_etl.demo
 
 test: setup
-	$(RUN) pytest
+	$(RUN) pytest -q
 
 lint: setup
 	$(RUN) ruff check .

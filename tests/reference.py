@@ -565,8 +565,17 @@ class Reference:
                     if ext == ".jsonl.gz":
                         data = gzip.decompress(data)
                     rows = self._jsonl_rows(data)
-            except Exception:  # unreadable file: not loadable at all
-                self.skipped.append(rel)
+            except Exception as error:  # undecodable file: one reject, nothing else loads
+                self.rejects.append(
+                    {"stream": stream, "file": rel, "line": 0, "reason": f"unreadable: {error}"}
+                )
+                self.accounting[rel] = {
+                    "stream": stream,
+                    "lines_read": 1,
+                    "accepted": 0,
+                    "rejected": 1,
+                }
+                self.blank_lines[rel] = 0
                 continue
             acc = {"stream": stream, "lines_read": 0, "accepted": 0, "rejected": 0}
             blank = 0

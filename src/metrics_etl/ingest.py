@@ -184,16 +184,8 @@ def _lines_table(rel: str, first_line: int, lines: list[bytes]) -> pa.Table:
     )
 
 
-def _corrupt_table(rel: str, line: int, error: Exception) -> pa.Table:
-    """One reject-shaped line for a file whose bytes could not be read further."""
-    return pa.table(
-        {
-            "file": pa.array([rel]).dictionary_encode(),
-            "line": pa.array([line], type=pa.int64()),
-            "text": pa.array([f"<unreadable: {type(error).__name__}: {error}>"]),
-            "bad_utf8": pa.array([True]),
-        }
-    )
+class CorruptFile(Exception):
+    """A raw file whose bytes cannot be decoded (broken gzip or Parquet)."""
 
 
 def jsonl_blocks(raw_file: RawFile, chunk_bytes: int) -> Iterator[pa.Table]:
@@ -206,7 +198,7 @@ def jsonl_blocks(raw_file: RawFile, chunk_bytes: int) -> Iterator[pa.Table]:
                 yield _lines_table(raw_file.rel, next_line, lines)
                 next_line += len(lines)
     except (OSError, EOFError, zlib.error) as error:
-        yield _corrupt_table(raw_file.rel, next_line, error)
+        raise CorruptFile(f"{type(error).__name__}: {error}") from error
 
 
 def _quote_ident(name: str) -> str:
@@ -214,24 +206,24 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def parquet_source(conn: duckdb.DuckDBPyConnection, raw_file: RawFile) -> str | pa.Table:
-    """SQL (or a corrupt-file table) giving (file, line, text, bad_utf8) for a Parquet file."""
+def parquet_source(conn: duckdb.DuckDBPyConnection, raw_file: RawFile) -> str:
+    """A temp table of (file, line, text, bad_utf8): each Parquet row as a JSON line."""
     path = str(raw_file.path)
     try:
         columns = [
             row[0]
             for row in conn.execute("describe select * from read_parquet(?)", [path]).fetchall()
         ]
-    except duckdb.Error as error:
-        return _corrupt_table(raw_file.rel, 1, error)
-    struct = ", ".join(f"{_sql_str(c)}: {_quote_ident(c)}" for c in columns)
-    conn.execute(
-        f"create or replace temp table parquet_lines as "
-        f"select ?::varchar as file, file_row_number + 1 as line, "
-        f"to_json({{{struct}}})::varchar as text, false as bad_utf8 "
-        f"from read_parquet(?, file_row_number = true)",
-        [raw_file.rel, path],
-    )
+        struct = ", ".join(f"{_sql_str(c)}: {_quote_ident(c)}" for c in columns)
+        conn.execute(
+            f"create or replace temp table parquet_lines as "
+            f"select ?::varchar as file, file_row_number + 1 as line, "
+            f"to_json({{{struct}}})::varchar as text, false as bad_utf8 "
+            f"from read_parquet(?, file_row_number = true)",
+            [raw_file.rel, path],
+        )
+    except (duckdb.IOException, duckdb.InvalidInputException) as error:
+        raise CorruptFile(str(error).splitlines()[0]) from error
     return "parquet_lines"
 
 
@@ -259,7 +251,9 @@ def _ingest_source(
         "select count(*) filter (where reason is null), count(*) filter (where reason is not null) "
         "from validated"
     ).fetchall()[0]
-    blank = conn.execute(f"select count(*) from {source} where trim(text) = ''").fetchall()[0][0]
+    blank = conn.execute(
+        f"select count(*) from {source} where regexp_full_match(text, '\\s*')"
+    ).fetchall()[0][0]
     return int(accepted), int(rejected), int(blank)
 
 
@@ -268,12 +262,10 @@ def load_file(
 ) -> tuple[int, int]:
     """Load one new or changed file, replacing its earlier records. Returns (accepted, rejected)."""
     stream = STREAMS[raw_file.stream]
-    conn.execute(f"delete from raw_{stream.name} where _file = ?", [raw_file.rel])
-    conn.execute("delete from rejects where file = ?", [raw_file.rel])
-    conn.execute("delete from file_stats where file = ?", [raw_file.rel])
-    blocks: Iterator[pa.Table | str]
+    _forget(conn, raw_file)
+    blocks: Iterator[pa.Table] | list[str]
     if raw_file.format == "parquet":
-        blocks = iter([parquet_source(conn, raw_file)])
+        blocks = [parquet_source(conn, raw_file)]
     else:
         blocks = jsonl_blocks(raw_file, chunk_bytes)
     accepted = rejected = blank = 0
@@ -285,15 +277,43 @@ def load_file(
             counts = _ingest_source(conn, stream, "block", run_id)
             conn.unregister("block")
         accepted, rejected, blank = (a + b for a, b in zip((accepted, rejected, blank), counts, strict=True))
+    _remember(conn, raw_file, digest, run_id, (accepted, rejected, blank))
+    return accepted, rejected
+
+
+def _forget(conn: duckdb.DuckDBPyConnection, raw_file: RawFile) -> None:
+    """Remove every record, reject and count of a file's earlier content."""
+    conn.execute(f"delete from raw_{raw_file.stream} where _file = ?", [raw_file.rel])
+    conn.execute("delete from rejects where file = ?", [raw_file.rel])
+    conn.execute("delete from file_stats where file = ?", [raw_file.rel])
+
+
+def _remember(
+    conn: duckdb.DuckDBPyConnection, raw_file: RawFile, digest: str, run_id: str, counts: tuple[int, int, int]
+) -> None:
+    """Record a loaded file's counts and its place in the manifest."""
+    accepted, rejected, blank = counts
     conn.execute(
         "insert into file_stats values (?, ?, ?, ?, ?, ?, ?)",
-        [raw_file.rel, stream.name, accepted + rejected, blank, accepted, rejected, run_id],
+        [raw_file.rel, raw_file.stream, accepted + rejected, blank, accepted, rejected, run_id],
     )
     conn.execute(
         "insert or replace into manifest values (?, ?, ?, ?, ?, ?, ?)",
-        [raw_file.rel, stream.name, raw_file.format, raw_file.size, raw_file.mtime_ns, digest, run_id],
+        [raw_file.rel, raw_file.stream, raw_file.format, raw_file.size, raw_file.mtime_ns, digest, run_id],
     )
-    return accepted, rejected
+
+
+def record_corrupt(
+    conn: duckdb.DuckDBPyConnection, raw_file: RawFile, digest: str, run_id: str, error: str
+) -> tuple[int, int]:
+    """A file that cannot be decoded loads nothing and counts as one reject at line 0."""
+    _forget(conn, raw_file)
+    reason = f"unreadable file ({error}); replace it with a complete {raw_file.format} file"
+    conn.execute(
+        "insert into rejects values (?, ?, 0, '', ?, ?)", [raw_file.stream, raw_file.rel, reason, run_id]
+    )
+    _remember(conn, raw_file, digest, run_id, (0, 1, 0))
+    return 0, 1
 
 
 def ingest(
@@ -308,6 +328,10 @@ def ingest(
         conn.execute("begin transaction")
         try:
             accepted, rejected = load_file(conn, raw_file, digest, run_id, chunk_bytes)
+        except CorruptFile as error:
+            conn.execute("rollback")
+            conn.execute("begin transaction")
+            accepted, rejected = record_corrupt(conn, raw_file, digest, run_id, str(error))
         except BaseException:
             conn.execute("rollback")
             raise

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import duckdb
 
@@ -121,9 +121,9 @@ def open_snapshot(warehouse: Path) -> Iterator[Snapshot]:
 
 
 def _param(params: dict[str, list[str]], name: str) -> str | None:
-    """The first value of a query parameter, or None when absent."""
+    """The last value of a query parameter, or None when absent."""
     values = params.get(name)
-    return values[0] if values else None
+    return values[-1] if values else None
 
 
 def parse_int(params: dict[str, list[str]], name: str, default: int | None = None) -> int:
@@ -144,7 +144,7 @@ def parse_date(params: dict[str, list[str]], name: str) -> datetime:
     if raw is None:
         raise bad_request(f"{name} is required (ISO 8601, e.g. 2016-11-07T00:00:00Z)")
     try:
-        return parse_instant(raw)
+        return parse_instant(raw.replace(" ", "+"))
     except (ValueError, OverflowError):
         raise bad_request(
             f"{name} must be an ISO 8601 date or date-time (e.g. 2016-11-07 or "
@@ -239,9 +239,9 @@ class Reader:
         """Route a request to its endpoint after validating its parameters."""
         url = urlsplit(path_and_query)
         params = parse_qs(url.query, keep_blank_values=True)
-        parts = [p for p in url.path.split("/") if p]
-        if len(parts) == 3 and parts[0] == "batch" and parts[2] == "report_stats":
-            return self._report_stats_request(parts[1], params, account_id)
+        parts = url.path.split("/")[1:]
+        if len(parts) == 3 and parts[0] == "batch" and parts[1] and parts[2] == "report_stats":
+            return self._report_stats_request(unquote(parts[1]), params, account_id)
         if len(parts) != 4 or parts[:3] != ["api", "v4", "analytics"] or parts[3] not in ANALYTICS:
             raise not_found(f"no endpoint at {url.path}; see /docs for the endpoints")
         return self._analytics_request(parts[3], params, account_id)

@@ -13,6 +13,10 @@ from metrics_etl.keys import KeyStore
 from metrics_etl.reader import ANALYTICS, Reader
 
 
+AuthHeader = Annotated[str | None, Header(description="Bearer <API key>")]
+OptionalQuery = Annotated[str | None, Query()]
+
+
 def _error(status: int, code: str, message: str) -> JSONResponse:
     """A JSON error answer."""
     return JSONResponse({"error": code, "message": message}, status_code=status)
@@ -39,8 +43,6 @@ def create_app(warehouse: Path) -> FastAPI:
         status, body = reader.get(target, account_id)
         return JSONResponse(body, status_code=status)
 
-    auth_header = Annotated[str | None, Header(description="Bearer <API key>")]
-
     for endpoint in ANALYTICS:
 
         def handler(
@@ -48,7 +50,7 @@ def create_app(warehouse: Path) -> FastAPI:
             channel_id: Annotated[str | None, Query(description="channel id (integer)")] = None,
             start_date: Annotated[str | None, Query(description="ISO 8601, inclusive")] = None,
             end_date: Annotated[str | None, Query(description="ISO 8601, exclusive")] = None,
-            authorization: auth_header = None,
+            authorization: AuthHeader = None,
         ) -> JSONResponse:
             return answer(request, authorization)
 
@@ -62,7 +64,7 @@ def create_app(warehouse: Path) -> FastAPI:
         page: Annotated[str | None, Query(description="page, from 1")] = None,
         per_page: Annotated[str | None, Query(description="1 to 1000, default 1000")] = None,
         include_spaces: Annotated[str | None, Query(description="'all' to include personal spaces")] = None,
-        authorization: auth_header = None,
+        authorization: AuthHeader = None,
     ) -> JSONResponse:
         return answer(request, authorization)
 

@@ -154,7 +154,7 @@ with nonblank as (
         text,
         bad_utf8
     from {source}
-    where trim(text) <> ''
+    where not regexp_full_match(text, '\\s*')
 ),
 
 parsed as (

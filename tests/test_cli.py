@@ -1,0 +1,85 @@
+"""The command line: one-line errors for bad input, and the commands end to end."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import build
+from rawkit import base_world, jsonl, report
+
+from metrics_etl.cli import main
+
+AS_OF = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run `metrics-etl` in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "metrics_etl.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "--raw", "/nonexistent/raw"], "does not exist"),
+        (["run", "--as-of", "yesterday"], "not an ISO 8601"),
+        (["run", "--bogus"], "unrecognized arguments"),
+        (["generate", "--events", "0"], "must be at least 1"),
+        (["keys", "revoke", "--warehouse", "/nonexistent/wh", "abc"], "no key with id"),
+        (["sql", "--warehouse", "/nonexistent/wh", "select 1"], "nothing is published"),
+        (["get", "--warehouse", "/nonexistent/wh", "--account-id", "x", "/"], "invalid int value"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_nonzero_exit(args: list[str], needle: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode != 0
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_empty_raw_folder_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "raw").mkdir()
+    code = main(["run", "--raw", str(tmp_path / "raw"), "--warehouse", str(tmp_path / "wh")])
+    assert code == 1
+    assert "is empty" in capsys.readouterr().err
+
+
+def test_run_flow_then_sql_and_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    base_world(raw)
+    jsonl(raw / "reports/r.jsonl", [report(1, "2016-11-07T14:00:00Z"), "not json"])
+    assert main(["run", "--raw", str(raw), "--warehouse", str(wh), "--as-of", "2017-01-01"]) == 0
+    out = capsys.readouterr().out
+    assert "published snapshot" in out and "reports" in out
+    assert main(["run", "--raw", str(raw), "--warehouse", str(wh), "--as-of", "2017-01-01"]) == 0
+    again = capsys.readouterr().out
+    assert "no-op" in again and "no new or changed raw files" in again
+    assert main(["sql", "--warehouse", str(wh), "select count(*) as n from rejects"]) == 0
+    assert "1" in capsys.readouterr().out
+    assert main(["sql", "--warehouse", str(wh), "select * from no_such_table"]) == 1
+    err = capsys.readouterr().err
+    assert "no_such_table" in err and "Traceback" not in err
+    assert main(["keys", "create", "--warehouse", str(wh), "--account-id", "1"]) == 0
+    secret = capsys.readouterr().out.strip().splitlines()[-1]
+    assert secret.startswith("mk_")
+    assert main(["keys", "list", "--warehouse", str(wh)]) == 0
+    listing = capsys.readouterr().out
+    assert "account 1" in listing and secret not in listing
+    assert main(["get", "--warehouse", str(wh), "--account-id", "1", "/batch/acme/report_stats"]) == 0
+    assert '"report_token": "tok1"' in capsys.readouterr().out
+
+
+def test_second_run_is_a_noop_and_says_so(tmp_path: Path) -> None:
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    base_world(raw)
+    first = build(raw, wh, AS_OF)
+    assert first.status == "published"
+    second = build(raw, wh, AS_OF)
+    assert second.status == "no-op"
+    assert "no new or changed raw files" in second.message
