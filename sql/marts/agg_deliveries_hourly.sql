@@ -19,4 +19,3 @@ final as (
 )
 
 select * from final
-order by channel_id, hour_start, user_id, alert_id, report_id

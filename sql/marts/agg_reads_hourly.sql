@@ -17,4 +17,3 @@ final as (
 )
 
 select * from final
-order by channel_id, hour_start, report_id, user_id

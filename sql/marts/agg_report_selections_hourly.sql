@@ -16,4 +16,3 @@ final as (
 )
 
 select * from final
-order by channel_id, hour_start, field_id, value

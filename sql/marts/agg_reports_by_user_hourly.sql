@@ -15,4 +15,3 @@ final as (
 )
 
 select * from final
-order by channel_id, hour_start, user_id

@@ -20,4 +20,3 @@ final as (
 )
 
 select * from final
-order by channel_id, hour_start

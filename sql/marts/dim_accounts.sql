@@ -14,4 +14,3 @@ final as (
 )
 
 select * from final
-order by account_id

@@ -22,4 +22,3 @@ final as (
 )
 
 select * from final
-order by channel_id

@@ -15,4 +15,3 @@ final as (
 )
 
 select * from final
-order by user_id

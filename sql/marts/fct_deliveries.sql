@@ -13,11 +13,15 @@ reports as (
     select * from int_current_reports
 ),
 
+slots as (
+    select * from int_local_slots
+),
+
 final as (
     select
         reports.channel_id,
         deliveries.sent_at,
-        local_hour_start(deliveries.sent_at, reports.timezone) as hour_start,
+        slots.hour_start,
         deliveries.delivery_id,
         deliveries.alert_id,
         deliveries.report_id,
@@ -26,9 +30,11 @@ final as (
     from deliveries
     inner join reports
         on deliveries.report_id = reports.report_id
+    inner join slots
+        on reports.timezone = slots.timezone
+        and quarter_slot(deliveries.sent_at) = slots.slot
     left join opened
         on deliveries.delivery_id = opened.delivery_id
 )
 
 select * from final
-order by channel_id, sent_at, delivery_id

@@ -9,17 +9,23 @@ reports as (
     select * from int_current_reports
 ),
 
+slots as (
+    select * from int_local_slots
+),
+
 final as (
     select
         reports.channel_id,
         reads.read_at,
-        local_hour_start(reads.read_at, reports.timezone) as hour_start,
+        slots.hour_start,
         reads.report_id,
         reads.user_id
     from reads
     inner join reports
         on reads.report_id = reports.report_id
+    inner join slots
+        on reports.timezone = slots.timezone
+        and quarter_slot(reads.read_at) = slots.slot
 )
 
 select * from final
-order by channel_id, read_at, report_id, user_id

@@ -25,4 +25,3 @@ final as (
 )
 
 select * from final
-order by channel_id, created_at, report_image_id

@@ -16,16 +16,22 @@ selections as (
     from reports
 ),
 
+slots as (
+    select * from int_local_slots
+),
+
 final as (
     select distinct
-        channel_id,
-        created_at,
-        local_hour_start(created_at, timezone) as hour_start,
-        report_id,
-        selection.field_id as field_id,
-        selection.value as value
+        selections.channel_id,
+        selections.created_at,
+        slots.hour_start,
+        selections.report_id,
+        selections.selection.field_id as field_id,
+        selections.selection.value as value
     from selections
+    inner join slots
+        on selections.timezone = slots.timezone
+        and quarter_slot(selections.created_at) = slots.slot
 )
 
 select * from final
-order by channel_id, created_at, report_id, field_id, value

@@ -124,4 +124,3 @@ final as (
 )
 
 select * from final
-order by account_id, report_id

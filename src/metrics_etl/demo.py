@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from metrics_etl import cli
 from metrics_etl import settings as settings_mod

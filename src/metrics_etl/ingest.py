@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from metrics_etl.contract import DUCKDB_TYPES, STREAMS, SUFFIXES, Stream
 from metrics_etl.errors import UserError
+from metrics_etl.settings import crash_point
 from metrics_etl.validate import validated_sql
 
 
@@ -336,6 +337,7 @@ def ingest(
             conn.execute("rollback")
             raise
         conn.execute("commit")
+        crash_point("load")
         s = stats.setdefault(raw_file.stream, LoadStats())
         s.files += 1
         s.lines += accepted + rejected

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import duckdb
 
+from metrics_etl.settings import crash_point
+
 
 @dataclass(frozen=True)
 class TableLayout:
@@ -80,6 +82,24 @@ def _part_expr(layout: TableLayout) -> str:
     return f"strftime({layout.time_column}, '%Y-%m')"
 
 
+def storage_order(table: str) -> str | None:
+    """The order a table is stored in: by partition, then its sort keys (None if unpublished)."""
+    layout = LAYOUTS.get(table)
+    if layout is None:
+        return None
+    if layout.time_column is None:
+        return layout.order_by
+    return f"date_trunc('month', {layout.time_column}), {layout.order_by}"
+
+
+def _partition_filter(layout: TableLayout, part: str) -> str:
+    """A sargable filter selecting one partition (a UTC month) of a table stored in order."""
+    if layout.time_column is None:
+        return "true"
+    start = f"'{part}-01 00:00:00+00'::timestamptz"
+    return f"{layout.time_column} >= {start} and {layout.time_column} < {start} + interval 1 month"
+
+
 def _fingerprints(conn: duckdb.DuckDBPyConnection, table: str, layout: TableLayout) -> dict[str, str]:
     """Content fingerprint of each partition (two independent 64-bit hash sums and a count)."""
     rows = conn.execute(
@@ -117,6 +137,7 @@ def _write_parquet(conn: duckdb.DuckDBPyConnection, query: str, target: Path, ta
         os.fsync(handle.fileno())
     os.replace(tmp, target)
     _fsync_dir(target.parent)
+    crash_point("parquet")
 
 
 def publish_table(
@@ -138,10 +159,8 @@ def publish_table(
         if target.exists():
             reused += 1
         else:
-            where = "false" if part == "empty" else f"{_part_expr(layout)} = '{part}'"
-            query = f"select * from {table} where {where} order by {layout.order_by}"
-            conn.execute("set preserve_insertion_order = true")
-            _write_parquet(conn, query, target, tag)
+            where = "false" if part == "empty" else _partition_filter(layout, part)
+            _write_parquet(conn, f"select * from {table} where {where}", target, tag)
             written += 1
         files.append(rel)
     return files, written, reused
@@ -174,6 +193,7 @@ def publish(
     """Write a new snapshot (sharing unchanged partitions) and switch `current` to it."""
     manifest: dict = {"snapshot_id": snapshot_id, **info, "tables": {}}
     written = reused = 0
+    conn.execute("set preserve_insertion_order = true")  # tables are stored sorted
     for table in tables:
         files, w, r = publish_table(conn, warehouse, table, snapshot_id)
         rows = conn.execute(f"select count(*) from {table}").fetchall()[0][0]
@@ -190,7 +210,9 @@ def publish(
         os.fsync(handle.fileno())
     os.replace(tmp_manifest, snapshot_dir / "manifest.json")
     _fsync_dir(snapshot_dir)
+    crash_point("before-switch")
     switch_current(warehouse, snapshot_id)
+    crash_point("after-switch")
     return PublishResult(snapshot_id, written, reused, manifest)
 
 
@@ -234,7 +256,11 @@ def clean_up(warehouse: Path, keep: int, retention_minutes: float) -> dict[str, 
     """Remove old unused snapshots, then data files no remaining snapshot references."""
     snapshots_dir = warehouse / "snapshots"
     current = current_snapshot(warehouse)
-    snapshots = sorted(p for p in snapshots_dir.glob("*") if p.is_dir()) if snapshots_dir.exists() else []
+    if not snapshots_dir.exists():
+        return {"snapshots": 0, "files": 0}
+    for leftover in snapshots_dir.glob(".del-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    snapshots = sorted(p for p in snapshots_dir.glob("[!.]*") if p.is_dir())
     now = time.time()
     removed_snapshots = 0
     for index, folder in enumerate(reversed(snapshots)):
@@ -243,17 +269,20 @@ def clean_up(warehouse: Path, keep: int, retention_minutes: float) -> dict[str, 
         young = now - folder.stat().st_mtime < retention_minutes * 60
         if index < keep or young or _in_use(folder):
             continue
-        shutil.rmtree(folder, ignore_errors=True)
+        doomed = snapshots_dir / f".del-{folder.name}"
+        os.rename(folder, doomed)  # readers never see a half-removed snapshot
+        crash_point("cleanup")
+        shutil.rmtree(doomed, ignore_errors=True)
         removed_snapshots += 1
     referenced: set[str] = set()
-    for folder in snapshots_dir.glob("*") if snapshots_dir.exists() else []:
+    for folder in snapshots_dir.glob("[!.]*"):
         manifest = folder / "manifest.json"
-        if not manifest.exists():
-            if not any(folder.iterdir()) or now - folder.stat().st_mtime > 3600:
-                shutil.rmtree(folder, ignore_errors=True)
+        if not manifest.exists():  # left by a run killed before it published
+            shutil.rmtree(folder, ignore_errors=True)
             continue
         for info in json.loads(manifest.read_text())["tables"].values():
             referenced.update(info["files"])
+    crash_point("cleanup")
     removed_files = 0
     data = warehouse / "data"
     for path in data.rglob("*") if data.exists() else []:

@@ -314,7 +314,7 @@ class Reader:
         sql = (
             f"select {cols}, sum(n)::bigint as report_count from ("
             + " union all ".join(parts)
-            + f") group by all"
+            + ") group by all"
         )
         return self._query(sql, params)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, Header, Path as PathParam, Query, Request
+from fastapi import FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from metrics_etl.keys import KeyStore
 from metrics_etl.reader import ANALYTICS, Reader
-
 
 AuthHeader = Annotated[str | None, Header(description="Bearer <API key>")]
 OptionalQuery = Annotated[str | None, Query()]

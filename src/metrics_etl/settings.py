@@ -25,6 +25,7 @@ class Settings:
     keep_snapshots: int
     read_chunk_bytes: int
     lock_timeout_s: float
+    fault_point: str
 
 
 def load() -> Settings:
@@ -40,4 +41,13 @@ def load() -> Settings:
         keep_snapshots=int(_env("METRICS_ETL_KEEP_SNAPSHOTS", "3")),
         read_chunk_bytes=int(_env("METRICS_ETL_READ_CHUNK_BYTES", str(64 * 1024 * 1024))),
         lock_timeout_s=float(_env("METRICS_ETL_LOCK_TIMEOUT_S", "0")),
+        fault_point=_env("METRICS_ETL_FAULT", ""),
     )
+
+
+def crash_point(step: str) -> None:
+    """Testing hook: SIGKILL this process at a named step when METRICS_ETL_FAULT names it."""
+    if os.environ.get("METRICS_ETL_FAULT") == step:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

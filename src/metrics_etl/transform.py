@@ -9,6 +9,9 @@ from pathlib import Path
 
 import duckdb
 
+from metrics_etl.publish import storage_order
+from metrics_etl.settings import crash_point
+
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
 
@@ -57,9 +60,15 @@ def run_models(conn: duckdb.DuckDBPyConnection, as_of: str) -> list[str]:
     install_macros(conn)
     conn.execute("set variable as_of = ?", [as_of])
     built = []
+    conn.execute("set preserve_insertion_order = true")
     for model in load_models():
-        conn.execute(f"create or replace table {model.name} as {model.sql}")
+        order = storage_order(model.name)
+        query = f"select * from ({model.sql}) order by {order}" if order else model.sql
+        conn.execute(f"create or replace table {model.name} as {query}")
         built.append(model.name)
+        if model.layer == "marts":
+            crash_point("transform")
+    conn.execute("set preserve_insertion_order = false")
     return built
 
 

@@ -63,26 +63,41 @@ EXPECTED: dict[str, str] = {
     "styles": "an object {thumb: string, medium: string}",
 }
 
-CHECKS: dict[str, str] = {
-    "int": "v_is_int({v})",
-    "string": "coalesce(json_type({v}) = 'VARCHAR', false)",
-    "bool": "coalesce(json_type({v}) = 'BOOLEAN', false)",
-    "ts": "v_is_ts({v})",
-    "tz": "v_is_tz({v})",
-    "selections": "v_is_selections({v})",
-    "options": "v_is_options({v})",
-    "styles": "v_is_styles({v})",
+# Checks over the field's JSON type name {t} and its string value {v} (one parse per line).
+SCALAR_CHECKS: dict[str, str] = {
+    "int": (
+        "(({t} in ('BIGINT', 'UBIGINT') or ({t} = 'VARCHAR' and regexp_full_match({v}, '[+-]?[0-9]+')))"
+        " and try_cast({v} as bigint) is not null)"
+    ),
+    "string": "({t} = 'VARCHAR')",
+    "bool": "({t} = 'BOOLEAN')",
+    "ts": (
+        "({t} = 'VARCHAR' and regexp_full_match({v}, '"
+        + TS_PATTERN.replace("{", "{{").replace("}", "}}")
+        + "') and try_cast(upper({v}) as timestamptz) is not null)"
+    ),
+    "tz": "({t} = 'VARCHAR' and list_contains(getvariable('known_tz'), {v}))",
 }
 
-CONVERSIONS: dict[str, str] = {
-    "int": "v_as_int({v})",
-    "string": "json_extract_string(({v}), '$')",
-    "bool": "try_cast(json_extract_string(({v}), '$') as boolean)",
-    "ts": "v_as_ts({v})",
-    "tz": "json_extract_string(({v}), '$')",
-    "selections": "v_as_selections({v})",
-    "options": "v_as_options({v})",
-    "styles": "v_as_styles({v})",
+SCALAR_CONVERSIONS: dict[str, str] = {
+    "int": "try_cast({v} as bigint)",
+    "string": "{v}",
+    "bool": "try_cast({v} as boolean)",
+    "ts": "try_cast(upper({v}) as timestamptz)",
+    "tz": "{v}",
+}
+
+# Nested values are checked on their JSON text with the macros above.
+NESTED_CHECKS: dict[str, str] = {
+    "selections": "v_is_selections({j})",
+    "options": "v_is_options({j})",
+    "styles": "v_is_styles({j})",
+}
+
+NESTED_CONVERSIONS: dict[str, str] = {
+    "selections": "v_as_selections({j})",
+    "options": "v_as_options({j})",
+    "styles": "v_as_styles({j})",
 }
 
 
@@ -103,49 +118,59 @@ def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _reason(stream: Stream, field: Field) -> str:
+def _refs(field: Field, index: int) -> dict[str, str]:
+    """SQL references to a field's JSON type, string value and JSON text."""
+    return {"t": f"t[{index}]", "v": f"v[{index}]", "j": f"json_extract(text, '$.{field.name}')"}
+
+
+def _check(field: Field, index: int) -> str:
+    """SQL that is true when a present, non-null field has the right type."""
+    refs = _refs(field, index)
+    template = SCALAR_CHECKS.get(field.type) or NESTED_CHECKS[field.type]
+    return "coalesce(" + template.format(**refs) + ", false)"
+
+
+def _conversion(field: Field, index: int) -> str:
+    """SQL converting a field's value to its DuckDB type."""
+    refs = _refs(field, index)
+    template = SCALAR_CONVERSIONS.get(field.type) or NESTED_CONVERSIONS[field.type]
+    return f"try_cast({template.format(**refs)} as {DUCKDB_TYPES[field.type]})"
+
+
+def _reason(stream: Stream, field: Field, index: int) -> str:
     """SQL that yields the first problem with one field, or null."""
-    v = f"j.{field.name}"
+    t, v = f"t[{index}]", f"v[{index}]"
+    preview = f"left(coalesce(json_extract(text, '$.{field.name}')::varchar, ''), 80)"
     parts = []
     if field.required:
-        parts.append(
-            f"when {v} is null and not list_contains(keys, '{field.name}') "
-            f"then 'missing required field {field.name}'"
-        )
-        parts.append(f"when {v} is null then 'required field {field.name} is null'")
+        parts.append(f"when {t} is null then 'missing required field {field.name}'")
+        parts.append(f"when {t} = 'NULL' then 'required field {field.name} is null'")
     else:
-        parts.append(f"when {v} is null then null")
+        parts.append(f"when {t} is null or {t} = 'NULL' then null")
     if field.type == "ts":
         parts.append(
-            f"when json_type({v}) = 'VARCHAR' and regexp_full_match(json_extract_string({v}, '$'), '{NAIVE_TS_PATTERN}') "
+            f"when {t} = 'VARCHAR' and regexp_full_match({v}, '{NAIVE_TS_PATTERN}') "
             f"then 'field {field.name}: timestamp has no offset (add Z or an offset such as +05:45): ' "
-            f"|| v_preview({v})"
+            f"|| {preview}"
         )
     expected = _sql_str(f"field {field.name}: expected {EXPECTED[field.type]}, got ")
-    parts.append(f"when not {CHECKS[field.type].format(v=v)} then {expected} || v_preview({v})")
+    parts.append(f"when not {_check(field, index)} then {expected} || {preview}")
     allowed = ALLOWED_VALUES.get((stream.name, field.name))
     if allowed:
         values = ", ".join(_sql_str(a) for a in allowed)
         msg = _sql_str(f"field {field.name}: must be one of {', '.join(allowed)}, got ")
-        parts.append(f"when (json_extract_string({v}, '$')) not in ({values}) then {msg} || v_preview({v})")
+        parts.append(f"when {v} not in ({values}) then {msg} || {preview}")
     return "case " + " ".join(parts) + " end"
 
 
-def json_schema(stream: Stream) -> str:
-    """The from_json structure that extracts every field as raw JSON."""
-    return "{" + ", ".join(f'"{f.name}": "JSON"' for f in stream.fields) + "}"
-
-
 def validated_sql(stream: Stream, source: str) -> str:
-    """SQL over `source(file, line, text)` giving reason (null if good) and typed fields."""
-    reasons = ",\n            ".join(_reason(stream, f) for f in stream.fields)
+    """SQL over `source(file, line, text, bad_utf8)` giving reason (null if good) and typed fields."""
+    fields = list(enumerate(stream.fields, start=1))
+    paths = "[" + ", ".join(f"'$.{f.name}'" for f in stream.fields) + "]"
+    reasons = ",\n                ".join(_reason(stream, f, i) for i, f in fields)
     typed = ",\n        ".join(
-        f"case when reason is null then "
-        f"try_cast({CONVERSIONS[f.type].format(v='j.' + f.name)} as {DUCKDB_TYPES[f.type]}) "
-        f"end as {f.name}"
-        for f in stream.fields
+        f"case when reason is null then {_conversion(f, i)} end as {f.name}" for i, f in fields
     )
-    schema = _sql_str(json_schema(stream))
     return f"""
 with nonblank as (
     select
@@ -157,41 +182,30 @@ with nonblank as (
     where not regexp_full_match(text, '\\s*')
 ),
 
-parsed as (
-    select
-        *,
-        not bad_utf8 and json_valid(text) as is_json
-    from nonblank
-),
-
 shaped as (
     select
         *,
-        case when is_json then json_type(text::json) end as root_type
-    from parsed
+        case when not bad_utf8 then try(json_type(text)) end as root_type
+    from nonblank
 ),
 
 extracted as (
     select
         *,
-        case when root_type = 'OBJECT' then from_json(text, {schema}) end as j,
-        case when root_type = 'OBJECT' then json_keys(text) end as keys
+        case when root_type = 'OBJECT' then json_type(text, {paths}) end as t,
+        case when root_type = 'OBJECT' then json_extract_string(text, {paths}) end as v
     from shaped
 ),
 
 checked as (
     select
-        file,
-        line,
-        text,
-        j,
-        keys,
+        *,
         case
             when bad_utf8 then 'line is not valid UTF-8'
-            when not is_json then 'invalid JSON: ' || left(text, 80)
+            when root_type is null then 'invalid JSON: ' || left(text, 80)
             when root_type <> 'OBJECT' then 'not a JSON object: got ' || lower(root_type)
             else coalesce(
-            {reasons}
+                {reasons}
             )
         end as reason
     from extracted
