@@ -181,6 +181,7 @@ def _lines_table(rel: str, first_line: int, lines: list[bytes]) -> pa.Table:
             "line": pa.array(range(first_line, first_line + len(lines)), type=pa.int64()),
             "text": text,
             "bad_utf8": bad,
+            "blank": pc.equal(pc.utf8_trim_whitespace(text), ""),
         }
     )
 
@@ -208,7 +209,7 @@ def _quote_ident(name: str) -> str:
 
 
 def parquet_source(conn: duckdb.DuckDBPyConnection, raw_file: RawFile) -> str:
-    """A temp table of (file, line, text, bad_utf8): each Parquet row as a JSON line."""
+    """A temp table of (file, line, text, bad_utf8, blank): each Parquet row as a JSON line."""
     path = str(raw_file.path)
     try:
         columns = [
@@ -219,7 +220,7 @@ def parquet_source(conn: duckdb.DuckDBPyConnection, raw_file: RawFile) -> str:
         conn.execute(
             f"create or replace temp table parquet_lines as "
             f"select ?::varchar as file, file_row_number + 1 as line, "
-            f"to_json({{{struct}}})::varchar as text, false as bad_utf8 "
+            f"to_json({{{struct}}})::varchar as text, false as bad_utf8, false as blank "
             f"from read_parquet(?, file_row_number = true)",
             [raw_file.rel, path],
         )
@@ -252,9 +253,7 @@ def _ingest_source(
         "select count(*) filter (where reason is null), count(*) filter (where reason is not null) "
         "from validated"
     ).fetchall()[0]
-    blank = conn.execute(
-        f"select count(*) from {source} where regexp_full_match(text, '\\s*')"
-    ).fetchall()[0][0]
+    blank = conn.execute(f"select count(*) from {source} where blank").fetchall()[0][0]
     return int(accepted), int(rejected), int(blank)
 
 

@@ -64,17 +64,18 @@ EXPECTED: dict[str, str] = {
 }
 
 # Checks over the field's JSON type name {t} and its string value {v} (one parse per line).
+# {c} is the value converted once (see SCALAR_CONVERSIONS); null when it does not convert.
 SCALAR_CHECKS: dict[str, str] = {
     "int": (
-        "(({t} in ('BIGINT', 'UBIGINT') or ({t} = 'VARCHAR' and regexp_full_match({v}, '[+-]?[0-9]+')))"
-        " and try_cast({v} as bigint) is not null)"
+        "({c} is not null and ({t} in ('BIGINT', 'UBIGINT')"
+        " or ({t} = 'VARCHAR' and regexp_full_match({v}, '[+-]?[0-9]+'))))"
     ),
     "string": "({t} = 'VARCHAR')",
     "bool": "({t} = 'BOOLEAN')",
     "ts": (
-        "({t} = 'VARCHAR' and regexp_full_match({v}, '"
+        "({c} is not null and regexp_full_match({v}, '"
         + TS_PATTERN.replace("{", "{{").replace("}", "}}")
-        + "') and try_cast(upper({v}) as timestamptz) is not null)"
+        + "'))"
     ),
     "tz": "({t} = 'VARCHAR' and list_contains(getvariable('known_tz'), {v}))",
 }
@@ -83,7 +84,7 @@ SCALAR_CONVERSIONS: dict[str, str] = {
     "int": "try_cast({v} as bigint)",
     "string": "{v}",
     "bool": "try_cast({v} as boolean)",
-    "ts": "try_cast(upper({v}) as timestamptz)",
+    "ts": "case when {t} = 'VARCHAR' then try_cast(upper({v}) as timestamptz) end",
     "tz": "{v}",
 }
 
@@ -120,7 +121,12 @@ def _sql_str(text: str) -> str:
 
 def _refs(field: Field, index: int) -> dict[str, str]:
     """SQL references to a field's JSON type, string value and JSON text."""
-    return {"t": f"t[{index}]", "v": f"v[{index}]", "j": f"json_extract(text, '$.{field.name}')"}
+    return {
+        "t": f"t[{index}]",
+        "v": f"v[{index}]",
+        "c": f"c{index}",
+        "j": f"json_extract(text, '$.{field.name}')",
+    }
 
 
 def _check(field: Field, index: int) -> str:
@@ -131,10 +137,15 @@ def _check(field: Field, index: int) -> str:
 
 
 def _conversion(field: Field, index: int) -> str:
-    """SQL converting a field's value to its DuckDB type."""
+    """SQL converting a field's value to its DuckDB type (null when it does not convert)."""
     refs = _refs(field, index)
     template = SCALAR_CONVERSIONS.get(field.type) or NESTED_CONVERSIONS[field.type]
     return f"try_cast({template.format(**refs)} as {DUCKDB_TYPES[field.type]})"
+
+
+def _converted(field: Field, index: int) -> str:
+    """The typed value in the final select: the once-converted scalar, or the nested conversion."""
+    return f"c{index}" if field.type in SCALAR_CONVERSIONS else _conversion(field, index)
 
 
 def _reason(stream: Stream, field: Field, index: int) -> str:
@@ -147,14 +158,15 @@ def _reason(stream: Stream, field: Field, index: int) -> str:
         parts.append(f"when {t} = 'NULL' then 'required field {field.name} is null'")
     else:
         parts.append(f"when {t} is null or {t} = 'NULL' then null")
-    if field.type == "ts":
-        parts.append(
-            f"when {t} = 'VARCHAR' and regexp_full_match({v}, '{NAIVE_TS_PATTERN}') "
-            f"then 'field {field.name}: timestamp has no offset (add Z or an offset such as +05:45): ' "
-            f"|| {preview}"
-        )
     expected = _sql_str(f"field {field.name}: expected {EXPECTED[field.type]}, got ")
-    parts.append(f"when not {_check(field, index)} then {expected} || {preview}")
+    problem = f"{expected} || {preview}"
+    if field.type == "ts":
+        problem = (
+            f"case when {t} = 'VARCHAR' and regexp_full_match({v}, '{NAIVE_TS_PATTERN}') "
+            f"then 'field {field.name}: timestamp has no offset (add Z or an offset such as +05:45): ' "
+            f"|| {preview} else {problem} end"
+        )
+    parts.append(f"when not {_check(field, index)} then {problem}")
     allowed = ALLOWED_VALUES.get((stream.name, field.name))
     if allowed:
         values = ", ".join(_sql_str(a) for a in allowed)
@@ -164,12 +176,15 @@ def _reason(stream: Stream, field: Field, index: int) -> str:
 
 
 def validated_sql(stream: Stream, source: str) -> str:
-    """SQL over `source(file, line, text, bad_utf8)` giving reason (null if good) and typed fields."""
+    """SQL over `source(file, line, text, bad_utf8, blank)` giving reason (null if good) and typed fields."""
     fields = list(enumerate(stream.fields, start=1))
     paths = "[" + ", ".join(f"'$.{f.name}'" for f in stream.fields) + "]"
     reasons = ",\n                ".join(_reason(stream, f, i) for i, f in fields)
     typed = ",\n        ".join(
-        f"case when reason is null then {_conversion(f, i)} end as {f.name}" for i, f in fields
+        f"case when reason is null then {_converted(f, i)} end as {f.name}" for i, f in fields
+    )
+    conversions = ",\n        ".join(
+        f"{_conversion(f, i)} as c{i}" for i, f in fields if f.type in SCALAR_CONVERSIONS
     )
     return f"""
 with nonblank as (
@@ -179,7 +194,7 @@ with nonblank as (
         text,
         bad_utf8
     from {source}
-    where not regexp_full_match(text, '\\s*')
+    where not blank
 ),
 
 shaped as (
@@ -197,6 +212,13 @@ extracted as (
     from shaped
 ),
 
+converted as (
+    select
+        *,
+        {conversions}
+    from extracted
+),
+
 checked as (
     select
         *,
@@ -208,7 +230,7 @@ checked as (
                 {reasons}
             )
         end as reason
-    from extracted
+    from converted
 ),
 
 final as (
