@@ -18,6 +18,7 @@ final as (
         reports.channel_id,
         reads.read_at,
         slots.hour_start,
+        reads.read_id,
         reads.report_id,
         reads.user_id
     from reads

@@ -118,6 +118,8 @@ def create_state_tables(conn: duckdb.DuckDBPyConnection) -> None:
         create table if not exists rejects (
             stream varchar, file varchar, line bigint, raw varchar, reason varchar,
             run_id varchar);
+        create table if not exists dirty_keys (stream varchar, key bigint, ref bigint);
+        create table if not exists dirty_parts (table_name varchar, part varchar);
         """
     )
     for stream in STREAMS.values():
@@ -129,7 +131,9 @@ def create_state_tables(conn: duckdb.DuckDBPyConnection) -> None:
 
 def reset_state(conn: duckdb.DuckDBPyConnection) -> None:
     """Forget every loaded file (for --full-refresh)."""
-    conn.execute("delete from manifest; delete from file_stats; delete from rejects;")
+    conn.execute(
+        "delete from manifest; delete from file_stats; delete from rejects; delete from dirty_keys;"
+    )
     for stream in STREAMS.values():
         conn.execute(f"delete from raw_{stream.name}")
 
@@ -244,6 +248,7 @@ def _ingest_source(
         f"insert into raw_{stream.name} select {names}, file, line from validated "
         f"where reason is null"
     )
+    _mark_dirty(conn, stream, "validated", "reason is null", [])
     conn.execute(
         "insert into rejects select ?, file, line, text, reason, ? from validated "
         "where reason is not null",
@@ -281,8 +286,22 @@ def load_file(
     return accepted, rejected
 
 
+# The key a stream's records may also change through (an open changes its delivery).
+REFS: dict[str, str] = {"alert_opens": "delivery_id"}
+
+
+def _mark_dirty(conn: duckdb.DuckDBPyConnection, stream: Stream, relation: str, where: str, params: list) -> None:
+    """Remember the keys (and refs) of records added or removed, for the incremental transform."""
+    ref = REFS.get(stream.name, "null")
+    conn.execute(
+        f"insert into dirty_keys select ?, {stream.key}, {ref} from {relation} where {where}",
+        [stream.name, *params],
+    )
+
+
 def _forget(conn: duckdb.DuckDBPyConnection, raw_file: RawFile) -> None:
     """Remove every record, reject and count of a file's earlier content."""
+    _mark_dirty(conn, STREAMS[raw_file.stream], f"raw_{raw_file.stream}", "_file = ?", [raw_file.rel])
     conn.execute(f"delete from raw_{raw_file.stream} where _file = ?", [raw_file.rel])
     conn.execute("delete from rejects where file = ?", [raw_file.rel])
     conn.execute("delete from file_stats where file = ?", [raw_file.rel])

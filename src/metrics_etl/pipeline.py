@@ -17,7 +17,7 @@ import duckdb
 from prefect import task
 from prefect.cache_policies import NONE
 
-from metrics_etl import db, ingest, publish, transform, validate
+from metrics_etl import db, incremental, ingest, publish, transform, validate
 from metrics_etl import settings as settings_mod
 from metrics_etl.errors import UserError
 
@@ -42,6 +42,7 @@ class RunSummary:
     cleaned: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     message: str = ""
+    transform_mode: str = ""
 
     def totals(self) -> dict[str, int]:
         """Files, records and rejects loaded by this run, over all streams."""
@@ -126,13 +127,58 @@ def ingest_task(
     return sum(s.files for s in stats.values())
 
 
+def _state(conn: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    """A value of the writer's pipeline state."""
+    rows = conn.execute("select value from pipeline_state where key = ?", [key]).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _set_state(conn: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    """Set a value of the writer's pipeline state."""
+    conn.execute("insert or replace into pipeline_state values (?, ?)", [key, value])
+
+
+def can_run_incrementally(conn: duckdb.DuckDBPyConnection, full_refresh: bool) -> bool:
+    """Incremental needs built tables from the same models and no pending full rebuild."""
+    return (
+        not full_refresh
+        and _state(conn, "models_hash") == transform.models_hash()
+        and _state(conn, "all_dirty") == "false"
+        and transform.model_tables_exist(conn)
+    )
+
+
 @task(name="transform", cache_policy=NONE)
 def transform_task(conn: duckdb.DuckDBPyConnection, summary: RunSummary) -> list[str]:
-    """Rebuild every SQL model from the loaded raw tables."""
+    """Bring the SQL models up to date: incrementally when possible, else in full."""
     started = time.monotonic()
-    built = transform.run_models(conn, summary.as_of)
+    incremental_mode = can_run_incrementally(conn, summary.full_refresh)
+    conn.execute("begin transaction")
+    try:
+        if incremental_mode:
+            transform.prepare(conn, summary.as_of)
+            built = incremental.run_incremental(conn)
+        else:
+            built = transform.run_models(conn, summary.as_of)
+            _set_state(conn, "all_dirty", "true")
+            _set_state(conn, "models_hash", transform.models_hash())
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    summary.transform_mode = "incremental" if incremental_mode else "full"
     summary.seconds["transform"] = round(time.monotonic() - started, 3)
     return built
+
+
+def dirty_partitions(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]] | None:
+    """Partitions changed since the last publish per merged table, or None to check them all."""
+    if _state(conn, "all_dirty") != "false":
+        return None
+    dirty: dict[str, set[str]] = {name: set() for name in incremental.MERGED if name in publish.LAYOUTS}
+    for table, part in conn.execute("select distinct table_name, part from dirty_parts").fetchall():
+        dirty.setdefault(table, set()).add(part)
+    return dirty
 
 
 def run_audits(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
@@ -193,6 +239,7 @@ def publish_task(conn: duckdb.DuckDBPyConnection, warehouse: Path, summary: RunS
         tables,
         summary.snapshot_id,
         {"run_id": summary.run_id, "as_of": summary.as_of, "published_at": datetime.now(UTC).isoformat()},
+        dirty_partitions(conn),
     )
     summary.partitions_written = result.written
     summary.partitions_reused = result.reused
@@ -240,7 +287,16 @@ def _dirty(conn: duckdb.DuckDBPyConnection) -> bool:
 
 def _set_dirty(conn: duckdb.DuckDBPyConnection, dirty: bool) -> None:
     """Record whether loaded data awaits publishing."""
-    conn.execute("insert or replace into pipeline_state values ('dirty', ?)", ["true" if dirty else "false"])
+    _set_state(conn, "dirty", "true" if dirty else "false")
+
+
+def _published(conn: duckdb.DuckDBPyConnection) -> None:
+    """Everything loaded is now published: forget what was pending."""
+    conn.execute("begin transaction")
+    conn.execute("delete from dirty_keys; delete from dirty_parts;")
+    _set_state(conn, "all_dirty", "false")
+    _set_dirty(conn, False)
+    conn.execute("commit")
 
 
 def run(raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool) -> RunSummary:
@@ -264,7 +320,7 @@ def run(raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool) 
             transform_task(conn, summary)
             audit_task(conn, summary)
             publish_task(conn, warehouse, summary)
-            _set_dirty(conn, False)
+            _published(conn)
             cleanup_task(warehouse, summary)
         finally:
             summary.seconds["total"] = round(time.monotonic() - started, 3)
@@ -274,7 +330,8 @@ def run(raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool) 
 
 def format_summary(summary: RunSummary) -> str:
     """A short, human-readable run summary."""
-    lines = [f"run {summary.run_id}: {summary.status} (as of {summary.as_of})"]
+    mode = f", {summary.transform_mode} transform" if summary.transform_mode else ""
+    lines = [f"run {summary.run_id}: {summary.status} (as of {summary.as_of}{mode})"]
     if summary.message:
         lines.append(f"  {summary.message}")
     for name, s in summary.streams.items():

@@ -44,7 +44,7 @@ LAYOUTS: dict[str, TableLayout] = {
         "created_at", "channel_id, created_at, report_id, field_id, value"
     ),
     "fct_report_images": TableLayout("created_at", "channel_id, created_at, report_image_id"),
-    "fct_reads": TableLayout("read_at", "channel_id, read_at, report_id, user_id"),
+    "fct_reads": TableLayout("read_at", "channel_id, read_at, read_id"),
     "fct_deliveries": TableLayout("sent_at", "channel_id, sent_at, delivery_id"),
     "agg_reports_hourly": TableLayout("hour_start", "channel_id, hour_start"),
     "agg_reports_by_user_hourly": TableLayout("hour_start", "channel_id, hour_start, user_id"),
@@ -100,14 +100,18 @@ def _partition_filter(layout: TableLayout, part: str) -> str:
     return f"{layout.time_column} >= {start} and {layout.time_column} < {start} + interval 1 month"
 
 
-def _fingerprints(conn: duckdb.DuckDBPyConnection, table: str, layout: TableLayout) -> dict[str, str]:
+def _fingerprints(
+    conn: duckdb.DuckDBPyConnection, table: str, layout: TableLayout, only: set[str] | None = None
+) -> dict[str, str]:
     """Content fingerprint of each partition (two independent 64-bit hash sums and a count)."""
+    where = "true" if only is None else f"list_contains($parts, {_part_expr(layout)})"
     rows = conn.execute(
         f"""
         select {_part_expr(layout)} as part, count(*),
                sum(hash(t)::hugeint), sum(hash(t, 'salt')::hugeint)
-        from {table} as t group by part
-        """
+        from {table} as t where {where} group by part
+        """,
+        {} if only is None else {"parts": sorted(only)},
     ).fetchall()
     schema = json.dumps(conn.execute(f"describe {table}").fetchall())
     return {
@@ -140,15 +144,43 @@ def _write_parquet(conn: duckdb.DuckDBPyConnection, query: str, target: Path, ta
     crash_point("parquet")
 
 
+def previous_parts(warehouse: Path) -> dict[str, dict[str, str]]:
+    """table -> partition -> file, from the current snapshot's manifest."""
+    current = current_snapshot(warehouse)
+    if current is None:
+        return {}
+    manifest = json.loads((current / "manifest.json").read_text())
+    return {
+        table: {f.split("/")[2].removeprefix("part="): f for f in info["files"]}
+        for table, info in manifest["tables"].items()
+    }
+
+
 def publish_table(
-    conn: duckdb.DuckDBPyConnection, warehouse: Path, table: str, tag: str
+    conn: duckdb.DuckDBPyConnection,
+    warehouse: Path,
+    table: str,
+    tag: str,
+    dirty: set[str] | None = None,
+    previous: dict[str, str] | None = None,
 ) -> tuple[list[str], int, int]:
-    """Write the changed partitions of one table; returns (files, written, reused)."""
+    """Write the changed partitions of one table; returns (files, written, reused).
+
+    With `dirty` (the partitions an incremental transform touched) and the previous snapshot's
+    files, untouched partitions are taken over as they are, without reading them.
+    """
     layout = LAYOUTS[table]
     files: list[str] = []
     written = reused = 0
-    fingerprints = _fingerprints(conn, table, layout)
-    if not fingerprints:
+    kept: dict[str, str] = {}
+    if dirty is not None and previous is not None:
+        kept = {p: f for p, f in previous.items() if p not in dirty and p != "empty"}
+        fingerprints = _fingerprints(conn, table, layout, only=dirty)
+    else:
+        fingerprints = _fingerprints(conn, table, layout)
+    files.extend(kept[p] for p in sorted(kept))
+    reused += len(kept)
+    if not fingerprints and not kept:
         schema = hashlib.sha256(
             json.dumps(conn.execute(f"describe {table}").fetchall()).encode()
         ).hexdigest()[:20]
@@ -160,10 +192,11 @@ def publish_table(
             reused += 1
         else:
             where = "false" if part == "empty" else _partition_filter(layout, part)
-            _write_parquet(conn, f"select * from {table} where {where}", target, tag)
+            query = f"select * from {table} where {where} order by {layout.order_by}"
+            _write_parquet(conn, query, target, tag)
             written += 1
         files.append(rel)
-    return files, written, reused
+    return sorted(files), written, reused
 
 
 def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[list[str]]:
@@ -189,13 +222,22 @@ def publish(
     tables: list[str],
     snapshot_id: str,
     info: dict,
+    dirty: dict[str, set[str]] | None = None,
 ) -> PublishResult:
-    """Write a new snapshot (sharing unchanged partitions) and switch `current` to it."""
+    """Write a new snapshot (sharing unchanged partitions) and switch `current` to it.
+
+    `dirty` maps tables maintained incrementally to the partitions they changed in.
+    """
     manifest: dict = {"snapshot_id": snapshot_id, **info, "tables": {}}
     written = reused = 0
-    conn.execute("set preserve_insertion_order = true")  # tables are stored sorted
+    previous = previous_parts(warehouse) if dirty else {}
+    conn.execute("set preserve_insertion_order = true")
     for table in tables:
-        files, w, r = publish_table(conn, warehouse, table, snapshot_id)
+        hint = (dirty or {}).get(table)
+        known = previous.get(table)
+        if hint is None or known is None:
+            hint = known = None
+        files, w, r = publish_table(conn, warehouse, table, snapshot_id, hint, known)
         rows = conn.execute(f"select count(*) from {table}").fetchall()[0][0]
         manifest["tables"][table] = {"files": files, "rows": rows, "columns": _columns(conn, table)}
         written += w

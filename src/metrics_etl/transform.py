@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from graphlib import TopologicalSorter
@@ -55,10 +56,30 @@ def install_macros(conn: duckdb.DuckDBPyConnection, root: Path | None = None) ->
         conn.execute(path.read_text())
 
 
-def run_models(conn: duckdb.DuckDBPyConnection, as_of: str) -> list[str]:
-    """Rebuild every model as a table; returns the model names in build order."""
+def models_hash(root: Path | None = None) -> str:
+    """A hash of every SQL file: a change to the models forces a full rebuild."""
+    root = root or sql_dir()
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.sql")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def model_tables_exist(conn: duckdb.DuckDBPyConnection) -> bool:
+    """True when every model has a table in the writer database."""
+    existing = {row[0] for row in conn.execute("select table_name from duckdb_tables()").fetchall()}
+    return all(m.name in existing for m in load_models())
+
+
+def prepare(conn: duckdb.DuckDBPyConnection, as_of: str) -> None:
+    """Macros and the as-of variable that models use."""
     install_macros(conn)
     conn.execute("set variable as_of = ?", [as_of])
+
+
+def run_models(conn: duckdb.DuckDBPyConnection, as_of: str) -> list[str]:
+    """Rebuild every model as a table; returns the model names in build order."""
+    prepare(conn, as_of)
     built = []
     conn.execute("set preserve_insertion_order = true")
     for model in load_models():
