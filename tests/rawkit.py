@@ -37,8 +37,20 @@ def base_world(raw: Path) -> None:
     jsonl(
         raw / "accounts/a.jsonl",
         [
-            {"account_id": 1, "username": "acme", "name": "Acme", "timezone": "America/New_York", "updated_at": T0},
-            {"account_id": 2, "username": "kat", "name": "Kat", "timezone": "Asia/Kathmandu", "updated_at": T0},
+            {
+                "account_id": 1,
+                "username": "acme",
+                "name": "Acme",
+                "timezone": "America/New_York",
+                "updated_at": T0,
+            },
+            {
+                "account_id": 2,
+                "username": "kat",
+                "name": "Kat",
+                "timezone": "Asia/Kathmandu",
+                "updated_at": T0,
+            },
         ],
     )
     jsonl(
@@ -46,30 +58,62 @@ def base_world(raw: Path) -> None:
         [
             {"channel_id": 1, "account_id": 1, "name": "ops", "updated_at": T0},
             {"channel_id": 2, "account_id": 2, "name": "k", "updated_at": T0},
-            {"channel_id": 3, "account_id": 1, "name": "mine", "personal": True, "owner_user_id": 3, "updated_at": T0},
+            {
+                "channel_id": 3,
+                "account_id": 1,
+                "name": "mine",
+                "personal": True,
+                "owner_user_id": 3,
+                "updated_at": T0,
+            },
             {"channel_id": 4, "account_id": 1, "name": "gone", "updated_at": T0, "deleted_at": T0},
         ],
     )
     jsonl(
         raw / "users/u.jsonl",
         [
-            {"user_id": 3, "account_id": 1, "first_name": "John", "last_name": "Doe", "email": "john@x.com", "updated_at": T0},
+            {
+                "user_id": 3,
+                "account_id": 1,
+                "first_name": "John",
+                "last_name": "Doe",
+                "email": "john@x.com",
+                "updated_at": T0,
+            },
             {"user_id": 4, "account_id": 1, "email": "amy@x.com", "updated_at": T0},
             {"user_id": 5, "account_id": 1, "updated_at": T0},
         ],
     )
-    jsonl(raw / "states/s.jsonl", [{"state_id": 1, "account_id": 1, "name": "Open", "updated_at": T0}])
+    jsonl(
+        raw / "states/s.jsonl", [{"state_id": 1, "account_id": 1, "name": "Open", "updated_at": T0}]
+    )
     jsonl(
         raw / "fields/f.jsonl",
         [
-            {"field_id": 2, "account_id": 1, "field_type": "Radio", "label": "R", "options": [{"value": "a", "name": "A"}], "updated_at": T0},
+            {
+                "field_id": 2,
+                "account_id": 1,
+                "field_type": "Radio",
+                "label": "R",
+                "options": [{"value": "a", "name": "A"}],
+                "updated_at": T0,
+            },
             {"field_id": 5, "account_id": 1, "field_type": "Text", "label": "T", "updated_at": T0},
-            {"field_id": 6, "account_id": 2, "field_type": "Category", "label": "C", "options": [], "updated_at": T0},
+            {
+                "field_id": 6,
+                "account_id": 2,
+                "field_type": "Category",
+                "label": "C",
+                "options": [],
+                "updated_at": T0,
+            },
         ],
     )
 
 
-def report(report_id: int, created_at: str, updated_at: str = "2016-11-08T00:00:00Z", **extra: object) -> dict:
+def report(
+    report_id: int, created_at: str, updated_at: str = "2016-11-08T00:00:00Z", **extra: object
+) -> dict:
     """A report record with sensible defaults."""
     row: dict = {
         "report_id": report_id,

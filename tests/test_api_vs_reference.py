@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import build
 from fastapi.testclient import TestClient
-from reference import Reference
 
+from conftest import build
 from metrics_etl.generate import generate
 from metrics_etl.keys import KeyStore
 from metrics_etl.reader import ANALYTICS, Reader
 from metrics_etl.server import create_app
+from reference import Reference
 
 UTC = dt.UTC
 NY = "America/New_York"
@@ -52,12 +51,29 @@ def random_range(rng: random.Random) -> tuple[str, str]:
     lo = dt.datetime(2015, 12, 1, tzinfo=UTC)
     kind = rng.randrange(6)
     if kind == 0:  # New York fall-back and spring-forward nights
-        night = rng.choice([dt.datetime(2016, 11, 6, 5, tzinfo=UTC), dt.datetime(2017, 3, 12, 6, tzinfo=UTC), dt.datetime(2017, 11, 5, 5, tzinfo=UTC)])
+        night = rng.choice(
+            [
+                dt.datetime(2016, 11, 6, 5, tzinfo=UTC),
+                dt.datetime(2017, 3, 12, 6, tzinfo=UTC),
+                dt.datetime(2017, 11, 5, 5, tzinfo=UTC),
+            ]
+        )
         start = night - dt.timedelta(hours=rng.randrange(0, 30), microseconds=rng.randrange(10**6))
         end = night + dt.timedelta(hours=rng.randrange(1, 30), microseconds=rng.randrange(10**6))
     else:
-        start = lo + dt.timedelta(seconds=rng.randrange(0, 760 * 86400), microseconds=rng.randrange(10**6) if kind < 4 else 0)
-        span = rng.choice([dt.timedelta(minutes=rng.randrange(1, 180)), dt.timedelta(hours=rng.randrange(1, 49)), dt.timedelta(days=rng.randrange(1, 63)), dt.timedelta(days=rng.randrange(60, 740)), dt.timedelta(days=rng.randrange(700, 900))])
+        start = lo + dt.timedelta(
+            seconds=rng.randrange(0, 760 * 86400),
+            microseconds=rng.randrange(10**6) if kind < 4 else 0,
+        )
+        span = rng.choice(
+            [
+                dt.timedelta(minutes=rng.randrange(1, 180)),
+                dt.timedelta(hours=rng.randrange(1, 49)),
+                dt.timedelta(days=rng.randrange(1, 63)),
+                dt.timedelta(days=rng.randrange(60, 740)),
+                dt.timedelta(days=rng.randrange(700, 900)),
+            ]
+        )
         end = start + span + dt.timedelta(microseconds=rng.randrange(10**6) if kind < 3 else 0)
         if kind == 5:
             start = start.replace(minute=0, second=0, microsecond=0)
@@ -77,7 +93,11 @@ def random_requests(ref: Reference, n: int, seed: int) -> list[tuple[str, int]]:
     ny = [a for a, r in ref.current("accounts").items() if r["timezone"] == NY]
     requests = []
     for _ in range(n):
-        channel_id = rng.choice([*sorted(channels), 999_999]) if rng.random() < 0.9 else rng.choice(sorted(channels))
+        channel_id = (
+            rng.choice([*sorted(channels), 999_999])
+            if rng.random() < 0.9
+            else rng.choice(sorted(channels))
+        )
         owner = channels.get(channel_id, {}).get("account_id", rng.choice(accounts))
         account = owner if rng.random() < 0.9 else rng.choice(accounts)
         start, end = random_range(rng)
@@ -88,9 +108,15 @@ def random_requests(ref: Reference, n: int, seed: int) -> list[tuple[str, int]]:
         if endpoint == "reports_over_time" and rng.random() < 0.5:
             q += "&datetime_range_width=" + rng.choice(["hour", "day", "week", "month", "year"])
         if endpoint == "reports_per_field_selection":
-            q += "&field_id=" + str(rng.choice([*fields, 424242, "abc"]) if rng.random() < 0.95 else "")
+            q += "&field_id=" + str(
+                rng.choice([*fields, 424242, "abc"]) if rng.random() < 0.95 else ""
+            )
         if endpoint in ("reports_read", "user_awareness"):
-            names = ["total_reads", "unique_reads", "report_readers", "reports_seen"] if endpoint == "reports_read" else ["total_alerts", "unique_alerts", "alert_source_reports", "alerts_opened"]
+            names = (
+                ["total_reads", "unique_reads", "report_readers", "reports_seen"]
+                if endpoint == "reports_read"
+                else ["total_alerts", "unique_alerts", "alert_source_reports", "alerts_opened"]
+            )
             chosen = rng.sample(names, rng.randrange(0, 5))
             if rng.random() < 0.05:
                 chosen.append("bogus")
@@ -164,7 +190,11 @@ def test_hand_picked_edges(world) -> None:
     _, _, ref, reader = world
     channels = ref.current("channels")
     accounts = ref.current("accounts")
-    ny = [c for c, r in channels.items() if accounts.get(r["account_id"], {}).get("timezone") == NY and not r.get("deleted_at")]
+    ny = [
+        c
+        for c, r in channels.items()
+        if accounts.get(r["account_id"], {}).get("timezone") == NY and not r.get("deleted_at")
+    ]
     assert ny
     for channel_id in ny[:3]:
         account = channels[channel_id]["account_id"]

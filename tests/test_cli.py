@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import build
-from rawkit import base_world, jsonl, report
 
-from metrics_etl.cli import main
+from conftest import build
+from metrics_etl.cli import build_deployment, build_parser, main
+from rawkit import base_world, jsonl, report
 
 AS_OF = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
 
@@ -19,7 +19,10 @@ AS_OF = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """Run `metrics-etl` in a subprocess, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "metrics_etl.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "metrics_etl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -33,6 +36,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (["keys", "revoke", "--warehouse", "/nonexistent/wh", "abc"], "no key with id"),
         (["sql", "--warehouse", "/nonexistent/wh", "select 1"], "nothing is published"),
         (["get", "--warehouse", "/nonexistent/wh", "--account-id", "x", "/"], "invalid int value"),
+        (["schedule", "--cron", "every tuesday"], "not a valid cron expression"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_nonzero_exit(args: list[str], needle: str) -> None:
@@ -71,7 +75,9 @@ def test_run_flow_then_sql_and_keys(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["keys", "list", "--warehouse", str(wh)]) == 0
     listing = capsys.readouterr().out
     assert "account 1" in listing and secret not in listing
-    assert main(["get", "--warehouse", str(wh), "--account-id", "1", "/batch/acme/report_stats"]) == 0
+    assert (
+        main(["get", "--warehouse", str(wh), "--account-id", "1", "/batch/acme/report_stats"]) == 0
+    )
     assert '"report_token": "tok1"' in capsys.readouterr().out
 
 
@@ -83,3 +89,57 @@ def test_second_run_is_a_noop_and_says_so(tmp_path: Path) -> None:
     second = build(raw, wh, AS_OF)
     assert second.status == "no-op"
     assert "no new or changed raw files" in second.message
+
+
+def test_schedule_builds_a_cron_deployment_of_the_flow(tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        [
+            "schedule",
+            "--cron",
+            "*/15 * * * *",
+            "--raw",
+            str(tmp_path / "raw"),
+            "--warehouse",
+            str(tmp_path / "wh"),
+        ]
+    )
+    deployment = build_deployment(args)
+    assert deployment.entrypoint == "flows/etl.py:etl"
+    assert deployment.schedules[0].schedule.cron == "*/15 * * * *"
+    assert deployment.parameters == {
+        "raw": str(tmp_path / "raw"),
+        "warehouse": str(tmp_path / "wh"),
+    }
+
+
+def test_each_run_is_recorded_in_runs_and_as_a_prefect_artifact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from metrics_etl.reader import open_snapshot
+
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    base_world(raw)
+    assert main(["run", "--raw", str(raw), "--warehouse", str(wh), "--as-of", "2017-01-01"]) == 0
+    jsonl(raw / "reports/more.jsonl", [report(7, "2016-11-09T00:00:00Z")])
+    assert main(["run", "--raw", str(raw), "--warehouse", str(wh), "--as-of", "2017-01-01"]) == 0
+    capsys.readouterr()
+    with open_snapshot(wh) as snap:
+        rows = snap.conn.execute(
+            "select status, files_loaded, records_accepted, partitions_written, summary->>'transform_mode' "
+            "from runs order by started_at"
+        ).fetchall()
+    assert rows[0][:3] == ("published", 5, 13)  # 2 accounts, 4 channels, 3 users, 1 state, 3 fields
+    assert rows[1][:3] == ("published", 1, 1)
+    assert rows[1][4] == "incremental" and rows[0][4] == "full"
+    assert rows[1][3] < rows[0][3]  # unchanged partitions are reused, not rewritten
+    body = {
+        "artifacts": {"key": {"any_": ["metrics-etl-run"]}},
+        "limit": 10,
+        "offset": 0,
+        "sort": "CREATED_DESC",
+    }
+    artifacts = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
+    assert any("published snapshot" in str(a["data"]) for a in artifacts)

@@ -6,13 +6,13 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from conftest import build
 from fastapi.testclient import TestClient
-from rawkit import base_world, jsonl, report
 
+from conftest import build
 from metrics_etl.keys import KeyStore
 from metrics_etl.reader import Reader
 from metrics_etl.server import create_app
+from rawkit import base_world, jsonl, report
 
 AS_OF = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
 RANGE = "start_date=2016-11-01&end_date=2016-12-01"
@@ -23,7 +23,10 @@ def served(tmp_path: Path):
     """A built warehouse, a client, and keys for accounts 1 and 2."""
     raw, wh = tmp_path / "raw", tmp_path / "wh"
     base_world(raw)
-    jsonl(raw / "reports/r.jsonl", [report(i, f"2016-11-0{i}T12:00:00Z", user_id=3 + i % 2) for i in range(1, 6)])
+    jsonl(
+        raw / "reports/r.jsonl",
+        [report(i, f"2016-11-0{i}T12:00:00Z", user_id=3 + i % 2) for i in range(1, 6)],
+    )
     build(raw, wh, AS_OF)
     store = KeyStore(wh)
     _, key1 = store.create(1)
@@ -59,7 +62,9 @@ def test_answers_equal_the_reader_and_other_accounts_are_404(served) -> None:
     ]:
         response = client.get(path, headers=auth(key1))
         assert (response.status_code, response.json()) == reader.get(path, 1)
-    other = client.get(f"/api/v4/analytics/reports_per_user?channel_id=1&{RANGE}", headers=auth(key2))
+    other = client.get(
+        f"/api/v4/analytics/reports_per_user?channel_id=1&{RANGE}", headers=auth(key2)
+    )
     assert other.status_code == 404 and other.json()["error"] == "not_found"
     assert client.get("/batch/acme/report_stats", headers=auth(key2)).status_code == 404
 
@@ -76,7 +81,9 @@ def test_answers_equal_the_reader_and_other_accounts_are_404(served) -> None:
         ("channel_id=999&" + RANGE, 404, "channel_id"),
     ],
 )
-def test_errors_are_json_with_code_and_message(served, query: str, status: int, needle: str) -> None:
+def test_errors_are_json_with_code_and_message(
+    served, query: str, status: int, needle: str
+) -> None:
     client, _, _, key1, _, _ = served
     response = client.get(f"/api/v4/analytics/reports_over_time?{query}", headers=auth(key1))
     assert response.status_code == status

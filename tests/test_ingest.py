@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from rawkit import T0, base_world, jsonl, parquet, report
-from reference import Reference
 
 from metrics_etl import ingest, pipeline, transform
 from metrics_etl.contract import STREAMS
+from rawkit import T0, base_world, jsonl, parquet, report
+from reference import Reference
 
 AS_OF = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
 UTC = dt.UTC
@@ -39,7 +39,13 @@ def accounting_of(conn) -> dict[str, tuple[int, int, int]]:
 def bad_lines_world(raw: Path) -> None:
     """One file per format with every kind of bad record, interleaved with good ones."""
     base_world(raw)
-    good = {"read_id": 1, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": "2016-11-08T10:00:00+01:00"}
+    good = {
+        "read_id": 1,
+        "account_id": 1,
+        "report_id": 1,
+        "user_id": 3,
+        "read_at": "2016-11-08T10:00:00+01:00",
+    }
     bad = [
         '{"read_id": 9',  # invalid JSON
         "[1, 2]",  # not an object
@@ -66,8 +72,22 @@ def bad_lines_world(raw: Path) -> None:
     jsonl(
         raw / "report_runs/r.jsonl",
         [
-            {"run_id": 1, "account_id": 1, "report_id": 1, "user_id": 3, "run_type": "manual", "ran_at": T0},
-            {"run_id": 2, "account_id": 1, "report_id": 1, "user_id": 3, "run_type": "cron", "ran_at": T0},
+            {
+                "run_id": 1,
+                "account_id": 1,
+                "report_id": 1,
+                "user_id": 3,
+                "run_type": "manual",
+                "ran_at": T0,
+            },
+            {
+                "run_id": 2,
+                "account_id": 1,
+                "report_id": 1,
+                "user_id": 3,
+                "run_type": "cron",
+                "ran_at": T0,
+            },
         ],
     )
     jsonl(
@@ -81,13 +101,35 @@ def bad_lines_world(raw: Path) -> None:
     )
     jsonl(
         raw / "accounts/bad.jsonl",
-        [{"account_id": 9, "username": "mars", "name": "M", "timezone": "Mars/Olympus_Mons", "updated_at": T0}],
+        [
+            {
+                "account_id": 9,
+                "username": "mars",
+                "name": "M",
+                "timezone": "Mars/Olympus_Mons",
+                "updated_at": T0,
+            }
+        ],
     )
     jsonl(
         raw / "report_images/i.jsonl",
         [
-            {"report_image_id": 1, "report_id": 1, "account_id": 1, "created_at": T0, "updated_at": T0, "styles": {"thumb": "t", "medium": "m"}},
-            {"report_image_id": 2, "report_id": 1, "account_id": 1, "created_at": T0, "updated_at": T0, "styles": {"medium": "m"}},
+            {
+                "report_image_id": 1,
+                "report_id": 1,
+                "account_id": 1,
+                "created_at": T0,
+                "updated_at": T0,
+                "styles": {"thumb": "t", "medium": "m"},
+            },
+            {
+                "report_image_id": 2,
+                "report_id": 1,
+                "account_id": 1,
+                "created_at": T0,
+                "updated_at": T0,
+                "styles": {"medium": "m"},
+            },
         ],
     )
     ts = pa.timestamp("us", tz="UTC")
@@ -140,7 +182,10 @@ def test_every_bad_record_is_rejected_with_file_and_line(tmp_path: Path) -> None
     conn, _ = load(raw, tmp_path / "wh")
     ref = Reference(raw, AS_OF)
     assert rejects_of(conn) == {(r["stream"], r["file"], r["line"]) for r in ref.rejects}
-    reasons = dict(((f, line), reason) for f, line, reason in conn.execute("select file, line, reason from rejects").fetchall())
+    reasons = dict(
+        ((f, line), reason)
+        for f, line, reason in conn.execute("select file, line, reason from rejects").fetchall()
+    )
     assert "no offset" in reasons[("reads/plain.jsonl", 29)]
     assert reasons[("reads/plain.jsonl", 2)].startswith("invalid JSON")
     assert reasons[("reads/plain.jsonl", 14)] == "required field user_id is null"
@@ -148,7 +193,9 @@ def test_every_bad_record_is_rejected_with_file_and_line(tmp_path: Path) -> None
     assert "manual, scheduled" in reasons[("report_runs/r.jsonl", 2)]
     assert "Mars/Olympus_Mons" in reasons[("accounts/bad.jsonl", 1)]
     assert "no offset" in reasons[("reads/naive.parquet", 1)]
-    raw_text = conn.execute("select raw from rejects where file = 'reads/plain.jsonl' and line = 2").fetchall()
+    raw_text = conn.execute(
+        "select raw from rejects where file = 'reads/plain.jsonl' and line = 2"
+    ).fetchall()
     assert raw_text == [('{"read_id": 9',)]
 
 
@@ -158,7 +205,9 @@ def test_accounting_balances_per_file_and_matches_reference(tmp_path: Path) -> N
     conn, _ = load(raw, tmp_path / "wh")
     ref = Reference(raw, AS_OF)
     got = accounting_of(conn)
-    assert got == {f: (a["lines_read"], a["accepted"], a["rejected"]) for f, a in ref.accounting.items()}
+    assert got == {
+        f: (a["lines_read"], a["accepted"], a["rejected"]) for f, a in ref.accounting.items()
+    }
     for lines, accepted, rejected in got.values():
         assert lines == accepted + rejected
     blanks = dict(conn.execute("select file, blank_lines from file_stats").fetchall())
@@ -186,7 +235,11 @@ def current_rows(conn, stream: str) -> dict[int, dict]:
 
 def normalized_reference(ref: Reference, stream: str) -> dict[int, dict]:
     """Reference current state with the documented defaults applied (UTC, false)."""
-    defaults = {("accounts", "timezone"): "UTC", ("channels", "personal"): False, ("schedules", "paused"): False}
+    defaults = {
+        ("accounts", "timezone"): "UTC",
+        ("channels", "personal"): False,
+        ("schedules", "paused"): False,
+    }
     out = {}
     for key, rec in ref.current(stream).items():
         row = dict(rec)
@@ -200,13 +253,28 @@ def normalized_reference(ref: Reference, stream: str) -> dict[int, dict]:
 def test_latest_wins_ties_and_event_dedup_across_runs(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     base_world(raw)
-    jsonl(raw / "reports/1.jsonl", [report(1, "2016-11-07T14:00:00Z", "2016-11-09T00:00:00Z", state_id=None)])
-    jsonl(raw / "reads/1.jsonl", [{"read_id": 1, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}])
+    jsonl(
+        raw / "reports/1.jsonl",
+        [report(1, "2016-11-07T14:00:00Z", "2016-11-09T00:00:00Z", state_id=None)],
+    )
+    jsonl(
+        raw / "reads/1.jsonl",
+        [{"read_id": 1, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}],
+    )
     conn, _ = load(raw, tmp_path / "wh")
     # later run: an older version arrives last; a same-updated_at version in a later file; a retry
-    jsonl(raw / "reports/2.jsonl", [report(1, "2016-11-07T14:00:00Z", "2016-11-08T00:00:00Z", state_id=1)])
-    jsonl(raw / "reports/0.jsonl", [report(1, "2016-11-07T14:00:00Z", "2016-11-09T00:00:00Z", token="tie")])
-    jsonl(raw / "reads/2.jsonl", [{"read_id": 1, "account_id": 1, "report_id": 1, "user_id": 4, "read_at": T0}])
+    jsonl(
+        raw / "reports/2.jsonl",
+        [report(1, "2016-11-07T14:00:00Z", "2016-11-08T00:00:00Z", state_id=1)],
+    )
+    jsonl(
+        raw / "reports/0.jsonl",
+        [report(1, "2016-11-07T14:00:00Z", "2016-11-09T00:00:00Z", token="tie")],
+    )
+    jsonl(
+        raw / "reads/2.jsonl",
+        [{"read_id": 1, "account_id": 1, "report_id": 1, "user_id": 4, "read_at": T0}],
+    )
     ingest.ingest(conn, ingest.discover(raw), "r2", 1 << 20)
     transform.run_models(conn, AS_OF.isoformat())
     ref = Reference(raw, AS_OF)
@@ -219,13 +287,23 @@ def test_latest_wins_ties_and_event_dedup_across_runs(tmp_path: Path) -> None:
 def test_reload_rules(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     base_world(raw)
-    path = jsonl(raw / "reads/1.jsonl", [{"read_id": i, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0} for i in range(5)])
+    path = jsonl(
+        raw / "reads/1.jsonl",
+        [
+            {"read_id": i, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}
+            for i in range(5)
+        ],
+    )
     conn, first = load(raw, tmp_path / "wh")
     assert first["reads"].files == 1
-    assert ingest.ingest(conn, ingest.discover(raw), "r2", 1 << 20) == {}  # unchanged: not loaded again
+    assert (
+        ingest.ingest(conn, ingest.discover(raw), "r2", 1 << 20) == {}
+    )  # unchanged: not loaded again
     os.utime(path, ns=(1, 1))  # touched, same content: not loaded again
     assert ingest.ingest(conn, ingest.discover(raw), "r3", 1 << 20) == {}
-    jsonl(path, [{"read_id": 9, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}, "bad"])
+    jsonl(
+        path, [{"read_id": 9, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}, "bad"]
+    )
     again = ingest.ingest(conn, ingest.discover(raw), "r4", 1 << 20)
     assert again["reads"].files == 1
     ids = [r[0] for r in conn.execute("select read_id from raw_reads order by 1").fetchall()]
@@ -237,7 +315,14 @@ def test_reload_rules(tmp_path: Path) -> None:
 def test_corrupt_files_load_nothing_and_count_one_reject(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     base_world(raw)
-    good = jsonl(tmp_path / "g.jsonl.gz", [{"read_id": i, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0} for i in range(500)], gz=True)
+    good = jsonl(
+        tmp_path / "g.jsonl.gz",
+        [
+            {"read_id": i, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}
+            for i in range(500)
+        ],
+        gz=True,
+    )
     (raw / "reads").mkdir()
     (raw / "reads/trunc.jsonl.gz").write_bytes(good.read_bytes()[:-20])
     (raw / "reads/garbage.parquet").write_bytes(b"PAR1 not really")

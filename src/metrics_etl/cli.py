@@ -59,7 +59,9 @@ def build_parser() -> Parser:
     run = sub.add_parser("run", help="run the ETL flow once (load, transform, audit, publish)")
     run.add_argument("--raw", type=Path, default=cfg.raw)
     run.add_argument("--warehouse", type=Path, default=cfg.warehouse)
-    run.add_argument("--as-of", type=_instant, default=None, help="as-of time of report stats (default: now)")
+    run.add_argument(
+        "--as-of", type=_instant, default=None, help="as-of time of report stats (default: now)"
+    )
     run.add_argument("--full-refresh", action="store_true", help="rebuild from every raw file")
 
     sql = sub.add_parser("sql", help="run ad-hoc SQL over the published tables")
@@ -97,10 +99,13 @@ def build_parser() -> Parser:
 
 def load_flow():  # type: ignore[no-untyped-def]
     """Import the flow defined in flows/etl.py."""
-    spec = importlib.util.spec_from_file_location("metrics_etl_flows_etl", REPO / "flows" / "etl.py")
+    spec = importlib.util.spec_from_file_location(
+        "metrics_etl_flows_etl", REPO / "flows" / "etl.py"
+    )
     if spec is None or spec.loader is None:
         raise UserError(f"cannot find the flow at {REPO / 'flows' / 'etl.py'}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # Prefect finds the flow's source file through it
     spec.loader.exec_module(module)
     return module.etl
 
@@ -168,7 +173,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
     elif args.keys_command == "list":
         for row in store.list():
             status = "revoked" if row["revoked_at"] else "active"
-            print(f"{row['key_id']}  account {row['account_id']}  {status}  created {row['created_at']}")
+            print(
+                f"{row['key_id']}  account {row['account_id']}  {status}  created {row['created_at']}"
+            )
     else:
         store.revoke(args.key_id)
         print(f"revoked key {args.key_id}")
@@ -185,20 +192,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_schedule(args: argparse.Namespace) -> int:
-    """Serve the flow on a cron schedule until interrupted."""
-    from prefect.schedules import Cron
+def build_deployment(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """A Prefect deployment of the flow on the given cron schedule."""
+    from prefect.client.schemas.schedules import CronSchedule
 
     try:
-        schedule = Cron(args.cron)
-    except ValueError as error:
-        raise UserError(f"--cron '{args.cron}' is not a valid cron expression: {error}") from None
-    etl = load_flow()
-    etl.serve(
+        CronSchedule(cron=args.cron)
+    except ValueError:
+        raise UserError(
+            f"--cron '{args.cron}' is not a valid cron expression, e.g. '*/15 * * * *'"
+        ) from None
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return load_flow().to_deployment(
         name=args.name,
-        schedules=[schedule],
-        parameters={"raw": str(args.raw), "warehouse": str(args.warehouse)},
+        cron=args.cron,
+        parameters={"raw": str(args.raw.resolve()), "warehouse": str(args.warehouse.resolve())},
     )
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """Serve the flow on a cron schedule until interrupted (Prefect `serve`)."""
+    from prefect import serve
+
+    deployment = build_deployment(args)
+    serve(deployment)
     return 0
 
 

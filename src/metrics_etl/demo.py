@@ -55,16 +55,39 @@ def main() -> int:
     end = last.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     window = f"channel_id={channel}&start_date=2017-03-01T00:00:00-05:00&end_date={end}"
     print(f"\nSample answers for the busiest New York channel ({channel}, organization '{org}'):")
-    for endpoint in ("reports_over_time", "reports_per_user", "reports_per_state", "reports_per_day_hour"):
+    for endpoint in (
+        "reports_over_time",
+        "reports_per_user",
+        "reports_per_state",
+        "reports_per_day_hour",
+    ):
         _show(reader, f"/api/v4/analytics/{endpoint}?{window}", account)
-    _show(reader, f"/api/v4/analytics/reports_over_time?{window}&datetime_range_width=month", account)
-    _show(reader, f"/api/v4/analytics/reports_read?{window}&fields=total_reads,unique_reads,report_readers,reports_seen", account)
-    _show(reader, f"/api/v4/analytics/user_awareness?{window}&fields=total_alerts,unique_alerts,alert_source_reports,alerts_opened", account)
+    _show(
+        reader, f"/api/v4/analytics/reports_over_time?{window}&datetime_range_width=month", account
+    )
+    _show(
+        reader,
+        f"/api/v4/analytics/reports_read?{window}&fields=total_reads,unique_reads,report_readers,reports_seen",
+        account,
+    )
+    _show(
+        reader,
+        f"/api/v4/analytics/user_awareness?{window}&fields=total_alerts,unique_alerts,alert_source_reports,alerts_opened",
+        account,
+    )
     _show(reader, f"/api/v4/analytics/reports_images?{window}", account, limit=2)
     _show(reader, f"/batch/{org}/report_stats?per_page=2&page=2", account)
-    _show(reader, f"/api/v4/analytics/reports_per_user?channel_id={channel}&start_date=2017-02-01&end_date=2017-01-01", account)
-    print(f"\nAd-hoc SQL: .venv/bin/metrics-etl sql --warehouse {warehouse} \"select * from rejects limit 5\"")
-    print(f"Serve over HTTP: .venv/bin/metrics-etl keys create --warehouse {warehouse} --account-id {account}")
+    _show(
+        reader,
+        f"/api/v4/analytics/reports_per_user?channel_id={channel}&start_date=2017-02-01&end_date=2017-01-01",
+        account,
+    )
+    print(
+        f'\nAd-hoc SQL: .venv/bin/metrics-etl sql --warehouse {warehouse} "select * from rejects limit 5"'
+    )
+    print(
+        f"Serve over HTTP: .venv/bin/metrics-etl keys create --warehouse {warehouse} --account-id {account}"
+    )
     print(f"                 .venv/bin/metrics-etl serve --warehouse {warehouse}")
     reader.close()
     return 0

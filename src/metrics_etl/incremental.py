@@ -136,9 +136,7 @@ def _affected_events(conn: duckdb.DuckDBPyConnection, facts: EventFacts) -> None
 
 def _local_slots(conn: duckdb.DuckDBPyConnection, model: Model) -> None:
     """Add the slots of new facts (slot attributes never change, so rows are only added)."""
-    sql = substitute(
-        model.sql, {e.source: f"delta_{e.source}" for e in EVENT_FACTS}
-    )
+    sql = substitute(model.sql, {e.source: f"delta_{e.source}" for e in EVENT_FACTS})
     conn.execute(
         f"insert into int_local_slots select * from ({sql}) as new "
         f"where not exists (select 1 from int_local_slots as old "
@@ -188,7 +186,9 @@ def run_incremental(conn: duckdb.DuckDBPyConnection) -> list[str]:
     """Bring every model up to date with the dirty keys; returns the models touched."""
     by_fact = {e.fact: e for e in EVENT_FACTS}
     by_rollup = {e.rollup: e for e in EVENT_FACTS}
-    conn.execute("create or replace temp table prev_current_reports as select * from int_current_reports")
+    conn.execute(
+        "create or replace temp table prev_current_reports as select * from int_current_reports"
+    )
     built = []
     models = sorted(load_models(), key=lambda m: m.layer != "staging")  # stable: topo order kept
     for model in models:

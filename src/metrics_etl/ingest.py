@@ -66,9 +66,13 @@ def _ignored(rel_parts: tuple[str, ...]) -> bool:
 def discover(raw: Path) -> Discovery:
     """Walk the raw folder and classify every file."""
     if not raw.exists():
-        raise UserError(f"raw folder {raw} does not exist; pass --raw DIR or run `metrics-etl generate` first")
+        raise UserError(
+            f"raw folder {raw} does not exist; pass --raw DIR or run `metrics-etl generate` first"
+        )
     if not raw.is_dir():
-        raise UserError(f"raw path {raw} is not a folder; pass --raw DIR pointing at the raw folder")
+        raise UserError(
+            f"raw path {raw} is not a folder; pass --raw DIR pointing at the raw folder"
+        )
     found = Discovery()
     for dirpath, dirnames, filenames in os.walk(raw):
         dirnames.sort()
@@ -87,10 +91,14 @@ def discover(raw: Path) -> Discovery:
                 continue
             fmt = _format_of(name)
             if fmt is None:
-                found.skipped.append((rel, "unsupported extension (use .jsonl, .jsonl.gz or .parquet)"))
+                found.skipped.append(
+                    (rel, "unsupported extension (use .jsonl, .jsonl.gz or .parquet)")
+                )
                 continue
             if not os.access(path, os.R_OK):
-                raise UserError(f"cannot read raw file {path}: permission denied; fix its permissions or move it out of {raw}")
+                raise UserError(
+                    f"cannot read raw file {path}: permission denied; fix its permissions or move it out of {raw}"
+                )
             st = path.stat()
             found.files.append(RawFile(path, rel, stream, fmt, st.st_size, st.st_mtime_ns))
     return found
@@ -281,7 +289,9 @@ def load_file(
             conn.register("block", block)
             counts = _ingest_source(conn, stream, "block", run_id)
             conn.unregister("block")
-        accepted, rejected, blank = (a + b for a, b in zip((accepted, rejected, blank), counts, strict=True))
+        accepted, rejected, blank = (
+            a + b for a, b in zip((accepted, rejected, blank), counts, strict=True)
+        )
     _remember(conn, raw_file, digest, run_id, (accepted, rejected, blank))
     return accepted, rejected
 
@@ -290,7 +300,9 @@ def load_file(
 REFS: dict[str, str] = {"alert_opens": "delivery_id"}
 
 
-def _mark_dirty(conn: duckdb.DuckDBPyConnection, stream: Stream, relation: str, where: str, params: list) -> None:
+def _mark_dirty(
+    conn: duckdb.DuckDBPyConnection, stream: Stream, relation: str, where: str, params: list
+) -> None:
     """Remember the keys (and refs) of records added or removed, for the incremental transform."""
     ref = REFS.get(stream.name, "null")
     conn.execute(
@@ -301,14 +313,20 @@ def _mark_dirty(conn: duckdb.DuckDBPyConnection, stream: Stream, relation: str, 
 
 def _forget(conn: duckdb.DuckDBPyConnection, raw_file: RawFile) -> None:
     """Remove every record, reject and count of a file's earlier content."""
-    _mark_dirty(conn, STREAMS[raw_file.stream], f"raw_{raw_file.stream}", "_file = ?", [raw_file.rel])
+    _mark_dirty(
+        conn, STREAMS[raw_file.stream], f"raw_{raw_file.stream}", "_file = ?", [raw_file.rel]
+    )
     conn.execute(f"delete from raw_{raw_file.stream} where _file = ?", [raw_file.rel])
     conn.execute("delete from rejects where file = ?", [raw_file.rel])
     conn.execute("delete from file_stats where file = ?", [raw_file.rel])
 
 
 def _remember(
-    conn: duckdb.DuckDBPyConnection, raw_file: RawFile, digest: str, run_id: str, counts: tuple[int, int, int]
+    conn: duckdb.DuckDBPyConnection,
+    raw_file: RawFile,
+    digest: str,
+    run_id: str,
+    counts: tuple[int, int, int],
 ) -> None:
     """Record a loaded file's counts and its place in the manifest."""
     accepted, rejected, blank = counts
@@ -318,7 +336,15 @@ def _remember(
     )
     conn.execute(
         "insert or replace into manifest values (?, ?, ?, ?, ?, ?, ?)",
-        [raw_file.rel, raw_file.stream, raw_file.format, raw_file.size, raw_file.mtime_ns, digest, run_id],
+        [
+            raw_file.rel,
+            raw_file.stream,
+            raw_file.format,
+            raw_file.size,
+            raw_file.mtime_ns,
+            digest,
+            run_id,
+        ],
     )
 
 
@@ -329,7 +355,8 @@ def record_corrupt(
     _forget(conn, raw_file)
     reason = f"unreadable file ({error}); replace it with a complete {raw_file.format} file"
     conn.execute(
-        "insert into rejects values (?, ?, 0, '', ?, ?)", [raw_file.stream, raw_file.rel, reason, run_id]
+        "insert into rejects values (?, ?, 0, '', ?, ?)",
+        [raw_file.stream, raw_file.rel, reason, run_id],
     )
     _remember(conn, raw_file, digest, run_id, (0, 1, 0))
     return 0, 1

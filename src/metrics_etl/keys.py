@@ -77,7 +77,9 @@ class KeyStore:
         except OSError:
             return None
         if self._cache is None or self._cache[0] != mtime:
-            active = {row["sha256"]: row["account_id"] for row in self._load() if not row["revoked_at"]}
+            active = {
+                row["sha256"]: row["account_id"] for row in self._load() if not row["revoked_at"]
+            }
             self._cache = (mtime, active)
         digest = _hash(secret)
         for known, account in self._cache[1].items():

@@ -119,7 +119,9 @@ def ingest_task(
         ingest.reset_state(conn)
     found = ingest.discover(raw)
     if not found.files and not found.skipped:
-        raise UserError(f"raw folder {raw} is empty; put files under {raw}/<stream>/ or run `metrics-etl generate`")
+        raise UserError(
+            f"raw folder {raw} is empty; put files under {raw}/<stream>/ or run `metrics-etl generate`"
+        )
     summary.skipped_files = [list(s) for s in found.skipped]
     stats = ingest.ingest(conn, found, summary.run_id, chunk_bytes)
     summary.streams = {name: vars(s) for name, s in sorted(stats.items())}
@@ -175,7 +177,9 @@ def dirty_partitions(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]] | N
     """Partitions changed since the last publish per merged table, or None to check them all."""
     if _state(conn, "all_dirty") != "false":
         return None
-    dirty: dict[str, set[str]] = {name: set() for name in incremental.MERGED if name in publish.LAYOUTS}
+    dirty: dict[str, set[str]] = {
+        name: set() for name in incremental.MERGED if name in publish.LAYOUTS
+    }
     for table, part in conn.execute("select distinct table_name, part from dirty_parts").fetchall():
         dirty.setdefault(table, set()).add(part)
     return dirty
@@ -198,7 +202,9 @@ def audit_task(conn: duckdb.DuckDBPyConnection, summary: RunSummary) -> None:
     summary.seconds["audit"] = round(time.monotonic() - started, 3)
     failed = {name: rows for name, rows in results.items() if rows}
     if failed:
-        detail = "; ".join(f"{name}: {len(rows)} failing rows, e.g. {rows[:3]}" for name, rows in failed.items())
+        detail = "; ".join(
+            f"{name}: {len(rows)} failing rows, e.g. {rows[:3]}" for name, rows in failed.items()
+        )
         raise AuditFailed(f"audit failed, nothing published (previous snapshot kept): {detail}")
 
 
@@ -238,7 +244,11 @@ def publish_task(conn: duckdb.DuckDBPyConnection, warehouse: Path, summary: RunS
         warehouse,
         tables,
         summary.snapshot_id,
-        {"run_id": summary.run_id, "as_of": summary.as_of, "published_at": datetime.now(UTC).isoformat()},
+        {
+            "run_id": summary.run_id,
+            "as_of": summary.as_of,
+            "published_at": datetime.now(UTC).isoformat(),
+        },
         dirty_partitions(conn),
     )
     summary.partitions_written = result.written
@@ -307,7 +317,9 @@ def run(raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool) 
     with writer_lock(warehouse, cfg.lock_timeout_s):
         conn = open_writer(warehouse)
         try:
-            conn.execute("create table if not exists pipeline_state (key varchar primary key, value varchar)")
+            conn.execute(
+                "create table if not exists pipeline_state (key varchar primary key, value varchar)"
+            )
             loaded = ingest_task(conn, raw, summary, cfg.read_chunk_bytes)
             if loaded:
                 _set_dirty(conn, True)

@@ -34,7 +34,12 @@ INT_RE = re.compile(r"[+-]?\d+")
 PARAM_RE = re.compile(r"\$([a-z][a-z0-9_]*)")
 INT64_MAX = 2**63 - 1
 WIDTHS = ("hour", "day", "week", "month")
-BUCKET_COLUMN = {"hour": "hour_start", "day": "day_start", "week": "week_start", "month": "month_start"}
+BUCKET_COLUMN = {
+    "hour": "hour_start",
+    "day": "day_start",
+    "week": "week_start",
+    "month": "month_start",
+}
 READ_FIELDS = ("total_reads", "unique_reads", "report_readers", "reports_seen")
 AWARENESS_FIELDS = ("total_alerts", "unique_alerts", "alert_source_reports", "alerts_opened")
 SELECTABLE_FIELD_TYPES = ("Category", "DropDown", "Radio")
@@ -203,7 +208,9 @@ class Reader:
                 return snap
             folder = current_snapshot(self.warehouse)
             if folder is None:
-                raise ApiError(503, "unavailable", "nothing is published yet; run `metrics-etl run`")
+                raise ApiError(
+                    503, "unavailable", "nothing is published yet; run `metrics-etl run`"
+                )
             fresh = _open(self.warehouse, folder)
             if snap is not None:
                 snap.close()
@@ -246,7 +253,9 @@ class Reader:
             raise not_found(f"no endpoint at {url.path}; see /docs for the endpoints")
         return self._analytics_request(parts[3], params, account_id)
 
-    def _analytics_request(self, endpoint: str, params: dict[str, list[str]], account_id: int) -> Any:
+    def _analytics_request(
+        self, endpoint: str, params: dict[str, list[str]], account_id: int
+    ) -> Any:
         """Validate the common and endpoint parameters, then answer."""
         channel_id = parse_int(params, "channel_id")
         start = parse_date(params, "start_date")
@@ -259,7 +268,9 @@ class Reader:
         if endpoint == "reports_over_time":
             width = _param(params, "datetime_range_width")
             if width is not None and width not in WIDTHS:
-                raise bad_request(f"datetime_range_width must be one of {', '.join(WIDTHS)}, got '{width}'")
+                raise bad_request(
+                    f"datetime_range_width must be one of {', '.join(WIDTHS)}, got '{width}'"
+                )
             return self.reports_over_time(account_id, channel_id, start, end, width)
         if endpoint == "reports_read":
             fields = parse_fields(params, READ_FIELDS)
@@ -319,7 +330,12 @@ class Reader:
         return self._query(sql, params)
 
     def reports_over_time(
-        self, account_id: int, channel_id: int, start: datetime, end: datetime, width: str | None = None
+        self,
+        account_id: int,
+        channel_id: int,
+        start: datetime,
+        end: datetime,
+        width: str | None = None,
     ) -> list[dict]:
         """Reports per local time bucket (hour, day, week or month)."""
         account = self._channel_account(account_id, channel_id)
@@ -337,14 +353,20 @@ class Reader:
             for bucket, count in sorted(rows)
         ]
 
-    def reports_per_user(self, account_id: int, channel_id: int, start: datetime, end: datetime) -> list[dict]:
+    def reports_per_user(
+        self, account_id: int, channel_id: int, start: datetime, end: datetime
+    ) -> list[dict]:
         """Reports per author."""
         account = self._channel_account(account_id, channel_id)
-        rows = self._counts("agg_reports_by_user_hourly", "fct_reports", ["user_id"], channel_id, start, end)
+        rows = self._counts(
+            "agg_reports_by_user_hourly", "fct_reports", ["user_id"], channel_id, start, end
+        )
         rows.sort(key=lambda r: (-r[1], r[0]))
         return [{"user_id": u, "account_id": account, "report_count": n} for u, n in rows]
 
-    def reports_per_state(self, account_id: int, channel_id: int, start: datetime, end: datetime) -> list[dict]:
+    def reports_per_state(
+        self, account_id: int, channel_id: int, start: datetime, end: datetime
+    ) -> list[dict]:
         """Reports per state (reports without a state are left out)."""
         account = self._channel_account(account_id, channel_id)
         rows = self._counts(
@@ -358,22 +380,33 @@ class Reader:
         )
         names = self._names("dim_states", "state_id", "name", [r[0] for r in rows])
         rows.sort(key=lambda r: (-r[1], r[0]))
-        return [{"id": s, "name": names.get(s), "account_id": account, "report_count": n} for s, n in rows]
+        return [
+            {"id": s, "name": names.get(s), "account_id": account, "report_count": n}
+            for s, n in rows
+        ]
 
     def _names(self, table: str, key: str, column: str, ids: list[Any]) -> dict[Any, Any]:
         """Look up one column for a list of ids."""
         if not ids:
             return {}
-        rows = self._query(f"select {key}, {column} from {table} where list_contains($ids, {key})", {"ids": ids})
+        rows = self._query(
+            f"select {key}, {column} from {table} where list_contains($ids, {key})", {"ids": ids}
+        )
         return dict(rows)
 
-    def reports_per_day_hour(self, account_id: int, channel_id: int, start: datetime, end: datetime) -> list[dict]:
+    def reports_per_day_hour(
+        self, account_id: int, channel_id: int, start: datetime, end: datetime
+    ) -> list[dict]:
         """Reports per local hour of day."""
         account = self._channel_account(account_id, channel_id)
-        rows = self._counts("agg_reports_hourly", "fct_reports", ["local_hour"], channel_id, start, end)
+        rows = self._counts(
+            "agg_reports_hourly", "fct_reports", ["local_hour"], channel_id, start, end
+        )
         return [{"account_id": account, "hour": h, "report_count": n} for h, n in sorted(rows)]
 
-    def reports_per_week_day(self, account_id: int, channel_id: int, start: datetime, end: datetime) -> list[dict]:
+    def reports_per_week_day(
+        self, account_id: int, channel_id: int, start: datetime, end: datetime
+    ) -> list[dict]:
         """Reports per local weekday, 0 = Sunday."""
         account = self._channel_account(account_id, channel_id)
         rows = self._counts("agg_reports_hourly", "fct_reports", ["dow"], channel_id, start, end)
@@ -384,7 +417,9 @@ class Reader:
     ) -> list[dict]:
         """Reports per selected option value of a Category, DropDown or Radio field."""
         account = self._channel_account(account_id, channel_id)
-        field = self._query("select account_id, field_type from dim_fields where field_id = $f", {"f": field_id})
+        field = self._query(
+            "select account_id, field_type from dim_fields where field_id = $f", {"f": field_id}
+        )
         if not field or field[0][0] != account_id:
             raise not_found(f"field_id {field_id} not found")
         if field[0][1] not in SELECTABLE_FIELD_TYPES:
@@ -403,17 +438,27 @@ class Reader:
             extra={"f": field_id},
         )
         names = dict(
-            self._query("select value, name from dim_field_options where field_id = $f", {"f": field_id})
+            self._query(
+                "select value, name from dim_field_options where field_id = $f", {"f": field_id}
+            )
         )
         rows.sort(key=lambda r: (-r[1], r[0]))
         return [
-            {"field_id": field_id, "account_id": account, "name": names.get(v), "value": v, "report_count": n}
+            {
+                "field_id": field_id,
+                "account_id": account,
+                "name": names.get(v),
+                "value": v,
+                "report_count": n,
+            }
             for v, n in rows
         ]
 
     # -- lists and distinct counts ---------------------------------------------------------
 
-    def reports_images(self, account_id: int, channel_id: int, start: datetime, end: datetime) -> list[dict]:
+    def reports_images(
+        self, account_id: int, channel_id: int, start: datetime, end: datetime
+    ) -> list[dict]:
         """Images created in the range whose report is current and in the channel."""
         account = self._channel_account(account_id, channel_id)
         rows = self._query(
@@ -434,7 +479,14 @@ class Reader:
         ]
 
     def _edge_union(
-        self, rollup_cols: str, fact_cols: str, rollup: str, facts: str, time_col: str, start: datetime, end: datetime
+        self,
+        rollup_cols: str,
+        fact_cols: str,
+        rollup: str,
+        facts: str,
+        time_col: str,
+        start: datetime,
+        end: datetime,
     ) -> tuple[str, dict[str, Any]]:
         """SQL for whole-hour rollup rows plus partial-hour fact rows (same columns)."""
         params: dict[str, Any] = {"s": start, "e": end, "last": end - HOUR}
@@ -452,7 +504,12 @@ class Reader:
         return " union all ".join(parts), params
 
     def reports_read(
-        self, account_id: int, channel_id: int, start: datetime, end: datetime, fields: list[str] | None = None
+        self,
+        account_id: int,
+        channel_id: int,
+        start: datetime,
+        end: datetime,
+        fields: list[str] | None = None,
     ) -> dict[str, int]:
         """Read counts over reads in the range of reports currently in the channel."""
         self._channel_account(account_id, channel_id)
@@ -475,7 +532,12 @@ class Reader:
         return {name: values[name] for name in (fields or ["total_reads"])}
 
     def user_awareness(
-        self, account_id: int, channel_id: int, start: datetime, end: datetime, fields: list[str] | None = None
+        self,
+        account_id: int,
+        channel_id: int,
+        start: datetime,
+        end: datetime,
+        fields: list[str] | None = None,
     ) -> list[dict]:
         """Per recipient: alert deliveries in the range of reports currently in the channel."""
         self._channel_account(account_id, channel_id)
@@ -499,7 +561,13 @@ class Reader:
         chosen = fields or ["total_alerts"]
         answer = []
         for user_id, total, unique, sources, opened, first, last in rows:
-            values = dict(zip(AWARENESS_FIELDS, (int(total), int(unique), int(sources), int(opened)), strict=True))
+            values = dict(
+                zip(
+                    AWARENESS_FIELDS,
+                    (int(total), int(unique), int(sources), int(opened)),
+                    strict=True,
+                )
+            )
             row = {name: values[name] for name in chosen}
             row.update({"user_id": user_id, "first_name": first, "last_name": last})
             answer.append(row)
@@ -507,9 +575,13 @@ class Reader:
 
     # -- report stats ----------------------------------------------------------------------
 
-    def _report_stats_request(self, organization: str, params: dict[str, list[str]], account_id: int) -> dict:
+    def _report_stats_request(
+        self, organization: str, params: dict[str, list[str]], account_id: int
+    ) -> dict:
         """Validate report-stats parameters in order, then answer."""
-        rows = self._query("select account_id from dim_accounts where username = $u", {"u": organization})
+        rows = self._query(
+            "select account_id from dim_accounts where username = $u", {"u": organization}
+        )
         if not rows or rows[0][0] != account_id:
             raise not_found(f"organization '{organization}' not found")
         include = _param(params, "include_spaces")
@@ -520,17 +592,25 @@ class Reader:
             raise bad_request(f"page must be an integer >= 1, got '{_param(params, 'page')}'")
         per_page = parse_int(params, "per_page", default=1000)
         if not 1 <= per_page <= 1000:
-            raise bad_request(f"per_page must be an integer from 1 to 1000, got '{_param(params, 'per_page')}'")
+            raise bad_request(
+                f"per_page must be an integer from 1 to 1000, got '{_param(params, 'per_page')}'"
+            )
         return self.report_stats(account_id, organization, page, per_page, include == "all")
 
     def report_stats(
-        self, account_id: int, organization: str, page: int = 1, per_page: int = 1000, include_spaces: bool = False
+        self,
+        account_id: int,
+        organization: str,
+        page: int = 1,
+        per_page: int = 1000,
+        include_spaces: bool = False,
     ) -> dict:
         """One page of report stats, ordered by report_id, with pagination and links."""
         position = "position_all" if include_spaces else "position_shared"
         total = int(
             self._query(
-                f"select count({position}) from report_stats where account_id = $a", {"a": account_id}
+                f"select count({position}) from report_stats where account_id = $a",
+                {"a": account_id},
             )[0][0]
         )
         first = (page - 1) * per_page + 1

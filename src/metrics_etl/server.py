@@ -38,7 +38,9 @@ def create_app(warehouse: Path) -> FastAPI:
         scheme, _, secret = (authorization or "").partition(" ")
         account_id = store.account_for(secret.strip()) if scheme.lower() == "bearer" else None
         if account_id is None:
-            return _error(401, "unauthorized", "missing or invalid API key; send Authorization: Bearer <key>")
+            return _error(
+                401, "unauthorized", "missing or invalid API key; send Authorization: Bearer <key>"
+            )
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         status, body = reader.get(target, account_id)
         return JSONResponse(body, status_code=status)
@@ -55,7 +57,9 @@ def create_app(warehouse: Path) -> FastAPI:
             return answer(request, authorization)
 
         handler.__name__ = endpoint
-        app.get(f"/api/v4/analytics/{endpoint}", name=endpoint, summary=endpoint.replace("_", " "))(handler)
+        app.get(f"/api/v4/analytics/{endpoint}", name=endpoint, summary=endpoint.replace("_", " "))(
+            handler
+        )
 
     @app.get("/batch/{organization}/report_stats", summary="report stats")
     def report_stats(
@@ -63,7 +67,9 @@ def create_app(warehouse: Path) -> FastAPI:
         organization: Annotated[str, PathParam(description="organization username")],
         page: Annotated[str | None, Query(description="page, from 1")] = None,
         per_page: Annotated[str | None, Query(description="1 to 1000, default 1000")] = None,
-        include_spaces: Annotated[str | None, Query(description="'all' to include personal spaces")] = None,
+        include_spaces: Annotated[
+            str | None, Query(description="'all' to include personal spaces")
+        ] = None,
         authorization: AuthHeader = None,
     ) -> JSONResponse:
         return answer(request, authorization)
