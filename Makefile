@@ -4,6 +4,7 @@ TOOLS := .venv-tools
 UV := $(TOOLS)/bin/uv
 RUN := $(UV) run --frozen --no-sync
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export PREFECT_HOME := $(CURDIR)/.prefect
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 

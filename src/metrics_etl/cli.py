@@ -116,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     ingest.discover(args.raw)  # fail fast, before Prefect starts, on a missing raw folder
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     etl = load_flow()
     state = etl(
         raw=str(args.raw),
