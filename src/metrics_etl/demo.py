@@ -43,8 +43,10 @@ def main() -> int:
     top = snap.conn.execute(
         """
         select c.channel_id, c.account_id, a.username, min(f.created_at), max(f.created_at)
-        from fct_reports f join dim_channels c using (channel_id) join dim_accounts a using (account_id)
-        where a.timezone = 'America/New_York'
+        from fct_reports as f
+        join dim_channels as c on f.channel_id = c.channel_id
+        join dim_accounts as a on c.account_id = a.account_id
+        where a.timezone = 'America/New_York' and not c.personal
         group by all order by count(*) desc limit 1
         """
     ).fetchall()
