@@ -22,6 +22,7 @@ import duckdb
 
 from metrics_etl.contract import STREAMS
 from metrics_etl.publish import LAYOUTS, storage_order
+from metrics_etl.settings import crash_point
 from metrics_etl.transform import Model, load_models
 
 
@@ -207,4 +208,6 @@ def run_incremental(conn: duckdb.DuckDBPyConnection) -> list[str]:
             for facts in EVENT_FACTS:
                 _affected_events(conn, facts)
         built.append(model.name)
+        if model.layer == "marts":
+            crash_point("transform")
     return built

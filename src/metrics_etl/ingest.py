@@ -128,6 +128,7 @@ def create_state_tables(conn: duckdb.DuckDBPyConnection) -> None:
             run_id varchar);
         create table if not exists dirty_keys (stream varchar, key bigint, ref bigint);
         create table if not exists dirty_parts (table_name varchar, part varchar);
+        create table if not exists pipeline_state (key varchar primary key, value varchar);
         """
     )
     for stream in STREAMS.values():
@@ -381,6 +382,8 @@ def ingest(
         except BaseException:
             conn.execute("rollback")
             raise
+        # in the file's transaction: whatever was loaded is published by a later run
+        conn.execute("insert or replace into pipeline_state values ('dirty', 'true')")
         conn.execute("commit")
         crash_point("load")
         s = stats.setdefault(raw_file.stream, LoadStats())

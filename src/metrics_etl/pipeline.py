@@ -317,12 +317,7 @@ def run(raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool) 
     with writer_lock(warehouse, cfg.lock_timeout_s):
         conn = open_writer(warehouse)
         try:
-            conn.execute(
-                "create table if not exists pipeline_state (key varchar primary key, value varchar)"
-            )
             loaded = ingest_task(conn, raw, summary, cfg.read_chunk_bytes)
-            if loaded:
-                _set_dirty(conn, True)
             published_as_of = last_published_as_of(warehouse)
             same_as_of = as_of is None or published_as_of == summary.as_of
             if not (loaded or full_refresh or _dirty(conn)) and published_as_of and same_as_of:
