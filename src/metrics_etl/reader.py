@@ -307,27 +307,21 @@ class Reader:
         extra: dict[str, Any] | None = None,
     ) -> list[tuple]:
         """Counts per dims over [start, end): whole hours from the rollup, edges from facts."""
-        time_col = "created_at"
         cols = ", ".join(dims)
-        params: dict[str, Any] = {"c": channel_id, "s": start, "e": end, "last": end - HOUR}
-        params.update(extra or {})
-        parts = [
-            f"select {cols}, report_count as n from {rollup} "
-            f"where channel_id = $c and hour_start >= $s and hour_start <= $last and {where}"
-        ]
-        for index, (lo, hi) in enumerate(edge_windows(start, end)):
-            params[f"lo{index}"], params[f"hi{index}"] = lo, hi
-            parts.append(
-                f"select {cols}, 1 as n from {facts} "
-                f"where channel_id = $c and {time_col} >= $lo{index} and {time_col} < $hi{index} "
-                f"and not (hour_start >= $s and hour_start <= $last) and {where}"
-            )
-        sql = (
-            f"select {cols}, sum(n)::bigint as report_count from ("
-            + " union all ".join(parts)
-            + ") group by all"
+        union, params = self._edge_union(
+            f"{cols}, report_count as n",
+            f"{cols}, 1 as n",
+            rollup,
+            facts,
+            "created_at",
+            start,
+            end,
+            where,
         )
-        return self._query(sql, params)
+        params.update({"c": channel_id, **(extra or {})})
+        return self._query(
+            f"select {cols}, sum(n)::bigint as report_count from ({union}) group by all", params
+        )
 
     def reports_over_time(
         self,
@@ -487,19 +481,20 @@ class Reader:
         time_col: str,
         start: datetime,
         end: datetime,
+        where: str = "true",
     ) -> tuple[str, dict[str, Any]]:
         """SQL for whole-hour rollup rows plus partial-hour fact rows (same columns)."""
         params: dict[str, Any] = {"s": start, "e": end, "last": end - HOUR}
         parts = [
             f"select {rollup_cols} from {rollup} "
-            f"where channel_id = $c and hour_start >= $s and hour_start <= $last"
+            f"where channel_id = $c and hour_start >= $s and hour_start <= $last and {where}"
         ]
         for index, (lo, hi) in enumerate(edge_windows(start, end)):
             params[f"lo{index}"], params[f"hi{index}"] = lo, hi
             parts.append(
                 f"select {fact_cols} from {facts} "
                 f"where channel_id = $c and {time_col} >= $lo{index} and {time_col} < $hi{index} "
-                f"and not (hour_start >= $s and hour_start <= $last)"
+                f"and not (hour_start >= $s and hour_start <= $last) and {where}"
             )
         return " union all ".join(parts), params
 
