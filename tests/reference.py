@@ -24,7 +24,7 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 # --------------------------------------------------------------------------
 # Stream definitions (raw-contract.md)
@@ -989,7 +989,7 @@ class Reference:
 
         def href(n: int) -> str:
             n = min(max(n, 1), last)
-            s = f"/batch/{org}/report_stats?page={n}&per_page={per_page}"
+            s = f"/batch/{quote(org, safe='')}/report_stats?page={n}&per_page={per_page}"
             return s + ("&include_spaces=all" if include == "all" else "")
 
         return 200, {
