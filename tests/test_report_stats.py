@@ -6,10 +6,9 @@ import datetime as dt
 from pathlib import Path
 
 from conftest import build
+from metrics_etl.reader import Reader
 from rawkit import T0, base_world, jsonl, report
 from reference import Reference
-
-from metrics_etl.reader import Reader
 
 AS_OF = dt.datetime(2017, 1, 31, tzinfo=dt.UTC)
 EDGE = "2017-01-01T00:00:00Z"  # exactly 30 days before AS_OF
