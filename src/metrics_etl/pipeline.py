@@ -144,6 +144,7 @@ def can_run_incrementally(conn: duckdb.DuckDBPyConnection, full_refresh: bool) -
     """Incremental needs built tables from the same models and no pending full rebuild."""
     return (
         not full_refresh
+        and _state(conn, "transform_complete") == "true"
         and _state(conn, "models_hash") == transform.models_hash()
         and _state(conn, "all_dirty") == "false"
         and transform.model_tables_exist(conn)
@@ -152,22 +153,23 @@ def can_run_incrementally(conn: duckdb.DuckDBPyConnection, full_refresh: bool) -
 
 @task(name="transform", cache_policy=NONE)
 def transform_task(conn: duckdb.DuckDBPyConnection, summary: RunSummary) -> list[str]:
-    """Bring the SQL models up to date: incrementally when possible, else in full."""
+    """Bring the SQL models up to date: incrementally when possible, else in full.
+
+    Statements commit one by one (tables built inside one open transaction have no statistics,
+    and DuckDB then plans their joins badly); a transform that starts and does not finish leaves
+    `transform_complete` false, which makes the next run rebuild in full.
+    """
     started = time.monotonic()
     incremental_mode = can_run_incrementally(conn, summary.full_refresh)
-    conn.execute("begin transaction")
-    try:
-        if incremental_mode:
-            transform.prepare(conn, summary.as_of)
-            built = incremental.run_incremental(conn)
-        else:
-            built = transform.run_models(conn, summary.as_of)
-            _set_state(conn, "all_dirty", "true")
-            _set_state(conn, "models_hash", transform.models_hash())
-        conn.execute("commit")
-    except BaseException:
-        conn.execute("rollback")
-        raise
+    _set_state(conn, "transform_complete", "false")
+    if incremental_mode:
+        transform.prepare(conn, summary.as_of)
+        built = incremental.run_incremental(conn)
+    else:
+        _set_state(conn, "all_dirty", "true")
+        built = transform.run_models(conn, summary.as_of)
+        _set_state(conn, "models_hash", transform.models_hash())
+    _set_state(conn, "transform_complete", "true")
     summary.transform_mode = "incremental" if incremental_mode else "full"
     summary.seconds["transform"] = round(time.monotonic() - started, 3)
     return built
