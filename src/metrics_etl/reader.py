@@ -89,6 +89,14 @@ class Snapshot:
     manifest: dict
     conn: duckdb.DuckDBPyConnection
     lease: Any
+    months: dict[str, dict[str, str]]
+
+    def files(self, table: str, start: datetime, end: datetime) -> list[str]:
+        """The files of a month-partitioned table that can hold rows in [start, end)."""
+        by_month = self.months[table]
+        first, last = f"{start:%Y-%m}", f"{end:%Y-%m}"
+        chosen = [f for month, f in by_month.items() if first <= month <= last]
+        return chosen or [next(iter(by_month.values()))]  # any file: the schema, no rows
 
     def close(self) -> None:
         """Release the lease and the connection."""
@@ -105,11 +113,16 @@ def _open(warehouse: Path, folder: Path) -> Snapshot:
     conn.execute("set TimeZone = 'UTC'")
     conn.execute("set threads = 2")
     conn.execute("set parquet_metadata_cache = true")
+    months: dict[str, dict[str, str]] = {}
     for table, info in manifest["tables"].items():
         paths = [str(warehouse / f) for f in info["files"]]
         listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-        conn.execute(f"create view {table} as select * from read_parquet([{listing}])")
-    return Snapshot(folder.name, folder, manifest, conn, lease)
+        kind = "table" if table.startswith("dim_") else "view"  # small dimensions live in memory
+        conn.execute(f"create {kind} {table} as select * from read_parquet([{listing}])")
+        parts = {f.split("/")[2].removeprefix("part="): str(warehouse / f) for f in info["files"]}
+        if "all" not in parts and "empty" not in parts:
+            months[table] = dict(sorted(parts.items()))
+    return Snapshot(folder.name, folder, manifest, conn, lease, months)
 
 
 @contextmanager
@@ -217,10 +230,24 @@ class Reader:
             self._snapshot = fresh
             return fresh
 
-    def _query(self, sql: str, params: dict[str, Any]) -> list[tuple]:
-        """Run a read query on a private cursor of the current snapshot."""
+    def _query(
+        self, sql: str, params: dict[str, Any], window: tuple[datetime, datetime] | None = None
+    ) -> list[tuple]:
+        """Run a read query on a private cursor of the current snapshot.
+
+        With a time window, month-partitioned tables are read only from the files of the
+        months the window touches (the whole table otherwise).
+        """
+        snap = self.snapshot()
+        params = dict(params)
+        if window is not None:
+            for table in set(re.findall(r"\bfrom ([a-z_]+)\b", sql)) & set(snap.months):
+                sql = re.sub(
+                    rf"\bfrom {table}\b", f"from read_parquet($files_{table}) as {table}", sql
+                )
+                params[f"files_{table}"] = snap.files(table, *window)
         used = set(PARAM_RE.findall(sql))
-        cursor = self.snapshot().conn.cursor()
+        cursor = snap.conn.cursor()
         try:
             return cursor.execute(sql, {k: v for k, v in params.items() if k in used}).fetchall()
         finally:
@@ -320,7 +347,9 @@ class Reader:
         )
         params.update({"c": channel_id, **(extra or {})})
         return self._query(
-            f"select {cols}, sum(n)::bigint as report_count from ({union}) group by all", params
+            f"select {cols}, sum(n)::bigint as report_count from ({union}) group by all",
+            params,
+            (start, end),
         )
 
     def reports_over_time(
@@ -460,6 +489,7 @@ class Reader:
             "where channel_id = $c and created_at >= $s and created_at < $e "
             "order by created_at desc, report_image_id desc",
             {"c": channel_id, "s": start, "e": end},
+            (start, end),
         )
         return [
             {
@@ -522,6 +552,7 @@ class Reader:
             "select coalesce(sum(n), 0)::bigint, count(distinct (report_id, user_id)), "
             f"count(distinct user_id), count(distinct report_id) from ({union})",
             params,
+            (start, end),
         )[0]
         values = dict(zip(READ_FIELDS, (int(v) for v in row), strict=True))
         return {name: values[name] for name in (fields or ["total_reads"])}
@@ -552,6 +583,7 @@ class Reader:
             f"from ({union}) as d left join dim_users as u on d.user_id = u.user_id "
             "group by d.user_id order by 2 desc, 1",
             params,
+            (start, end),
         )
         chosen = fields or ["total_alerts"]
         answer = []
