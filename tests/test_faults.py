@@ -1,0 +1,641 @@
+"""Faults: a run SIGKILLed at every step, a second writer, corrupt raw files, snapshots in use.
+
+For each crash point the pipeline runs in a child process with METRICS_ETL_FAULT=<step> and
+kills itself there. Afterwards `current` must still name one whole, readable snapshot (before
+the switch: the old one, answering exactly as before), and one more run without the fault must
+publish the same tables as a clean full rebuild of the same raw files.
+
+Every crash point gets its own warehouse: a copy of one first snapshot built in-process. The
+child runs are forked, at the same time, from one helper subprocess that imported the pipeline
+once, so Prefect's slow import is paid once rather than per crash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import build
+from metrics_etl import pipeline, publish
+from metrics_etl.errors import UserError
+from metrics_etl.reader import ANALYTICS, Reader
+from rawkit import base_world, jsonl, parquet, report
+
+UTC = dt.UTC
+AS_OF = dt.datetime(2017, 1, 1, tzinfo=UTC)
+STEPS = ("load", "transform", "parquet", "before-switch", "after-switch", "cleanup")
+BEFORE_SWITCH = ("load", "transform", "parquet", "before-switch")
+CHILD_TIMEOUT_S = 300
+
+# --------------------------------------------------------------------------- raw data
+
+
+def reads(
+    ids: Iterable[int], report_id: int, user_id: int = 4, at: str = "2016-11-08T10:00:00Z"
+) -> list[dict]:
+    return [
+        {"read_id": i, "account_id": 1, "report_id": report_id, "user_id": user_id, "read_at": at}
+        for i in ids
+    ]
+
+
+def delivery(
+    delivery_id: int,
+    report_id: int,
+    user_id: int = 4,
+    alert_id: int = 5,
+    at: str = "2016-11-07T14:04:00Z",
+) -> dict:
+    return {
+        "delivery_id": delivery_id,
+        "alert_id": alert_id,
+        "account_id": 1,
+        "report_id": report_id,
+        "user_id": user_id,
+        "sent_at": at,
+    }
+
+
+def write_base(raw: Path) -> None:
+    """The first run's files: the rawkit world, four reports over several months, their events."""
+    base_world(raw)
+    jsonl(
+        raw / "reports/base.jsonl",
+        [
+            report(1, "2016-02-03T10:00:00Z", selections=[{"field_id": 2, "value": "a"}]),
+            report(2, "2016-03-04T11:30:00.5Z"),
+            report(3, "2016-05-06T00:15:00Z", channel_id=3),
+            report(4, "2016-07-08T23:59:59.999999Z", user_id=4, state_id=None),
+        ],
+    )
+    jsonl(
+        raw / "reads/base.jsonl",
+        [
+            *reads([1, 2], 1),
+            *reads([3], 2, user_id=3, at="2016-03-05T09:00:00Z"),
+            *reads([4], 3, at="2016-05-07T01:00:00-04:00"),
+        ],
+    )
+    jsonl(
+        raw / "alerts/base.jsonl",
+        [delivery(1, 1), delivery(2, 2, user_id=3, alert_id=6), delivery(3, 4)],
+    )
+    jsonl(
+        raw / "alert_opens/base.jsonl",
+        [{"open_id": 1, "delivery_id": 1, "account_id": 1, "opened_at": "2016-11-09T08:00:00Z"}],
+    )
+    jsonl(
+        raw / "report_runs/base.jsonl",
+        [
+            {
+                "run_id": 1,
+                "account_id": 1,
+                "report_id": 1,
+                "user_id": 3,
+                "run_type": "manual",
+                "ran_at": "2016-12-20T00:00:00Z",
+            }
+        ],
+    )
+
+
+def write_more(raw: Path) -> None:
+    """The second run's files (several, in every format): new reports, a moved report, new events."""
+    jsonl(
+        raw / "alert_opens/more.jsonl",
+        [
+            {"open_id": 2, "delivery_id": 2, "account_id": 1, "opened_at": "2016-11-09T08:00:00Z"},
+            {"open_id": 3, "delivery_id": 5, "account_id": 1, "opened_at": "2016-11-10T08:00:00Z"},
+        ],
+    )
+    sent = [dt.datetime(2016, 9, 11, 12, tzinfo=UTC), dt.datetime(2016, 10, 12, 6, 30, tzinfo=UTC)]
+    parquet(
+        raw / "alerts/more.parquet",
+        pa.table(
+            {
+                "delivery_id": [4, 5],
+                "alert_id": [7, 7],
+                "account_id": [1, 1],
+                "report_id": [5, 6],
+                "user_id": [4, 5],
+                "sent_at": pa.array(sent, pa.timestamp("us", tz="UTC")),
+            }
+        ),
+    )
+    jsonl(
+        raw / "reads/more.jsonl.gz",
+        [*reads([5, 6], 5, at="2016-09-12T00:00:00Z"), *reads([7], 6), *reads([8], 2, user_id=5)],
+        gz=True,
+    )
+    jsonl(
+        raw / "report_edits/more.jsonl",
+        [
+            {
+                "edit_id": 1,
+                "account_id": 1,
+                "report_id": 1,
+                "user_id": 4,
+                "edited_at": "2016-06-01T00:00:00Z",
+            }
+        ],
+    )
+    jsonl(
+        raw / "reports/more.jsonl",
+        [
+            report(
+                2, "2016-03-04T11:30:00.5Z", "2016-12-01T00:00:00Z", channel_id=3
+            ),  # moves channel
+            report(5, "2016-09-10T08:00:00Z", selections=[{"field_id": 2, "value": "a"}]),
+            report(6, "2016-10-11T21:45:00Z", user_id=5),
+        ],
+    )
+    jsonl(
+        raw / "schedules/more.jsonl",
+        [
+            {
+                "schedule_id": 1,
+                "account_id": 1,
+                "report_id": 5,
+                "user_id": 3,
+                "created_at": "2016-09-10T09:00:00Z",
+                "updated_at": "2016-09-10T09:00:00Z",
+            }
+        ],
+    )
+
+
+def requests() -> list[tuple[str, int]]:
+    """Every analytics endpoint for the two live channels of account 1 (whole 2016 and a partial range), report stats."""
+    out = []
+    for channel_id in (1, 3):
+        for start, end in (
+            ("2016-01-01", "2017-01-01"),
+            ("2016-03-04T11:30:00.5Z", "2016-11-08T10:00:00.000001Z"),
+        ):
+            q = f"channel_id={channel_id}&start_date={start}&end_date={end}"
+            for endpoint in ANALYTICS:
+                extra = {
+                    "reports_per_field_selection": "&field_id=2",
+                    "reports_read": "&fields=total_reads,unique_reads,report_readers,reports_seen",
+                    "user_awareness": "&fields=total_alerts,unique_alerts,alert_source_reports,alerts_opened",
+                }.get(endpoint, "")
+                out.append((f"/api/v4/analytics/{endpoint}?{q}{extra}", 1))
+    for page in ("page=1&per_page=2", "page=2&per_page=2", "include_spaces=all"):
+        out.append((f"/batch/acme/report_stats?{page}", 1))
+    return out
+
+
+REQUESTS = requests()
+
+# --------------------------------------------------------------------------- checks
+
+
+def ask(
+    warehouse: Path, reqs: list[tuple[str, int]] = REQUESTS
+) -> dict[tuple[str, int], tuple[int, object]]:
+    """Reader answers (status, body) for every request."""
+    reader = Reader(warehouse)
+    try:
+        return {(u, a): reader.get(u, a) for u, a in reqs}
+    finally:
+        reader.close()
+
+
+def current_id(warehouse: Path) -> str:
+    return Path(os.readlink(warehouse / "current")).name
+
+
+def published_tables(warehouse: Path) -> dict[str, tuple[list, list[tuple]]]:
+    """Every published table of the current snapshot (no `runs`, no `run_id` columns): columns, sorted rows."""
+    manifest = json.loads((warehouse / "current" / "manifest.json").read_text())
+    out = {}
+    with duckdb.connect() as con:
+        con.execute("set TimeZone = 'UTC'")
+        for table, info in sorted(manifest["tables"].items()):
+            if table == "runs":
+                continue
+            columns = [
+                c
+                for c in info["columns"]
+                if not (table in ("rejects", "file_stats") and c[0] == "run_id")
+            ]
+            select = ", ".join('"' + name + '"' for name, _ in columns)
+            paths = [str(warehouse / f) for f in info["files"]]
+            out[table] = (
+                columns,
+                con.execute(
+                    f"select {select} from read_parquet(?) order by all", [paths]
+                ).fetchall(),
+            )
+    return out
+
+
+def records(tables: dict[str, tuple[list, list[tuple]]], table: str) -> list[dict]:
+    """Rows of a table from published_tables as dicts by column name."""
+    columns, rows = tables[table]
+    return [dict(zip([c[0] for c in columns], row, strict=True)) for row in rows]
+
+
+def assert_same_tables(got: Path, want: Path) -> None:
+    """Published tables are equal; on failure, show the differing rows."""
+    a, b = published_tables(got), published_tables(want)
+    assert sorted(a) == sorted(b)
+    problems = []
+    for table in sorted(a):
+        if a[table] != b[table]:
+            ca, cb = Counter(a[table][1]), Counter(b[table][1])
+            problems.append(
+                f"{table}: columns equal {a[table][0] == b[table][0]}; only in {got.name}: "
+                f"{list((ca - cb).elements())[:3]}; only in {want.name}: {list((cb - ca).elements())[:3]}"
+            )
+    assert not problems, "\n".join(problems)
+
+
+def assert_current_is_whole(warehouse: Path) -> str:
+    """`current` names a finished snapshot whose manifest lists only complete, readable Parquet files."""
+    link = warehouse / "current"
+    assert link.is_symlink(), "current must be a symlink"
+    target = Path(os.readlink(link))
+    assert target.parent == Path("snapshots") and not target.name.startswith("."), target
+    folder = warehouse / target
+    # nothing half-written is reachable: the final manifest and catalog, no temp files
+    names = {p.name for p in folder.iterdir()}
+    assert {"catalog.duckdb", "manifest.json"} <= names, names
+    assert not [n for n in names if n.startswith(".") or "tmp" in n], (
+        f"temp files in the snapshot: {names}"
+    )
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["snapshot_id"] == target.name
+    assert set(manifest["tables"]) >= {
+        "fct_reports",
+        "report_stats",
+        "rejects",
+        "file_stats",
+        "runs",
+    }
+    for table, info in manifest["tables"].items():
+        assert info["files"], f"{table} lists no files"
+        rows = 0
+        for rel in info["files"]:
+            parts = Path(rel).parts
+            assert parts[:2] == ("data", table) and rel.endswith(".parquet"), rel
+            assert not any(p.startswith(".") or "tmp" in p for p in parts), (
+                f"temp file reachable: {rel}"
+            )
+            path = warehouse / rel
+            assert path.is_file() and not path.is_symlink(), f"missing: {rel}"
+            data = pq.read_table(path)  # raises on a partial or broken file
+            assert data.column_names == [c[0] for c in info["columns"]], rel
+            rows += data.num_rows
+        assert rows == info["rows"], (
+            f"{table}: manifest says {info['rows']} rows, files hold {rows}"
+        )
+    return target.name
+
+
+# --------------------------------------------------------------------------- crashed runs
+
+# The children are forked from one helper process that has imported the pipeline once, so each
+# crash costs a run, not a Prefect import. A child sets its own environment (METRICS_ETL_FAULT,
+# ...) before it calls `pipeline.run`; the helper reports how each child ended, as a
+# subprocess return code (-9 for SIGKILL).
+ZYGOTE = r"""
+import datetime as dt, json, os, sys, threading, traceback
+from pathlib import Path
+from metrics_etl import pipeline
+assert threading.active_count() == 1, "forking is only safe without threads"
+jobs = json.load(sys.stdin)
+pids = {}
+for job in jobs:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            out = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            os.environ.update(job["env"])
+            summary = pipeline.run(
+                Path(job["raw"]), Path(job["warehouse"]), dt.datetime.fromisoformat(job["as_of"]),
+                job["full_refresh"],
+            )
+            print("NOT KILLED:", summary.status, getattr(summary, "transform_mode", ""), flush=True)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    pids[pid] = job["name"]
+results = {}
+for pid, name in pids.items():
+    _, status = os.waitpid(pid, 0)
+    results[name] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+print(json.dumps(results))
+"""
+
+
+@dataclass
+class Crash:
+    """One warehouse whose second run was SIGKILLed at a step."""
+
+    name: str
+    raw: Path
+    warehouse: Path
+    first_snapshot: str
+    returncode: int
+    output: str
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    """A first warehouse (base files), the answers it gives, and a clean rebuild of base + more."""
+    from prefect.settings import PREFECT_API_URL
+
+    root = tmp_path_factory.mktemp("faults")
+    write_base(root / "base_raw")
+    build(root / "base_raw", root / "base_wh", AS_OF)
+    write_base(root / "all_raw")
+    write_more(root / "all_raw")
+    build(root / "all_raw", root / "clean", AS_OF)
+    before, after = ask(root / "base_wh"), ask(root / "clean")
+    changed = [req for req in REQUESTS if before[req] != after[req]]
+    assert len(changed) > len(REQUESTS) // 3, "the second run's files must change many answers"
+    assert all(status == 200 for status, _ in after.values())
+    return root, before, after, PREFECT_API_URL.value()
+
+
+def prepare_crash(
+    root: Path, name: str, step: str, api: str, more, full_refresh: bool = False
+) -> tuple[dict, Crash]:
+    """Copy the base warehouse, add files; the job of a child run that SIGKILLs itself at step."""
+    raw, warehouse, log = root / name / "raw", root / name / "wh", root / name / "child.log"
+    write_base(raw)
+    shutil.copytree(root / "base_wh", warehouse, symlinks=True)
+    first = assert_current_is_whole(warehouse)
+    more(raw)
+    env = {"METRICS_ETL_FAULT": step}
+    if step == "cleanup":  # clean-up reaches its crash point only when it removes a snapshot
+        env.update(METRICS_ETL_KEEP_SNAPSHOTS="1", METRICS_ETL_RETENTION_MINUTES="0")
+    job = {
+        "name": name,
+        "raw": str(raw),
+        "warehouse": str(warehouse),
+        "as_of": AS_OF.isoformat(),
+        "full_refresh": full_refresh,
+        "env": env,
+        "log": str(log),
+    }
+    return job, Crash(name, raw, warehouse, first, 0, "")
+
+
+def one_more_read(raw: Path) -> None:
+    """A single new file (see test_killed_while_loading_the_only_new_file)."""
+    jsonl(raw / "reads/one.jsonl", reads([50, 51], 3, at="2016-05-08T00:00:00Z"))
+
+
+@pytest.fixture(scope="module")
+def crashes(world) -> dict[str, Crash]:
+    """Every crash point, each in its own warehouse; the child runs run concurrently."""
+    root, _, _, api = world
+    prepared = [prepare_crash(root, step, step, api, write_more) for step in STEPS]
+    # the full transform (a --full-refresh run) does reach the transform crash point
+    prepared.append(
+        prepare_crash(root, "transform-full-refresh", "transform", api, write_more, True)
+    )
+    prepared.append(prepare_crash(root, "load-one-file", "load", api, one_more_read))
+    env = {**os.environ, "PREFECT_API_URL": api}
+    env.pop("METRICS_ETL_FAULT", None)
+    helper = subprocess.run(
+        [sys.executable, "-c", ZYGOTE],
+        input=json.dumps([job for job, _ in prepared]),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+    )
+    assert helper.returncode == 0, helper.stderr[-3000:]
+    codes = json.loads(helper.stdout.strip().splitlines()[-1])
+    out = {}
+    for job, crash in prepared:
+        crash.returncode = codes[crash.name]
+        crash.output = Path(job["log"]).read_text()[-3000:]
+        out[crash.name] = crash
+    return out
+
+
+@pytest.mark.parametrize("name", [*STEPS, "transform-full-refresh"])
+def test_run_killed_at_step(world, crashes, name: str) -> None:
+    """After a SIGKILL at a step: a whole snapshot is current; one more run equals a clean rebuild."""
+    root, before, after, _ = world
+    crash = crashes[name]
+    step = name.removesuffix("-full-refresh")
+    assert crash.returncode == -signal.SIGKILL, (
+        f"child was not SIGKILLed at {name}:\n{crash.output}"
+    )
+    wh = crash.warehouse
+
+    now = assert_current_is_whole(wh)
+    if step in BEFORE_SWITCH:
+        assert now == crash.first_snapshot, "current moved although the run died before the switch"
+        assert ask(wh) == before, "readers must see exactly the old snapshot"
+    else:
+        assert now != crash.first_snapshot, (
+            "the run died after the switch: the new snapshot is current"
+        )
+        assert ask(wh) == after, "the switched-to snapshot must be whole"
+    if step == "cleanup":
+        # it died inside clean-up, after moving the old snapshot aside
+        assert not (wh / "snapshots" / crash.first_snapshot).exists()
+
+    summary = build(crash.raw, wh, AS_OF)
+    # before the switch the new data is not published yet: this run must publish it
+    assert summary.status in (
+        ("published",) if step in BEFORE_SWITCH else ("published", "no-op")
+    ), summary.message
+    assert_current_is_whole(wh)
+    assert_same_tables(wh, root / "clean")
+    assert ask(wh) == after
+
+
+def test_killed_while_loading_the_only_new_file(world, crashes, tmp_path: Path) -> None:
+    """Killed right after committing its only new file: the next run must still publish that file.
+
+    (Regression: the 'dirty' flag used to be set only after the whole ingest task, so the next
+    run saw no new file and no pending data and was a no-op.)
+    """
+    before = world[1]
+    crash = crashes["load-one-file"]
+    assert crash.returncode == -signal.SIGKILL, crash.output
+    assert current_id(crash.warehouse) == crash.first_snapshot and ask(crash.warehouse) == before
+
+    summary = build(crash.raw, crash.warehouse, AS_OF)
+    clean = tmp_path / "clean"
+    build(crash.raw, clean, AS_OF)
+    assert_same_tables(crash.warehouse, clean)
+    assert summary.status == "published"
+
+
+# --------------------------------------------------------------------------- lock, corrupt files, snapshots in use
+
+
+def test_second_run_while_the_writer_lock_is_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that cannot take the writer lock fails with a UserError and changes nothing."""
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    write_base(raw)
+    monkeypatch.setenv("METRICS_ETL_LOCK_TIMEOUT_S", "1")
+    with pipeline.writer_lock(wh, 0):
+        started = time.monotonic()
+        with pytest.raises(UserError, match="another run is writing") as error:
+            pipeline.run(raw, wh, AS_OF, False)
+        assert time.monotonic() - started >= 1.0, (
+            "it waits METRICS_ETL_LOCK_TIMEOUT_S before giving up"
+        )
+    assert f"pid {os.getpid()}" in str(error.value), "the message names the holder"
+    assert str(wh) in str(error.value)
+    assert not (wh / "current").exists() and not (wh / "snapshots").exists()
+    # once the lock is free, the same run goes through
+    assert pipeline.run(raw, wh, AS_OF, False).status == "published"
+    assert_current_is_whole(wh)
+
+
+def test_corrupt_raw_files_land_in_rejects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A truncated gzip and garbage Parquet do not fail the run: one reject each, nothing loaded from them."""
+    monkeypatch.setenv(
+        "METRICS_ETL_READ_CHUNK_BYTES", "512"
+    )  # blocks of the gzip load before the damage
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    write_base(raw)
+    whole = gzip.compress("".join(json.dumps(r) + "\n" for r in reads(range(100, 400), 1)).encode())
+    (raw / "reads/truncated.jsonl.gz").write_bytes(whole[: len(whole) * 2 // 3])
+    (raw / "reports/garbage.parquet").write_bytes(b"PAR1" + os.urandom(300) + b"not a footer")
+    good = raw / "alerts/footer.parquet"
+    parquet(
+        good,
+        pa.table(
+            {
+                "delivery_id": [9],
+                "alert_id": [9],
+                "account_id": [1],
+                "report_id": [1],
+                "user_id": [5],
+                "sent_at": pa.array([AS_OF], pa.timestamp("us", tz="UTC")),
+            }
+        ),
+    )
+    (raw / "alerts/broken_footer.parquet").write_bytes(good.read_bytes()[:-12])
+    good.unlink()
+
+    summary = build(raw, wh, AS_OF)
+    assert summary.status == "published"
+    assert_current_is_whole(wh)
+    tables = published_tables(wh)
+    rejects = {r["file"]: r for r in records(tables, "rejects") if r["line"] == 0}
+    assert sorted(rejects) == [
+        "alerts/broken_footer.parquet",
+        "reads/truncated.jsonl.gz",
+        "reports/garbage.parquet",
+    ]
+    for file, r in rejects.items():
+        assert (r["stream"], r["raw"]) == (file.split("/")[0], "") and "unreadable" in r[
+            "reason"
+        ], r
+    counts = ("lines_read", "blank_lines", "accepted", "rejected")
+    stats = {r["file"]: tuple(r[c] for c in counts) for r in records(tables, "file_stats")}
+    for file in rejects:
+        assert stats[file] == (1, 0, 0, 1), file
+    assert len(tables["fct_reads"][1]) == 4, (
+        "nothing of the truncated gzip is loaded, the good reads are"
+    )
+    body = ask(wh, [("/batch/acme/report_stats?include_spaces=all", 1)])[
+        ("/batch/acme/report_stats?include_spaces=all", 1)
+    ][1]
+    assert {r["report_id"]: r["total_views_count"] for r in body["report_stats"]}[1] == 2
+
+    # the producer rewrites the broken gzip in full: it is loaded and its reject disappears
+    (raw / "reads/truncated.jsonl.gz").write_bytes(whole)
+    build(raw, wh, AS_OF)
+    tables = published_tables(wh)
+    assert sorted(r["file"] for r in records(tables, "rejects") if r["line"] == 0) == [
+        "alerts/broken_footer.parquet",
+        "reports/garbage.parquet",
+    ]
+    stats = {r["file"]: tuple(r[c] for c in counts) for r in records(tables, "file_stats")}
+    assert stats["reads/truncated.jsonl.gz"] == (300, 0, 300, 0)
+    assert len(tables["fct_reads"][1]) == 304
+
+
+def snapshot_dirs(warehouse: Path) -> list[str]:
+    return sorted(p.name for p in (warehouse / "snapshots").iterdir() if not p.name.startswith("."))
+
+
+def assert_snapshot_readable(warehouse: Path, snapshot_id: str) -> None:
+    manifest = json.loads((warehouse / "snapshots" / snapshot_id / "manifest.json").read_text())
+    for info in manifest["tables"].values():
+        for rel in info["files"]:
+            pq.read_table(warehouse / rel)
+
+
+def test_clean_up_keeps_snapshots_that_readers_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With KEEP_SNAPSHOTS=1 and RETENTION_MINUTES=0, only a reader's lease keeps an old snapshot."""
+    monkeypatch.setenv("METRICS_ETL_KEEP_SNAPSHOTS", "1")
+    monkeypatch.setenv("METRICS_ETL_RETENTION_MINUTES", "0")
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    read_url = (
+        "/api/v4/analytics/reports_read?channel_id=1&start_date=2016-01-01&end_date=2017-01-01"
+    )
+    write_base(raw)
+    build(raw, wh, AS_OF)
+    a = current_id(wh)
+    reader = Reader(wh)
+    try:
+        assert reader.get(read_url, 1) == (
+            200,
+            {"total_reads": 3},
+        )  # the reader now holds snapshot a
+
+        jsonl(raw / "reads/r2.jsonl", reads([20, 21], 1))
+        b = build(raw, wh, AS_OF).snapshot_id
+        assert current_id(wh) == b != a
+        assert snapshot_dirs(wh) == sorted([a, b]), (
+            "a is held by the reader: clean-up must leave it"
+        )
+        assert_snapshot_readable(wh, a)
+
+        assert reader.get(read_url, 1) == (200, {"total_reads": 5})  # moves on to b, releases a
+        jsonl(raw / "reads/r3.jsonl", reads([30], 1))
+        c = build(raw, wh, AS_OF).snapshot_id
+        assert snapshot_dirs(wh) == sorted([b, c]), "a is free and old: removed; b is held: kept"
+        assert_snapshot_readable(wh, b)
+    finally:
+        reader.close()  # releases b
+    removed = publish.clean_up(wh, 1, 0)
+    assert removed["snapshots"] == 1 and snapshot_dirs(wh) == [c]
+    assert not list((wh / "snapshots").glob(".del-*"))
+    assert_current_is_whole(wh)
+    # every data file left is one that c uses
+    manifest = json.loads((wh / "current" / "manifest.json").read_text())
+    used = {rel for info in manifest["tables"].values() for rel in info["files"]}
+    assert {p.relative_to(wh).as_posix() for p in (wh / "data").rglob("*") if p.is_file()} == used
+    assert ask(wh, [(read_url, 1)])[(read_url, 1)] == (200, {"total_reads": 6})

@@ -1,0 +1,628 @@
+"""Incremental runs equal one full rebuild, whatever the order and split of the raw files.
+
+The contract ("Arrival order"): however files are split over runs and in whatever order they
+arrive, the published tables after a run equal those of one full rebuild from all files loaded
+so far. A seeded-random property test splits generated data over 2-5 runs; hand-built cases
+cover the nasty orders (older snapshot after a newer one, a report that moves channel after its
+events were counted, opens before deliveries, reads before their report, a changed file).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import shutil
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from conftest import build
+from metrics_etl.generate import generate
+from metrics_etl.reader import ANALYTICS, Reader
+from rawkit import base_world, jsonl, report
+
+UTC = dt.UTC
+HAND_AS_OF = dt.datetime(2017, 1, 1, tzinfo=UTC)
+# (seed, run after which the prefix is also compared with its own full rebuild)
+SPLITS = ((9, 0), (3, None), (11, None))  # 2, 3 and 5 runs
+
+# --------------------------------------------------------------------------- comparison helpers
+
+
+def manifest_of(warehouse: Path) -> dict:
+    """The manifest of the snapshot `current` points at."""
+    return json.loads((warehouse / "current" / "manifest.json").read_text())
+
+
+def published_tables(warehouse: Path) -> dict[str, tuple[list, list[tuple]]]:
+    """Every published table of the current snapshot (no `runs`, no `run_id` columns): columns, sorted rows."""
+    manifest = manifest_of(warehouse)
+    out: dict[str, tuple[list, list[tuple]]] = {}
+    with duckdb.connect() as con:
+        con.execute("set TimeZone = 'UTC'")
+        for table, info in sorted(manifest["tables"].items()):
+            if table == "runs":
+                continue
+            columns = [
+                c
+                for c in info["columns"]
+                if not (table in ("rejects", "file_stats") and c[0] == "run_id")
+            ]
+            select = ", ".join('"' + name + '"' for name, _ in columns)
+            paths = [str(warehouse / f) for f in info["files"]]
+            rows = con.execute(
+                f"select {select} from read_parquet(?) order by all", [paths]
+            ).fetchall()
+            assert len(rows) == info["rows"], (
+                f"{table}: manifest says {info['rows']} rows, files hold {len(rows)}"
+            )
+            out[table] = (columns, rows)
+    return out
+
+
+def records(tables: dict[str, tuple[list, list[tuple]]], table: str) -> list[dict]:
+    """Rows of a table from published_tables as dicts by column name."""
+    columns, rows = tables[table]
+    return [dict(zip([c[0] for c in columns], row, strict=True)) for row in rows]
+
+
+def assert_same_tables(got: Path, want: Path) -> None:
+    """Published tables of two warehouses are equal; on failure, show the differing rows."""
+    a, b = published_tables(got), published_tables(want)
+    assert sorted(a) == sorted(b), "different sets of published tables"
+    problems = []
+    for table in sorted(a):
+        if a[table][0] != b[table][0]:
+            problems.append(f"{table}: columns {a[table][0]} != {b[table][0]}")
+            continue
+        if a[table][1] != b[table][1]:
+            ca, cb = Counter(a[table][1]), Counter(b[table][1])
+            extra, missing = list((ca - cb).elements()), list((cb - ca).elements())
+            problems.append(
+                f"{table}: {len(extra)} rows only in the incremental warehouse, e.g. {extra[:3]}; "
+                f"{len(missing)} rows only in the full rebuild, e.g. {missing[:3]}"
+            )
+    assert not problems, "incremental != full rebuild:\n" + "\n".join(problems)
+
+
+def ask(
+    warehouse: Path, requests: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[int, object]]:
+    """Reader answers (status, body) for (path_and_query, account_id) requests."""
+    reader = Reader(warehouse)
+    try:
+        return {(url, account): reader.get(url, account) for url, account in requests}
+    finally:
+        reader.close()
+
+
+def assert_same_answers(got: Path, want: Path | dict, requests: list[tuple[str, int]]) -> None:
+    """The reader answers every request identically from both warehouses (or as recorded)."""
+    a, b = ask(got, requests), want if isinstance(want, dict) else ask(want, requests)
+    diffs = [(req, a[req], b[req]) for req in requests if a[req] != b[req]]
+    assert not diffs, f"{len(diffs)} of {len(requests)} answers differ, e.g. {diffs[:2]}"
+
+
+def analytics_urls(channel_id: int, field_id: int, start: str, end: str) -> list[str]:
+    """Every analytics endpoint for one channel and range (all read/awareness fields)."""
+    q = f"channel_id={channel_id}&start_date={start}&end_date={end}"
+    urls = []
+    for endpoint in ANALYTICS:
+        extra = ""
+        if endpoint == "reports_per_field_selection":
+            extra = f"&field_id={field_id}"
+        elif endpoint == "reports_read":
+            extra = "&fields=total_reads,unique_reads,report_readers,reports_seen"
+        elif endpoint == "user_awareness":
+            extra = "&fields=total_alerts,unique_alerts,alert_source_reports,alerts_opened"
+        urls.append(f"/api/v4/analytics/{endpoint}?{q}{extra}")
+    return urls
+
+
+def stats_urls(organization: str) -> list[str]:
+    """Report-stats pages: the first two small pages, and a page with personal spaces included."""
+    base = f"/batch/{organization}/report_stats"
+    return [
+        f"{base}?page=1&per_page=7",
+        f"{base}?page=2&per_page=7",
+        f"{base}?include_spaces=all&page=2&per_page=5",
+    ]
+
+
+def copy_files(src: Path, dst: Path, rels: Iterable[str]) -> Path:
+    """Copy raw files (same relative paths) from src into dst."""
+    for rel in rels:
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, target)
+    dst.mkdir(parents=True, exist_ok=True)
+    return dst
+
+
+def raw_files(raw: Path) -> list[str]:
+    """Relative paths of every file under raw (the generator's `_generator.json` aside)."""
+    return sorted(
+        p.relative_to(raw).as_posix()
+        for p in raw.rglob("*")
+        if p.is_file() and not p.name.startswith("_")
+    )
+
+
+def build_incrementally(raw: Path, warehouse: Path, as_of: dt.datetime = HAND_AS_OF):
+    """A run on top of an existing warehouse; it must take the incremental transform path."""
+    summary = build(raw, warehouse, as_of)
+    assert summary.status == "published", summary.message
+    # without this the tests below would only prove the full transform
+    mode = getattr(summary, "transform_mode", "incremental")
+    assert mode == "incremental", f"expected an incremental transform, got {mode}"
+    return summary
+
+
+def full_rebuild(
+    folders: list[Path], raw: Path, warehouse: Path, as_of: dt.datetime = HAND_AS_OF
+) -> Path:
+    """One full build of all files of the run folders (a later folder's version of a path wins)."""
+    for folder in folders:
+        copy_files(folder, raw, raw_files(folder))
+    build(raw, warehouse, as_of)
+    return warehouse
+
+
+# --------------------------------------------------------------------------- property test
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory):
+    """Generated raw files, their full rebuild, and a set of requests chosen from it."""
+    root = tmp_path_factory.mktemp("incremental")
+    gen = root / "gen"
+    summary = generate(gen, events=1000, seed=17)
+    as_of = dt.datetime.fromisoformat(summary["as_of"].replace("Z", "+00:00"))
+    files = raw_files(gen)
+    full = root / "full"
+    build(copy_files(gen, root / "full_raw", files), full, as_of)
+    tables = published_tables(full)
+    assert tables["fct_reads"][1] and tables["fct_deliveries"][1] and tables["rejects"][1]
+    requests = requests_for(full)
+    answers = ask(full, requests)
+    hits = [body for status, body in answers.values() if status == 200 and body not in ([], {})]
+    assert len(hits) > len(requests) // 2, "the request set should mostly hit data"
+    return gen, files, as_of, full, requests, answers
+
+
+def requests_for(warehouse: Path) -> list[tuple[str, int]]:
+    """Every endpoint for the busiest channels (one per account), a personal and a deleted one."""
+    with duckdb.connect() as con:
+        manifest = manifest_of(warehouse)
+        for table in ("dim_channels", "dim_fields", "dim_accounts", "fct_reports"):
+            paths = [str(warehouse / f) for f in manifest["tables"][table]["files"]]
+            con.execute(f"create view {table} as select * from read_parquet({paths!r})")
+        busiest = con.execute(
+            """
+            select c.channel_id, c.account_id from dim_channels c
+            join fct_reports r using (channel_id)
+            where not c.is_deleted and not c.personal
+            group by c.channel_id, c.account_id
+            qualify row_number() over (partition by c.account_id order by count(*) desc, c.channel_id) = 1
+            order by count(*) desc limit 3
+            """
+        ).fetchall()
+        personal = con.execute(
+            "select c.channel_id, c.account_id from dim_channels c join fct_reports r using (channel_id) "
+            "where c.personal and not c.is_deleted group by c.channel_id, c.account_id "
+            "order by count(*) desc, 1 limit 1"
+        ).fetchall()
+        deleted = con.execute(
+            "select channel_id, account_id from dim_channels where is_deleted order by 1 limit 1"
+        ).fetchall()
+        fields = dict(
+            con.execute(
+                "select account_id, min(field_id) from dim_fields "
+                "where field_type in ('Category', 'DropDown', 'Radio') group by all"
+            ).fetchall()
+        )
+        accounts = con.execute(
+            "select account_id, username from dim_accounts order by 1"
+        ).fetchall()
+        first_report = dict(
+            con.execute(
+                "select channel_id, min(created_at) from fct_reports group by all"
+            ).fetchall()
+        )
+    wide = [
+        ("2015-12-01", "2018-03-01"),  # everything: month buckets, whole hours only
+        (
+            "2016-09-10T07:20:00.123456-04:00",
+            "2017-03-14T17:40:10Z",
+        ),  # partial edges, two DST changes
+    ]
+    requests = []
+    for index, (channel_id, account_id) in enumerate(busiest + personal):
+        # an hour-width range with partial edges around the channel's first report
+        t = first_report[channel_id]
+        near = (
+            iso(t - dt.timedelta(hours=5, minutes=30)),
+            iso(t + dt.timedelta(hours=20, microseconds=1)),
+        )
+        for start, end in [wide[index % 2], near]:
+            for u in analytics_urls(channel_id, fields.get(account_id, 1), start, end):
+                requests.append((u, account_id))
+    for channel_id, account_id in deleted:
+        requests.extend((u, account_id) for u in analytics_urls(channel_id, 1, *wide[0]))
+    for account_id, username in accounts:
+        requests.extend((u, account_id) for u in stats_urls(username))
+    return requests
+
+
+def iso(t: dt.datetime) -> str:
+    """An instant as a query-string-safe ISO 8601 value."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def random_split(files: list[str], seed: int) -> list[list[str]]:
+    """Shuffle the files and cut them into 2-5 non-empty runs."""
+    rng = random.Random(seed)
+    shuffled = files[:]
+    rng.shuffle(shuffled)
+    runs = rng.randint(2, 5)
+    cuts = sorted(rng.sample(range(1, len(shuffled)), runs - 1))
+    return [shuffled[lo:hi] for lo, hi in zip([0, *cuts], [*cuts, len(shuffled)], strict=True)]
+
+
+@pytest.mark.parametrize(("seed", "check_prefix_at"), SPLITS)
+def test_random_split_equals_full_rebuild(
+    generated, tmp_path: Path, seed: int, check_prefix_at: int | None
+) -> None:
+    """Generated files, shuffled and split over 2-5 runs, publish the same tables and answers as one rebuild."""
+    gen, files, as_of, full, requests, answers = generated
+    runs = random_split(files, seed)
+    assert sorted(f for run in runs for f in run) == files
+    warehouse = tmp_path / "wh"
+    modes = []
+    for index, run in enumerate(runs):
+        summary = build(copy_files(gen, tmp_path / f"raw{index}", run), warehouse, as_of)
+        assert summary.status in ("published", "no-op"), summary.message
+        modes.append(getattr(summary, "transform_mode", "incremental"))
+        if index == check_prefix_at:  # "after a run" means after every run, not only the last
+            prefix = [f for r in runs[: index + 1] for f in r]
+            rebuilt = tmp_path / "prefix"
+            build(copy_files(gen, tmp_path / "prefix_raw", prefix), rebuilt, as_of)
+            assert_same_tables(warehouse, rebuilt)
+    assert "incremental" in modes[1:], f"no later run used the incremental transform: {modes}"
+    assert_same_tables(warehouse, full)
+    assert_same_answers(warehouse, answers, requests)
+
+
+def test_splits_cover_many_shapes(generated) -> None:
+    """The seeds are not degenerate: 2, 3 and 5 runs, most streams split over runs, events before their reports."""
+    files = generated[1]
+    for seed, _ in SPLITS:
+        split = random_split(files, seed)
+        runs_of: dict[str, set[int]] = {}
+        for index, run in enumerate(split):
+            for f in run:
+                runs_of.setdefault(f.split("/")[0], set()).add(index)
+        assert sum(len(r) > 1 for r in runs_of.values()) >= 8, (
+            f"seed {seed}: few streams split over runs"
+        )
+        assert min(runs_of["reads"]) < max(runs_of["reports"]), (
+            f"seed {seed}: no reads file before a reports file"
+        )
+    assert {len(random_split(files, seed)) for seed, _ in SPLITS} == {2, 3, 5}
+
+
+# --------------------------------------------------------------------------- nasty cases
+
+RANGE = "start_date=2016-01-01&end_date=2017-01-01"
+READ_FIELDS = "fields=total_reads,unique_reads,report_readers,reports_seen"
+AWARE_FIELDS = "fields=total_alerts,unique_alerts,alert_source_reports,alerts_opened"
+
+
+def url(endpoint: str, channel_id: int, extra: str = "") -> str:
+    """An analytics request over 2016 for channel_id."""
+    return f"/api/v4/analytics/{endpoint}?channel_id={channel_id}&{RANGE}" + (
+        f"&{extra}" if extra else ""
+    )
+
+
+def hand_requests() -> list[tuple[str, int]]:
+    """Every endpoint for the hand-built world's channels of account 1, plus report stats."""
+    reqs = [(u, 1) for ch in (1, 3) for u in analytics_urls(ch, 2, "2016-01-01", "2017-01-01")]
+    reqs += [
+        (u, 1)
+        for u in analytics_urls(1, 2, "2016-11-07T14:03:11.25Z", "2016-11-08T10:00:00.000001Z")
+    ]
+    reqs += [(u, 1) for u in stats_urls("acme")]
+    return reqs
+
+
+def one(warehouse: Path, path: str, account_id: int = 1) -> object:
+    """The body of a 200 answer."""
+    status, body = ask(warehouse, [(path, account_id)])[(path, account_id)]
+    assert status == 200, body
+    return body
+
+
+def reads_of(warehouse: Path, channel_id: int) -> dict[str, int]:
+    return one(warehouse, url("reports_read", channel_id, READ_FIELDS))  # type: ignore[return-value]
+
+
+def stats_of(warehouse: Path) -> dict[int, dict]:
+    body = one(warehouse, "/batch/acme/report_stats?include_spaces=all")
+    return {row["report_id"]: row for row in body["report_stats"]}  # type: ignore[index]
+
+
+def reads(
+    ids: Iterable[int], report_id: int, user_id: int = 4, at: str = "2016-11-08T10:00:00Z"
+) -> list[dict]:
+    return [
+        {"read_id": i, "account_id": 1, "report_id": report_id, "user_id": user_id, "read_at": at}
+        for i in ids
+    ]
+
+
+def delivery(delivery_id: int, report_id: int, user_id: int = 4, alert_id: int = 5) -> dict:
+    return {
+        "delivery_id": delivery_id,
+        "alert_id": alert_id,
+        "account_id": 1,
+        "report_id": report_id,
+        "user_id": user_id,
+        "sent_at": "2016-11-07T14:04:00Z",
+    }
+
+
+def open_of(open_id: int, delivery_id: int) -> dict:
+    return {
+        "open_id": open_id,
+        "delivery_id": delivery_id,
+        "account_id": 1,
+        "opened_at": "2016-11-09T08:00:00Z",
+    }
+
+
+def test_older_report_snapshot_after_newer(tmp_path: Path) -> None:
+    """A newer report version loaded in run 1 stays current when an older one arrives in run 2."""
+    r1, r2, inc = tmp_path / "r1", tmp_path / "r2", tmp_path / "inc"
+    base_world(r1)
+    created = "2016-11-07T14:03:11.250Z"
+    jsonl(
+        r1 / "reports/new.jsonl",
+        [
+            report(
+                10,
+                created,
+                "2016-12-01T00:00:00Z",
+                channel_id=1,
+                state_id=1,
+                selections=[{"field_id": 2, "value": "a"}],
+            )
+        ],
+    )
+    jsonl(r1 / "reads/r.jsonl", reads([1, 2], 10))
+    build(r1, inc, HAND_AS_OF)
+    # the older version names another channel, no state and no selection
+    jsonl(
+        r2 / "reports/old.jsonl",
+        [report(10, created, "2016-11-08T00:00:00Z", channel_id=3, state_id=None)],
+    )
+    build_incrementally(r2, inc)
+
+    over_time = one(inc, url("reports_over_time", 1, "datetime_range_width=month"))
+    assert [(r["datetime_range_start"], r["report_count"]) for r in over_time] == [
+        ("2016-11-01T04:00:00.000Z", 1)
+    ]
+    assert one(inc, url("reports_over_time", 3)) == []
+    assert one(inc, url("reports_per_state", 1)) == [
+        {"id": 1, "name": "Open", "account_id": 1, "report_count": 1}
+    ]
+    assert one(inc, url("reports_per_field_selection", 1, "field_id=2"))[0]["report_count"] == 1
+    assert reads_of(inc, 1)["total_reads"] == 2 and reads_of(inc, 3)["total_reads"] == 0
+
+    full = full_rebuild([r1, r2], tmp_path / "all", tmp_path / "full")
+    assert_same_tables(inc, full)
+    assert_same_answers(inc, full, hand_requests())
+
+
+def test_report_moves_channel_after_its_events_were_counted(tmp_path: Path) -> None:
+    """Reads and alerts counted in run 1 move, with the report, to its new channel in run 2."""
+    r1, r2, inc = tmp_path / "r1", tmp_path / "r2", tmp_path / "inc"
+    base_world(r1)
+    created = "2016-11-07T14:03:11.250Z"
+    jsonl(
+        r1 / "reports/v1.jsonl",
+        [
+            report(
+                20,
+                created,
+                "2016-11-08T00:00:00Z",
+                channel_id=1,
+                selections=[{"field_id": 2, "value": "a"}],
+            ),
+            report(21, created, "2016-11-08T00:00:00Z", channel_id=1),
+        ],
+    )
+    jsonl(
+        r1 / "reads/r.jsonl",
+        [*reads([1, 2], 20, user_id=4), *reads([3], 20, user_id=5), *reads([4], 21)],
+    )
+    jsonl(
+        r1 / "alerts/a.jsonl", [delivery(7, 20, user_id=4), delivery(8, 20, user_id=5, alert_id=6)]
+    )
+    jsonl(r1 / "alert_opens/o.jsonl", [open_of(1, 7)])
+    build(r1, inc, HAND_AS_OF)
+    assert reads_of(inc, 1) == {
+        "total_reads": 4,
+        "unique_reads": 3,
+        "report_readers": 2,
+        "reports_seen": 2,
+    }
+    assert len(one(inc, url("user_awareness", 1, AWARE_FIELDS))) == 2
+    assert reads_of(inc, 3)["total_reads"] == 0
+
+    jsonl(
+        r2 / "reports/v2.jsonl",
+        [
+            report(
+                20,
+                created,
+                "2016-12-01T00:00:00Z",
+                channel_id=3,
+                selections=[{"field_id": 2, "value": "a"}],
+            )
+        ],
+    )
+    build_incrementally(r2, inc)
+    # the old channel keeps only report 21's read; the new one gets everything of report 20
+    assert reads_of(inc, 1) == {
+        "total_reads": 1,
+        "unique_reads": 1,
+        "report_readers": 1,
+        "reports_seen": 1,
+    }
+    assert reads_of(inc, 3) == {
+        "total_reads": 3,
+        "unique_reads": 2,
+        "report_readers": 2,
+        "reports_seen": 1,
+    }
+    assert one(inc, url("user_awareness", 1, AWARE_FIELDS)) == []
+    awareness = {row["user_id"]: row for row in one(inc, url("user_awareness", 3, AWARE_FIELDS))}
+    assert {u: (r["total_alerts"], r["alerts_opened"]) for u, r in awareness.items()} == {
+        4: (1, 1),
+        5: (1, 0),
+    }
+    assert sum(r["report_count"] for r in one(inc, url("reports_over_time", 1))) == 1
+    assert sum(r["report_count"] for r in one(inc, url("reports_over_time", 3))) == 1
+    assert one(inc, url("reports_per_field_selection", 1, "field_id=2")) == []
+    assert one(inc, url("reports_per_field_selection", 3, "field_id=2"))[0]["report_count"] == 1
+    assert stats_of(inc)[20]["total_views_count"] == 3
+
+    full = full_rebuild([r1, r2], tmp_path / "all", tmp_path / "full")
+    assert_same_tables(inc, full)
+    assert_same_answers(inc, full, hand_requests())
+
+
+def test_alert_opens_before_their_deliveries(tmp_path: Path) -> None:
+    """Opens loaded before their deliveries are kept and count once the deliveries arrive."""
+    r1, r2, inc = tmp_path / "r1", tmp_path / "r2", tmp_path / "inc"
+    base_world(r1)
+    jsonl(r1 / "reports/r.jsonl", [report(30, "2016-11-07T14:03:11.250Z")])
+    jsonl(r1 / "alert_opens/early.jsonl", [open_of(1, 70), open_of(2, 70), open_of(3, 71)])
+    build(r1, inc, HAND_AS_OF)
+    assert one(inc, url("user_awareness", 1, AWARE_FIELDS)) == []
+
+    jsonl(
+        r2 / "alerts/late.jsonl.gz",
+        [
+            delivery(70, 30, user_id=3),
+            delivery(71, 30, user_id=4),
+            delivery(72, 30, user_id=4, alert_id=9),
+        ],
+        gz=True,
+    )
+    build_incrementally(r2, inc)
+    awareness = one(inc, url("user_awareness", 1, AWARE_FIELDS))
+    assert awareness == [
+        {
+            "total_alerts": 2,
+            "unique_alerts": 2,
+            "alert_source_reports": 1,
+            "alerts_opened": 1,
+            "user_id": 4,
+            "first_name": None,
+            "last_name": None,
+        },
+        {
+            "total_alerts": 1,
+            "unique_alerts": 1,
+            "alert_source_reports": 1,
+            "alerts_opened": 1,
+            "user_id": 3,
+            "first_name": "John",
+            "last_name": "Doe",
+        },
+    ]
+
+    full = full_rebuild([r1, r2], tmp_path / "all", tmp_path / "full")
+    assert_same_tables(inc, full)
+    assert_same_answers(inc, full, hand_requests())
+
+
+def test_reads_before_their_report(tmp_path: Path) -> None:
+    """Reads loaded before their report count from the run in which the report arrives."""
+    r1, r2, inc = tmp_path / "r1", tmp_path / "r2", tmp_path / "inc"
+    base_world(r1)
+    jsonl(r1 / "reads/early.jsonl", [*reads([1, 2, 3], 40), *reads([4], 40, user_id=3)])
+    jsonl(
+        r1 / "explorations/e.jsonl",
+        [
+            {
+                "exploration_id": 1,
+                "account_id": 1,
+                "report_id": 40,
+                "user_id": 3,
+                "created_at": "2016-11-09T00:00:00Z",
+            }
+        ],
+    )
+    build(r1, inc, HAND_AS_OF)
+    assert reads_of(inc, 1)["total_reads"] == 0
+    assert 40 not in stats_of(inc)
+
+    jsonl(r2 / "reports/late.jsonl", [report(40, "2016-11-07T14:03:11.250Z")])
+    build_incrementally(r2, inc)
+    assert reads_of(inc, 1) == {
+        "total_reads": 4,
+        "unique_reads": 2,
+        "report_readers": 2,
+        "reports_seen": 1,
+    }
+    row = stats_of(inc)[40]
+    assert (row["total_views_count"], row["explorations_count"]) == (4, 1)
+
+    full = full_rebuild([r1, r2], tmp_path / "all", tmp_path / "full")
+    assert_same_tables(inc, full)
+    assert_same_answers(inc, full, hand_requests())
+
+
+def test_changed_file_replaces_its_earlier_content(tmp_path: Path) -> None:
+    """A path loaded again with new content: its old records and rejects are gone, as in a rebuild."""
+    r1, r2, inc = tmp_path / "r1", tmp_path / "r2", tmp_path / "inc"
+    base_world(r1)
+    jsonl(
+        r1 / "reports/r.jsonl",
+        [report(50, "2016-11-07T14:03:11.250Z"), report(51, "2016-11-07T15:00:00Z")],
+    )
+    jsonl(r1 / "reads/batch.jsonl", [*reads([1, 2, 3, 4], 50), '{"read_id": "broken', ""])
+    build(r1, inc, HAND_AS_OF)
+    assert reads_of(inc, 1)["total_reads"] == 4
+
+    # same path, new content: reads 1 and 2 stay, 3 and 4 are gone, 5 is new, another bad line
+    jsonl(r2 / "reads/batch.jsonl", [*reads([1, 2], 50), *reads([5], 51), "[1, 2]"])
+    build_incrementally(r2, inc)
+    assert reads_of(inc, 1) == {
+        "total_reads": 3,
+        "unique_reads": 2,
+        "report_readers": 1,
+        "reports_seen": 2,
+    }
+    assert stats_of(inc)[50]["total_views_count"] == 2
+    tables = published_tables(inc)
+    rejects = [(r["file"], r["line"], r["raw"]) for r in records(tables, "rejects")]
+    assert rejects == [("reads/batch.jsonl", 4, "[1, 2]")]
+    stats = {r["file"]: r for r in records(tables, "file_stats")}["reads/batch.jsonl"]
+    assert (stats["lines_read"], stats["blank_lines"], stats["accepted"], stats["rejected"]) == (
+        4,
+        0,
+        3,
+        1,
+    )
+
+    full = full_rebuild([r1, r2], tmp_path / "all", tmp_path / "full")
+    assert_same_tables(inc, full)
+    assert_same_answers(inc, full, hand_requests())
