@@ -29,8 +29,22 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     as_of = dt.datetime.fromisoformat(summary["as_of"].replace("Z", "+00:00"))
     build(raw, wh, as_of)
     reader = Reader(wh)
-    yield raw, wh, Reference(raw, as_of), reader
+    yield raw, wh, Reference(raw, as_of), reader, summary
     reader.close()
+
+
+def test_rejects_are_exactly_the_bad_records_the_generator_wrote(world) -> None:
+    _, _, ref, reader, summary = world
+    snap = reader.snapshot()
+    per_stream = dict(
+        snap.conn.execute("select stream, count(*) from rejects group by stream").fetchall()
+    )
+    assert per_stream == {k: v for k, v in summary["bad_records"].items() if v}
+    per_file = dict(
+        snap.conn.execute("select file, count(*) from rejects group by file").fetchall()
+    )
+    assert per_file == {f: info["bad"] for f, info in summary["files"].items() if info["bad"]}
+    assert len(ref.rejects) == sum(per_stream.values())
 
 
 def fmt(t: dt.datetime, style: int) -> str:
@@ -149,7 +163,7 @@ def same(expected: tuple[int, object], got: tuple[int, object]) -> bool:
 
 
 def test_randomized_requests_in_process_equal_reference(world) -> None:
-    _, _, ref, reader = world
+    _, _, ref, reader, _ = world
     requests = random_requests(ref, 700, seed=1)
     mismatches = [(p, a) for p, a in requests if not same(ref.get(p, a), reader.get(p, a))]
     assert not mismatches, f"{len(mismatches)} of {len(requests)} differ, e.g. {mismatches[:3]}"
@@ -160,7 +174,7 @@ def test_randomized_requests_in_process_equal_reference(world) -> None:
 
 
 def test_every_report_stats_page_equals_reference(world) -> None:
-    _, _, ref, reader = world
+    _, _, ref, reader, _ = world
     for account_id, account in sorted(ref.current("accounts").items()):
         for per_page in (1, 7, 100, 1000):
             for spaces in ("", "&include_spaces=all"):
@@ -175,7 +189,7 @@ def test_every_report_stats_page_equals_reference(world) -> None:
 
 
 def test_randomized_requests_over_http_equal_reference(world) -> None:
-    _, wh, ref, _ = world
+    _, wh, ref, _, _ = world
     store = KeyStore(wh)
     keys = {a: store.create(a)[1] for a in ref.current("accounts")}
     requests = random_requests(ref, 120, seed=2)
@@ -187,7 +201,7 @@ def test_randomized_requests_over_http_equal_reference(world) -> None:
 
 def test_hand_picked_edges(world) -> None:
     """Microsecond edges and DST nights for the busiest New York channel."""
-    _, _, ref, reader = world
+    _, _, ref, reader, _ = world
     channels = ref.current("channels")
     accounts = ref.current("accounts")
     ny = [
