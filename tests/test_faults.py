@@ -21,12 +21,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -36,6 +34,7 @@ from metrics_etl import pipeline, publish
 from metrics_etl.errors import UserError
 from metrics_etl.reader import ANALYTICS, Reader
 from rawkit import base_world, jsonl, parquet, report
+from snapshots import assert_same_tables, published_tables, records
 
 UTC = dt.UTC
 AS_OF = dt.datetime(2017, 1, 1, tzinfo=UTC)
@@ -219,52 +218,6 @@ def ask(
 
 def current_id(warehouse: Path) -> str:
     return Path(os.readlink(warehouse / "current")).name
-
-
-def published_tables(warehouse: Path) -> dict[str, tuple[list, list[tuple]]]:
-    """Every published table of the current snapshot (no `runs`, no `run_id` columns): columns, sorted rows."""
-    manifest = json.loads((warehouse / "current" / "manifest.json").read_text())
-    out = {}
-    with duckdb.connect() as con:
-        con.execute("set TimeZone = 'UTC'")
-        for table, info in sorted(manifest["tables"].items()):
-            if table == "runs":
-                continue
-            columns = [
-                c
-                for c in info["columns"]
-                if not (table in ("rejects", "file_stats") and c[0] == "run_id")
-            ]
-            select = ", ".join('"' + name + '"' for name, _ in columns)
-            paths = [str(warehouse / f) for f in info["files"]]
-            out[table] = (
-                columns,
-                con.execute(
-                    f"select {select} from read_parquet(?) order by all", [paths]
-                ).fetchall(),
-            )
-    return out
-
-
-def records(tables: dict[str, tuple[list, list[tuple]]], table: str) -> list[dict]:
-    """Rows of a table from published_tables as dicts by column name."""
-    columns, rows = tables[table]
-    return [dict(zip([c[0] for c in columns], row, strict=True)) for row in rows]
-
-
-def assert_same_tables(got: Path, want: Path) -> None:
-    """Published tables are equal; on failure, show the differing rows."""
-    a, b = published_tables(got), published_tables(want)
-    assert sorted(a) == sorted(b)
-    problems = []
-    for table in sorted(a):
-        if a[table] != b[table]:
-            ca, cb = Counter(a[table][1]), Counter(b[table][1])
-            problems.append(
-                f"{table}: columns equal {a[table][0] == b[table][0]}; only in {got.name}: "
-                f"{list((ca - cb).elements())[:3]}; only in {want.name}: {list((cb - ca).elements())[:3]}"
-            )
-    assert not problems, "\n".join(problems)
 
 
 def assert_current_is_whole(warehouse: Path) -> str:

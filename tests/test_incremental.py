@@ -10,10 +10,8 @@ events were counted, opens before deliveries, reads before their report, a chang
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 import shutil
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from conftest import build
 from metrics_etl.generate import generate
 from metrics_etl.reader import ANALYTICS, Reader
 from rawkit import base_world, jsonl, report
+from snapshots import assert_same_tables, manifest_of, published_tables, records
 
 UTC = dt.UTC
 HAND_AS_OF = dt.datetime(2017, 1, 1, tzinfo=UTC)
@@ -31,62 +30,6 @@ HAND_AS_OF = dt.datetime(2017, 1, 1, tzinfo=UTC)
 SPLITS = ((9, 0), (3, None), (11, None))  # 2, 3 and 5 runs
 
 # --------------------------------------------------------------------------- comparison helpers
-
-
-def manifest_of(warehouse: Path) -> dict:
-    """The manifest of the snapshot `current` points at."""
-    return json.loads((warehouse / "current" / "manifest.json").read_text())
-
-
-def published_tables(warehouse: Path) -> dict[str, tuple[list, list[tuple]]]:
-    """Every published table of the current snapshot (no `runs`, no `run_id` columns): columns, sorted rows."""
-    manifest = manifest_of(warehouse)
-    out: dict[str, tuple[list, list[tuple]]] = {}
-    with duckdb.connect() as con:
-        con.execute("set TimeZone = 'UTC'")
-        for table, info in sorted(manifest["tables"].items()):
-            if table == "runs":
-                continue
-            columns = [
-                c
-                for c in info["columns"]
-                if not (table in ("rejects", "file_stats") and c[0] == "run_id")
-            ]
-            select = ", ".join('"' + name + '"' for name, _ in columns)
-            paths = [str(warehouse / f) for f in info["files"]]
-            rows = con.execute(
-                f"select {select} from read_parquet(?) order by all", [paths]
-            ).fetchall()
-            assert len(rows) == info["rows"], (
-                f"{table}: manifest says {info['rows']} rows, files hold {len(rows)}"
-            )
-            out[table] = (columns, rows)
-    return out
-
-
-def records(tables: dict[str, tuple[list, list[tuple]]], table: str) -> list[dict]:
-    """Rows of a table from published_tables as dicts by column name."""
-    columns, rows = tables[table]
-    return [dict(zip([c[0] for c in columns], row, strict=True)) for row in rows]
-
-
-def assert_same_tables(got: Path, want: Path) -> None:
-    """Published tables of two warehouses are equal; on failure, show the differing rows."""
-    a, b = published_tables(got), published_tables(want)
-    assert sorted(a) == sorted(b), "different sets of published tables"
-    problems = []
-    for table in sorted(a):
-        if a[table][0] != b[table][0]:
-            problems.append(f"{table}: columns {a[table][0]} != {b[table][0]}")
-            continue
-        if a[table][1] != b[table][1]:
-            ca, cb = Counter(a[table][1]), Counter(b[table][1])
-            extra, missing = list((ca - cb).elements()), list((cb - ca).elements())
-            problems.append(
-                f"{table}: {len(extra)} rows only in the incremental warehouse, e.g. {extra[:3]}; "
-                f"{len(missing)} rows only in the full rebuild, e.g. {missing[:3]}"
-            )
-    assert not problems, "incremental != full rebuild:\n" + "\n".join(problems)
 
 
 def ask(
