@@ -7,15 +7,14 @@ so the two can be compared answer for answer.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import duckdb
 
-from metrics_etl.reader import AWARENESS_FIELDS, READ_FIELDS, default_width
+from metrics_etl.reader import AWARENESS_FIELDS, READ_FIELDS, default_width, report_stats_body
 from metrics_etl.timeparse import format_instant, parse_instant
 
 # The channel (if it is the caller's and not deleted) and its time zone.
@@ -317,32 +316,5 @@ class OnTheFly:
                     {"a": a},
                 )[0][0]
             )
-        keys = (
-            "report_id",
-            "report_token",
-            "active_schedules_count",
-            "explorations_count",
-            "total_views_count",
-            "recent_manual_run_creators_emails",
-            "scheduled_run_creators_emails",
-            "editors_emails",
-        )
-        total_pages = math.ceil(total / per_page)
-        last = max(total_pages, 1)
-        suffix = "&include_spaces=all" if include_spaces else ""
-        base = f"/batch/{quote(organization, safe='')}/report_stats"
-
-        def link(n: int) -> dict[str, str]:
-            return {"href": f"{base}?page={min(max(n, 1), last)}&per_page={per_page}{suffix}"}
-
-        return {
-            "pagination": {
-                "page": page,
-                "per_page": per_page,
-                "count": len(rows),
-                "total_pages": total_pages,
-                "total_count": total,
-            },
-            "report_stats": [dict(zip(keys, row[:-1], strict=True)) for row in rows],
-            "_links": {"next_page": link(page + 1), "prev_page": link(page - 1)},
-        }
+        page_rows = [row[:-1] for row in rows]
+        return report_stats_body(organization, page, per_page, include_spaces, total, page_rows)

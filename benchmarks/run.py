@@ -41,22 +41,18 @@ from metrics_etl import ingest  # noqa: E402
 from metrics_etl.contract import STREAMS  # noqa: E402
 from metrics_etl.generate import generate  # noqa: E402
 from metrics_etl.keys import KeyStore  # noqa: E402
-from metrics_etl.reader import AWARENESS_FIELDS, READ_FIELDS, SELECTABLE_FIELD_TYPES, Reader  # noqa: E402
+from metrics_etl.reader import (  # noqa: E402
+    ANALYTICS,
+    AWARENESS_FIELDS,
+    READ_FIELDS,
+    SELECTABLE_FIELD_TYPES,
+    Reader,
+)
 from onthefly import OnTheFly  # noqa: E402
 
 EVENT_STREAMS = [name for name, s in STREAMS.items() if s.kind == "event"]
 NEW_KEY_OFFSET = 1_000_000_000_000
-ENDPOINTS = [
-    "reports_over_time",
-    "reports_per_field_selection",
-    "reports_per_state",
-    "reports_per_user",
-    "reports_per_day_hour",
-    "reports_per_week_day",
-    "reports_images",
-    "reports_read",
-    "user_awareness",
-]
+ENDPOINTS = list(ANALYTICS)
 
 
 def log(msg: str) -> None:

@@ -648,32 +648,41 @@ class Reader:
             f"and {position} < $hi order by report_id",
             {"a": account_id, "lo": first, "hi": first + per_page},
         )
-        keys = (
-            "report_id",
-            "report_token",
-            "active_schedules_count",
-            "explorations_count",
-            "total_views_count",
-            "recent_manual_run_creators_emails",
-            "scheduled_run_creators_emails",
-            "editors_emails",
-        )
-        total_pages = math.ceil(total / per_page)
-        last = max(total_pages, 1)
-        suffix = "&include_spaces=all" if include_spaces else ""
-        base = f"/batch/{quote(organization, safe='')}/report_stats"
+        return report_stats_body(organization, page, per_page, include_spaces, total, rows)
 
-        def link(n: int) -> dict[str, str]:
-            return {"href": f"{base}?page={min(max(n, 1), last)}&per_page={per_page}{suffix}"}
 
-        return {
-            "pagination": {
-                "page": page,
-                "per_page": per_page,
-                "count": len(rows),
-                "total_pages": total_pages,
-                "total_count": total,
-            },
-            "report_stats": [dict(zip(keys, row, strict=True)) for row in rows],
-            "_links": {"next_page": link(page + 1), "prev_page": link(page - 1)},
-        }
+REPORT_STAT_KEYS = (
+    "report_id",
+    "report_token",
+    "active_schedules_count",
+    "explorations_count",
+    "total_views_count",
+    "recent_manual_run_creators_emails",
+    "scheduled_run_creators_emails",
+    "editors_emails",
+)
+
+
+def report_stats_body(
+    organization: str, page: int, per_page: int, include_spaces: bool, total: int, rows: list[tuple]
+) -> dict:
+    """The report-stats answer: pagination, the page's rows, and links clamped to the pages."""
+    total_pages = math.ceil(total / per_page)
+    last = max(total_pages, 1)
+    suffix = "&include_spaces=all" if include_spaces else ""
+    base = f"/batch/{quote(organization, safe='')}/report_stats"
+
+    def link(n: int) -> dict[str, str]:
+        return {"href": f"{base}?page={min(max(n, 1), last)}&per_page={per_page}{suffix}"}
+
+    return {
+        "pagination": {
+            "page": page,
+            "per_page": per_page,
+            "count": len(rows),
+            "total_pages": total_pages,
+            "total_count": total,
+        },
+        "report_stats": [dict(zip(REPORT_STAT_KEYS, row, strict=True)) for row in rows],
+        "_links": {"next_page": link(page + 1), "prev_page": link(page - 1)},
+    }
