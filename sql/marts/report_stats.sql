@@ -41,28 +41,35 @@ views as (
     group by report_id
 ),
 
-recent_manual as (
+run_emails as (
     select
         runs.report_id,
-        list_sort(list_distinct(list(users.email))) as emails
+        runs.run_type,
+        runs.ran_at,
+        users.email
     from stg_report_runs as runs
     inner join users
         on runs.user_id = users.user_id
-    where runs.run_type = 'manual'
-        and runs.ran_at >= getvariable('as_of')::timestamptz - interval 30 days
-        and runs.ran_at < getvariable('as_of')::timestamptz
-    group by runs.report_id
+),
+
+recent_manual as (
+    select
+        report_id,
+        list_sort(list_distinct(list(email))) as emails
+    from run_emails
+    where run_type = 'manual'
+        and ran_at >= getvariable('as_of')::timestamptz - interval 30 days
+        and ran_at < getvariable('as_of')::timestamptz
+    group by report_id
 ),
 
 scheduled as (
     select
-        runs.report_id,
-        list_sort(list_distinct(list(users.email))) as emails
-    from stg_report_runs as runs
-    inner join users
-        on runs.user_id = users.user_id
-    where runs.run_type = 'scheduled'
-    group by runs.report_id
+        report_id,
+        list_sort(list_distinct(list(email))) as emails
+    from run_emails
+    where run_type = 'scheduled'
+    group by report_id
 ),
 
 editor_ids as (
