@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 from metrics_etl import cli
 from metrics_etl import settings as settings_mod
 from metrics_etl.reader import Reader
-
-DEMO_EVENTS = int(os.environ.get("METRICS_ETL_DEMO_EVENTS", "50000"))
 
 
 def _show(reader: Reader, path: str, account_id: int, limit: int = 4) -> None:
@@ -30,8 +27,8 @@ def main() -> int:
     cfg = settings_mod.load()
     raw, warehouse = cfg.raw, cfg.warehouse
     marker = raw / "_generator.json"
-    if not marker.exists() or json.loads(marker.read_text()).get("events") != DEMO_EVENTS:
-        code = cli.main(["generate", "--raw", str(raw), "--events", str(DEMO_EVENTS)])
+    if not marker.exists() or json.loads(marker.read_text()).get("events") != cfg.demo_events:
+        code = cli.main(["generate", "--raw", str(raw), "--events", str(cfg.demo_events)])
         if code:
             return code
     as_of = json.loads(marker.read_text())["as_of"]

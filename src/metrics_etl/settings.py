@@ -26,6 +26,7 @@ class Settings:
     read_chunk_bytes: int
     lock_timeout_s: float
     fault_point: str
+    demo_events: int
 
 
 def load() -> Settings:
@@ -42,6 +43,7 @@ def load() -> Settings:
         read_chunk_bytes=int(_env("METRICS_ETL_READ_CHUNK_BYTES", str(64 * 1024 * 1024))),
         lock_timeout_s=float(_env("METRICS_ETL_LOCK_TIMEOUT_S", "0")),
         fault_point=_env("METRICS_ETL_FAULT", ""),
+        demo_events=int(_env("METRICS_ETL_DEMO_EVENTS", "50000")),
     )
 
 
