@@ -25,7 +25,6 @@ class Settings:
     keep_snapshots: int
     read_chunk_bytes: int
     lock_timeout_s: float
-    fault_point: str
     demo_events: int
 
 
@@ -42,7 +41,6 @@ def load() -> Settings:
         keep_snapshots=int(_env("METRICS_ETL_KEEP_SNAPSHOTS", "3")),
         read_chunk_bytes=int(_env("METRICS_ETL_READ_CHUNK_BYTES", str(64 * 1024 * 1024))),
         lock_timeout_s=float(_env("METRICS_ETL_LOCK_TIMEOUT_S", "0")),
-        fault_point=_env("METRICS_ETL_FAULT", ""),
         demo_events=int(_env("METRICS_ETL_DEMO_EVENTS", "50000")),
     )
 

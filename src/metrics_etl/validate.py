@@ -11,8 +11,7 @@ from metrics_etl.contract import ALLOWED_VALUES, DUCKDB_TYPES, Field, Stream
 TS_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)"
 NAIVE_TS_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
 
-MACROS = f"""
-create or replace temp macro v_preview(v) as left(coalesce(v::varchar, ''), 80);
+MACROS = """
 create or replace temp macro v_is_int(v) as coalesce(
     (json_type(v) in ('BIGINT', 'UBIGINT') and try_cast(json_extract_string(v, '$') as bigint) is not null)
     or (json_type(v) = 'VARCHAR'
@@ -20,14 +19,6 @@ create or replace temp macro v_is_int(v) as coalesce(
         and try_cast(json_extract_string(v, '$') as bigint) is not null),
     false);
 create or replace temp macro v_as_int(v) as try_cast(json_extract_string(v, '$') as bigint);
-create or replace temp macro v_is_ts(v) as coalesce(
-    json_type(v) = 'VARCHAR'
-    and regexp_full_match(json_extract_string(v, '$'), '{TS_PATTERN}')
-    and try_cast(upper(json_extract_string(v, '$')) as timestamptz) is not null,
-    false);
-create or replace temp macro v_as_ts(v) as try_cast(upper(json_extract_string(v, '$')) as timestamptz);
-create or replace temp macro v_is_tz(v) as coalesce(
-    json_type(v) = 'VARCHAR' and list_contains(getvariable('known_tz'), json_extract_string(v, '$')), false);
 create or replace temp macro v_is_selections(v) as coalesce(
     json_type(v) = 'ARRAY' and coalesce(list_bool_and(list_transform(
         json_extract(v, '$[*]'),
@@ -36,7 +27,7 @@ create or replace temp macro v_is_selections(v) as coalesce(
     false);
 create or replace temp macro v_as_selections(v) as list_transform(
     json_extract(v, '$[*]'),
-    lambda e: {{'field_id': v_as_int(json_extract(e, '$.field_id')), 'value': json_extract_string(e, '$.value')}});
+    lambda e: {'field_id': v_as_int(json_extract(e, '$.field_id')), 'value': json_extract_string(e, '$.value')});
 create or replace temp macro v_is_options(v) as coalesce(
     json_type(v) = 'ARRAY' and coalesce(list_bool_and(list_transform(
         json_extract(v, '$[*]'),
@@ -45,11 +36,11 @@ create or replace temp macro v_is_options(v) as coalesce(
     false);
 create or replace temp macro v_as_options(v) as list_transform(
     json_extract(v, '$[*]'),
-    lambda e: {{'value': json_extract_string(e, '$.value'), 'name': json_extract_string(e, '$.name')}});
+    lambda e: {'value': json_extract_string(e, '$.value'), 'name': json_extract_string(e, '$.name')});
 create or replace temp macro v_is_styles(v) as coalesce(
     json_type(v) = 'OBJECT' and json_type(json_extract(v, '$.thumb')) = 'VARCHAR'
     and json_type(json_extract(v, '$.medium')) = 'VARCHAR', false);
-create or replace temp macro v_as_styles(v) as {{'thumb': json_extract_string(v, '$.thumb'), 'medium': json_extract_string(v, '$.medium')}};
+create or replace temp macro v_as_styles(v) as {'thumb': json_extract_string(v, '$.thumb'), 'medium': json_extract_string(v, '$.medium')};
 """
 
 EXPECTED: dict[str, str] = {
