@@ -291,23 +291,12 @@ def last_published_as_of(warehouse: Path) -> str | None:
     return json.loads((current / "manifest.json").read_text()).get("as_of")
 
 
-def _dirty(conn: duckdb.DuckDBPyConnection) -> bool:
-    """True when loaded data has not been published yet (e.g. a run was killed)."""
-    row = conn.execute("select value from pipeline_state where key = 'dirty'").fetchall()
-    return bool(row and row[0][0] == "true")
-
-
-def _set_dirty(conn: duckdb.DuckDBPyConnection, dirty: bool) -> None:
-    """Record whether loaded data awaits publishing."""
-    _set_state(conn, "dirty", "true" if dirty else "false")
-
-
 def _published(conn: duckdb.DuckDBPyConnection) -> None:
     """Everything loaded is now published: forget what was pending."""
     conn.execute("begin transaction")
     conn.execute("delete from dirty_keys; delete from dirty_parts;")
     _set_state(conn, "all_dirty", "false")
-    _set_dirty(conn, False)
+    _set_state(conn, "dirty", "false")
     conn.execute("commit")
 
 
@@ -322,7 +311,11 @@ def run(raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool) 
             loaded = ingest_task(conn, raw, summary, cfg.read_chunk_bytes)
             published_as_of = last_published_as_of(warehouse)
             same_as_of = as_of is None or published_as_of == summary.as_of
-            if not (loaded or full_refresh or _dirty(conn)) and published_as_of and same_as_of:
+            if (
+                not (loaded or full_refresh or _state(conn, "dirty") == "true")
+                and published_as_of
+                and same_as_of
+            ):
                 summary.status = "no-op"
                 summary.message = "no new or changed raw files; the current snapshot stays as it is"
                 return summary
