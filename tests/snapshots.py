@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
+
+from metrics_etl.reader import Reader
 
 
 def manifest_of(warehouse: Path) -> dict:
@@ -63,3 +66,14 @@ def assert_same_tables(got: Path, want: Path) -> None:
                 f"{len(missing)} rows only in the second, e.g. {missing[:3]}"
             )
     assert not problems, "warehouses differ:\n" + "\n".join(problems)
+
+
+def ask(
+    warehouse: Path, requests: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[int, object]]:
+    """Reader answers (status, body) for (path_and_query, account_id) requests."""
+    reader = Reader(warehouse)
+    try:
+        return {(url, account): reader.get(url, account) for url, account in requests}
+    finally:
+        reader.close()

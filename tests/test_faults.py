@@ -34,6 +34,7 @@ from metrics_etl import pipeline, publish
 from metrics_etl.errors import UserError
 from metrics_etl.reader import ANALYTICS, Reader
 from rawkit import base_world, jsonl, parquet, report
+from snapshots import ask as answers
 from snapshots import assert_same_tables, published_tables, records
 
 UTC = dt.UTC
@@ -208,12 +209,8 @@ REQUESTS = requests()
 def ask(
     warehouse: Path, reqs: list[tuple[str, int]] = REQUESTS
 ) -> dict[tuple[str, int], tuple[int, object]]:
-    """Reader answers (status, body) for every request."""
-    reader = Reader(warehouse)
-    try:
-        return {(u, a): reader.get(u, a) for u, a in reqs}
-    finally:
-        reader.close()
+    """Reader answers for the fixed requests of this module."""
+    return answers(warehouse, reqs)
 
 
 def current_id(warehouse: Path) -> str:

@@ -20,9 +20,9 @@ import pytest
 
 from conftest import build
 from metrics_etl.generate import generate
-from metrics_etl.reader import ANALYTICS, Reader
+from metrics_etl.reader import ANALYTICS
 from rawkit import base_world, jsonl, report
-from snapshots import assert_same_tables, manifest_of, published_tables, records
+from snapshots import ask, assert_same_tables, manifest_of, published_tables, records
 
 UTC = dt.UTC
 HAND_AS_OF = dt.datetime(2017, 1, 1, tzinfo=UTC)
@@ -30,17 +30,6 @@ HAND_AS_OF = dt.datetime(2017, 1, 1, tzinfo=UTC)
 SPLITS = ((9, 0), (3, None), (11, None))  # 2, 3 and 5 runs
 
 # --------------------------------------------------------------------------- comparison helpers
-
-
-def ask(
-    warehouse: Path, requests: Iterable[tuple[str, int]]
-) -> dict[tuple[str, int], tuple[int, object]]:
-    """Reader answers (status, body) for (path_and_query, account_id) requests."""
-    reader = Reader(warehouse)
-    try:
-        return {(url, account): reader.get(url, account) for url, account in requests}
-    finally:
-        reader.close()
 
 
 def assert_same_answers(got: Path, want: Path | dict, requests: list[tuple[str, int]]) -> None:
