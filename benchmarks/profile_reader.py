@@ -1,55 +1,67 @@
-"""Where a reader request's time goes: the same requests against the published snapshot as the
-reader opens it (views over read_parquet of the manifest's files) and against the same snapshot
-loaded into in-memory DuckDB tables (an experiment, not the project's code path).
+"""Where the reader's time and memory go: load time and resident memory of each part of the
+serving index, then per-endpoint latency for one channel over 1-day and 1-year ranges.
 
-    uv run python benchmarks/profile_reader.py WAREHOUSE CHANNEL_ID ACCOUNT_ID
+    uv run python benchmarks/profile_reader.py WAREHOUSE CHANNEL_ID ACCOUNT_ID [ORGANIZATION]
 """
 
 from __future__ import annotations
 
+import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from metrics_etl.reader import Reader
+from metrics_etl.reader import ANALYTICS, Reader
+from metrics_etl.serving import LOADERS
 
 
-def bench(reader: Reader, urls: list[str], account: int) -> tuple[float, float]:
-    lat = []
-    for url in urls:
-        t0 = time.perf_counter()
-        status, _ = reader.get(url, account)
-        lat.append((time.perf_counter() - t0) * 1000)
-        assert status == 200
-    lat.sort()
-    return statistics.median(lat), lat[int(len(lat) * 0.99) - 1]
+def rss_mib() -> float:
+    """Current resident set size in MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def main() -> None:
     warehouse, channel, account = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    urls = [
-        f"/api/v4/analytics/{ep}?channel_id={channel}&start_date=2016-{m:02d}-03T05:06:07.123456Z"
-        f"&end_date=2016-{m:02d}-04T05:06:07.123456Z"
-        for m in range(1, 13)
-        for ep in ("reports_per_user", "reports_read", "reports_over_time")
-    ] * 4
+    org = sys.argv[4] if len(sys.argv) > 4 else None
     reader = Reader(warehouse)
-    reader.get(urls[0], account)
-    print("views over Parquet   p50 {:.1f} ms  p99 {:.1f} ms".format(*bench(reader, urls, account)))
-    snap = reader.snapshot()
-    t0 = time.perf_counter()
-    for table in snap.manifest["tables"]:
-        snap.conn.execute(f"create table mem_{table} as select * from {table}")
-        snap.conn.execute(f"drop view {table}")
-        snap.conn.execute(f"alter table mem_{table} rename to {table}")
-    print("loaded snapshot into memory in %.1f s" % (time.perf_counter() - t0))
-    print("in-memory tables     p50 {:.1f} ms  p99 {:.1f} ms".format(*bench(reader, urls, account)))
-    one = reader._query
-    t0 = time.perf_counter()
-    for _ in range(100):
-        one("select 1", {})
-    print("trivial query (cursor + execute) %.2f ms" % ((time.perf_counter() - t0) * 10))
+    index = reader.snapshot().index
+    for name in LOADERS:
+        before, t0 = rss_mib(), time.perf_counter()
+        index.part(name)
+        print(f"load {name:13s} {time.perf_counter() - t0:6.2f} s  +{rss_mib() - before:7.1f} MiB")
+    print(f"resident total {rss_mib():.0f} MiB")
+    ranges = {
+        "1d": ("2017-03-03T05:06:07.123456Z", "2017-03-04T05:06:07.123456Z"),
+        "1y": ("2016-06-03T05:06:07.123456Z", "2017-06-03T05:06:07.123456Z"),
+    }
+    paths = []
+    for label, (start, end) in ranges.items():
+        for endpoint in ANALYTICS:
+            extra = "&fields=total_reads,unique_reads,report_readers,reports_seen"
+            if endpoint == "user_awareness":
+                extra = "&fields=total_alerts,unique_alerts,alert_source_reports,alerts_opened"
+            elif endpoint != "reports_read":
+                extra = ""
+            if endpoint == "reports_per_field_selection":
+                continue
+            paths.append(
+                (f"{endpoint} {label}", f"/api/v4/analytics/{endpoint}?channel_id={channel}"
+                 f"&start_date={start}&end_date={end}{extra}")
+            )
+    if org:
+        paths.append(("report_stats", f"/batch/{org}/report_stats?per_page=1000&page=1"))
+        paths.append(("report_stats all", f"/batch/{org}/report_stats?include_spaces=all"))
+    for label, path in paths:
+        times = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            status, _ = reader.get(path, account)
+            times.append((time.perf_counter() - t0) * 1000)
+            assert status == 200, (path, _)
+        times.sort()
+        print(f"{label:32s} p50 {statistics.median(times):7.2f} ms  max {times[-1]:7.2f} ms")
 
 
 if __name__ == "__main__":

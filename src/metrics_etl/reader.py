@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import math
 import os
 import re
@@ -24,22 +25,26 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import duckdb
+import numpy as np
 
 from metrics_etl.errors import UserError
 from metrics_etl.publish import current_snapshot
+from metrics_etl.serving import (
+    NO_ID,
+    Index,
+    Pair,
+    count_by,
+    format_instants,
+    from_us,
+    to_us,
+)
 from metrics_etl.timeparse import format_instant, parse_instant
 
-HOUR = timedelta(hours=1)
+LOG = logging.getLogger(__name__)
 INT_RE = re.compile(r"[+-]?\d+")
 PARAM_RE = re.compile(r"\$([a-z][a-z0-9_]*)")
 INT64_MAX = 2**63 - 1
 WIDTHS = ("hour", "day", "week", "month")
-BUCKET_COLUMN = {
-    "hour": "hour_start",
-    "day": "day_start",
-    "week": "week_start",
-    "month": "month_start",
-}
 READ_FIELDS = ("total_reads", "unique_reads", "report_readers", "reports_seen")
 AWARENESS_FIELDS = ("total_alerts", "unique_alerts", "alert_source_reports", "alerts_opened")
 SELECTABLE_FIELD_TYPES = ("Category", "DropDown", "Radio")
@@ -82,21 +87,15 @@ def not_found(message: str) -> ApiError:
 
 @dataclass
 class Snapshot:
-    """One published snapshot opened for reading: views over its Parquet files."""
+    """One published snapshot opened for reading: SQL views over its Parquet files, and the
+    in-memory serving index the API answers from."""
 
     snapshot_id: str
     folder: Path
     manifest: dict
     conn: duckdb.DuckDBPyConnection
     lease: Any
-    months: dict[str, dict[str, str]]
-
-    def files(self, table: str, start: datetime, end: datetime) -> list[str]:
-        """The files of a month-partitioned table that can hold rows in [start, end)."""
-        by_month = self.months[table]
-        first, last = f"{start:%Y-%m}", f"{end:%Y-%m}"
-        chosen = [f for month, f in by_month.items() if first <= month <= last]
-        return chosen or [next(iter(by_month.values()))]  # any file: the schema, no rows
+    index: Index
 
     def close(self) -> None:
         """Release the lease and the connection."""
@@ -112,17 +111,11 @@ def _open(warehouse: Path, folder: Path) -> Snapshot:
     conn = duckdb.connect()
     conn.execute("set TimeZone = 'UTC'")
     conn.execute("set threads = 2")
-    conn.execute("set parquet_metadata_cache = true")
-    months: dict[str, dict[str, str]] = {}
     for table, info in manifest["tables"].items():
         paths = [str(warehouse / f) for f in info["files"]]
         listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-        kind = "table" if table.startswith("dim_") else "view"  # small dimensions live in memory
-        conn.execute(f"create {kind} {table} as select * from read_parquet([{listing}])")
-        parts = {f.split("/")[2].removeprefix("part="): str(warehouse / f) for f in info["files"]}
-        if "all" not in parts and "empty" not in parts:
-            months[table] = dict(sorted(parts.items()))
-    return Snapshot(folder.name, folder, manifest, conn, lease, months)
+        conn.execute(f"create view {table} as select * from read_parquet([{listing}])")
+    return Snapshot(folder.name, folder, manifest, conn, lease, Index(conn))
 
 
 @contextmanager
@@ -192,32 +185,36 @@ def default_width(start: datetime, end: datetime) -> str:
     return "month"
 
 
-def edge_windows(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
-    """Time windows that hold every fact whose hour bucket is only partly inside [start, end)."""
-    if start + HOUR >= end - HOUR:
-        return [(start, end)]
-    return [(start, start + HOUR), (end - HOUR, end)]
-
-
 class Reader:
     """Answers API requests from the current published snapshot."""
 
-    def __init__(self, warehouse: Path) -> None:
+    def __init__(self, warehouse: Path, background: bool = False) -> None:
         self.warehouse = Path(warehouse)
+        self.background = background
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._pending: str | None = None
 
     # -- snapshots -------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """The current snapshot, reopened when `current` has moved."""
+        """The current snapshot, reopened when `current` has moved.
+
+        In background mode (the HTTP server), a moved `current` is loaded and warmed in a
+        thread while requests go on being answered from the previous whole snapshot.
+        """
         try:
-            target = os.readlink(self.warehouse / "current")
+            target = Path(os.readlink(self.warehouse / "current")).name
         except OSError:
             target = None
         with self._lock:
             snap = self._snapshot
-            if snap is not None and target is not None and Path(target).name == snap.snapshot_id:
+            if snap is not None and target is not None and target == snap.snapshot_id:
+                return snap
+            if snap is not None and target is not None and self.background:
+                if self._pending != target:
+                    self._pending = target
+                    threading.Thread(target=self._switch, args=(target,), daemon=True).start()
                 return snap
             folder = current_snapshot(self.warehouse)
             if folder is None:
@@ -230,28 +227,27 @@ class Reader:
             self._snapshot = fresh
             return fresh
 
-    def _query(
-        self, sql: str, params: dict[str, Any], window: tuple[datetime, datetime] | None = None
-    ) -> list[tuple]:
-        """Run a read query on a private cursor of the current snapshot.
-
-        With a time window, month-partitioned tables are read only from the files of the
-        months the window touches (the whole table otherwise).
-        """
-        snap = self.snapshot()
-        params = dict(params)
-        if window is not None:
-            for table in set(re.findall(r"\bfrom ([a-z_]+)\b", sql)) & set(snap.months):
-                sql = re.sub(
-                    rf"\bfrom {table}\b", f"from read_parquet($files_{table}) as {table}", sql
-                )
-                params[f"files_{table}"] = snap.files(table, *window)
-        used = set(PARAM_RE.findall(sql))
-        cursor = snap.conn.cursor()
+    def _switch(self, target: str) -> None:
+        """Open and warm the current snapshot, then answer from it (background mode)."""
         try:
-            return cursor.execute(sql, {k: v for k, v in params.items() if k in used}).fetchall()
-        finally:
-            cursor.close()
+            folder = current_snapshot(self.warehouse)
+            if folder is None:
+                return
+            fresh = _open(self.warehouse, folder)
+            fresh.index.warm()
+        except Exception:  # a snapshot removed under us: the next request retries
+            LOG.exception("loading snapshot %s failed; will retry", target)
+            with self._lock:
+                self._pending = None
+            return
+        with self._lock:
+            old, self._snapshot, self._pending = self._snapshot, fresh, None
+        if old is not None:
+            old.close()
+
+    def warm(self) -> None:
+        """Load the current snapshot's whole serving index now."""
+        self.snapshot().index.warm()
 
     def close(self) -> None:
         """Release the current snapshot."""
@@ -310,47 +306,41 @@ class Reader:
 
     # -- lookups ---------------------------------------------------------------------------
 
+    def _part(self, name: str) -> Any:
+        """A part of the current snapshot's serving index."""
+        return self.snapshot().index.part(name)
+
     def _channel_account(self, account_id: int, channel_id: int) -> int:
         """The channel's account, or a 404 when it is unknown, deleted or another account's."""
-        rows = self._query(
-            "select account_id from dim_channels where channel_id = $c and not is_deleted",
-            {"c": channel_id},
-        )
-        if not rows or rows[0][0] != account_id:
+        found = self._part("dims").channels.get(channel_id)
+        if found is None or found[1] or found[0] != account_id:
             raise not_found(f"channel_id {channel_id} not found")
-        return int(rows[0][0])
+        return int(found[0])
 
     # -- additive counts -------------------------------------------------------------------
 
     def _counts(
         self,
-        rollup: str,
-        facts: str,
-        dims: list[str],
+        pair: Pair,
+        key: str,
         channel_id: int,
         start: datetime,
         end: datetime,
-        where: str = "true",
-        extra: dict[str, Any] | None = None,
-    ) -> list[tuple]:
-        """Counts per dims over [start, end): whole hours from the rollup, edges from facts."""
-        cols = ", ".join(dims)
-        union, params = self._edge_union(
-            f"{cols}, report_count as n",
-            f"{cols}, 1 as n",
-            rollup,
-            facts,
-            "created_at",
-            start,
-            end,
-            where,
-        )
-        params.update({"c": channel_id, **(extra or {})})
-        return self._query(
-            f"select {cols}, sum(n)::bigint as report_count from ({union}) group by all",
-            params,
-            (start, end),
-        )
+        fact_key: str | None = None,
+        keep: Any = None,
+    ) -> list[tuple[Any, int]]:
+        """Counts per key over [start, end): whole hours from the rollup, edges from facts.
+
+        `keep`, when given, maps (key array, is_rollup) to a mask of the rows to count.
+        """
+        i, j, edges = pair.window(channel_id, start, end)
+        keys = [pair.rollup.cols[key][i:j], pair.facts.cols[fact_key or key][edges]]
+        weights = [pair.rollup.cols["n"][i:j], np.ones(len(edges), dtype=np.int64)]
+        if keep is not None:
+            masks = [keep(pair.rollup.cols, slice(i, j)), keep(pair.facts.cols, edges)]
+            keys = [k[m] for k, m in zip(keys, masks, strict=True)]
+            weights = [w[m] for w, m in zip(weights, masks, strict=True)]
+        return count_by(keys, weights)
 
     def reports_over_time(
         self,
@@ -363,17 +353,15 @@ class Reader:
         """Reports per local time bucket (hour, day, week or month)."""
         account = self._channel_account(account_id, channel_id)
         width = width or default_width(start, end)
-        rows = self._counts(
-            "agg_reports_hourly", "fct_reports", [BUCKET_COLUMN[width]], channel_id, start, end
-        )
+        rows = self._counts(self._part("reports")["time"], width, channel_id, start, end)
         return [
             {
                 "account_id": account,
-                "datetime_range_start": format_instant(bucket),
+                "datetime_range_start": format_instant(from_us(bucket)),
                 "report_count": count,
                 "datetime_range_width": width,
             }
-            for bucket, count in sorted(rows)
+            for bucket, count in rows
         ]
 
     def reports_per_user(
@@ -381,9 +369,7 @@ class Reader:
     ) -> list[dict]:
         """Reports per author."""
         account = self._channel_account(account_id, channel_id)
-        rows = self._counts(
-            "agg_reports_by_user_hourly", "fct_reports", ["user_id"], channel_id, start, end
-        )
+        rows = self._counts(self._part("reports")["user"], "user_id", channel_id, start, end)
         rows.sort(key=lambda r: (-r[1], r[0]))
         return [{"user_id": u, "account_id": account, "report_count": n} for u, n in rows]
 
@@ -393,89 +379,72 @@ class Reader:
         """Reports per state (reports without a state are left out)."""
         account = self._channel_account(account_id, channel_id)
         rows = self._counts(
-            "agg_reports_by_state_hourly",
-            "fct_reports",
-            ["state_id"],
+            self._part("reports")["state"],
+            "state_id",
             channel_id,
             start,
             end,
-            where="state_id is not null",
+            keep=lambda cols, rows: cols["state_id"][rows] != NO_ID,
         )
-        names = self._names("dim_states", "state_id", "name", [r[0] for r in rows])
+        names = self._part("dims").states
         rows.sort(key=lambda r: (-r[1], r[0]))
         return [
             {"id": s, "name": names.get(s), "account_id": account, "report_count": n}
             for s, n in rows
         ]
 
-    def _names(self, table: str, key: str, column: str, ids: list[Any]) -> dict[Any, Any]:
-        """Look up one column for a list of ids."""
-        if not ids:
-            return {}
-        rows = self._query(
-            f"select {key}, {column} from {table} where list_contains($ids, {key})", {"ids": ids}
-        )
-        return dict(rows)
-
     def reports_per_day_hour(
         self, account_id: int, channel_id: int, start: datetime, end: datetime
     ) -> list[dict]:
         """Reports per local hour of day."""
         account = self._channel_account(account_id, channel_id)
-        rows = self._counts(
-            "agg_reports_hourly", "fct_reports", ["local_hour"], channel_id, start, end
-        )
-        return [{"account_id": account, "hour": h, "report_count": n} for h, n in sorted(rows)]
+        rows = self._counts(self._part("reports")["time"], "local_hour", channel_id, start, end)
+        return [{"account_id": account, "hour": h, "report_count": n} for h, n in rows]
 
     def reports_per_week_day(
         self, account_id: int, channel_id: int, start: datetime, end: datetime
     ) -> list[dict]:
         """Reports per local weekday, 0 = Sunday."""
         account = self._channel_account(account_id, channel_id)
-        rows = self._counts("agg_reports_hourly", "fct_reports", ["dow"], channel_id, start, end)
-        return [{"account_id": account, "dow": d, "report_count": n} for d, n in sorted(rows)]
+        rows = self._counts(self._part("reports")["time"], "dow", channel_id, start, end)
+        return [{"account_id": account, "dow": d, "report_count": n} for d, n in rows]
 
     def reports_per_field_selection(
         self, account_id: int, channel_id: int, start: datetime, end: datetime, field_id: int
     ) -> list[dict]:
         """Reports per selected option value of a Category, DropDown or Radio field."""
         account = self._channel_account(account_id, channel_id)
-        field = self._query(
-            "select account_id, field_type from dim_fields where field_id = $f", {"f": field_id}
-        )
-        if not field or field[0][0] != account_id:
+        dims = self._part("dims")
+        field = dims.fields.get(field_id)
+        if field is None or field[0] != account_id:
             raise not_found(f"field_id {field_id} not found")
-        if field[0][1] not in SELECTABLE_FIELD_TYPES:
+        if field[1] not in SELECTABLE_FIELD_TYPES:
             raise bad_request(
-                f"field_id {field_id} is a {field[0][1]} field; only "
+                f"field_id {field_id} is a {field[1]} field; only "
                 f"{', '.join(SELECTABLE_FIELD_TYPES)} fields are supported"
             )
+        pair = self._part("selections")
         rows = self._counts(
-            "agg_report_selections_hourly",
-            "fct_report_selections",
-            ["value"],
+            pair,
+            "code",
             channel_id,
             start,
             end,
-            where="field_id = $f",
-            extra={"f": field_id},
+            keep=lambda cols, rows: cols["field_id"][rows] == field_id,
         )
-        names = dict(
-            self._query(
-                "select value, name from dim_field_options where field_id = $f", {"f": field_id}
-            )
-        )
-        rows.sort(key=lambda r: (-r[1], r[0]))
-        return [
+        values = pair.extra["values"]
+        answer = [
             {
                 "field_id": field_id,
                 "account_id": account,
-                "name": names.get(v),
-                "value": v,
+                "name": dims.options.get((field_id, values[code])),
+                "value": values[code],
                 "report_count": n,
             }
-            for v, n in rows
+            for code, n in rows
         ]
+        answer.sort(key=lambda r: (-r["report_count"], r["value"]))
+        return answer
 
     # -- lists and distinct counts ---------------------------------------------------------
 
@@ -484,49 +453,27 @@ class Reader:
     ) -> list[dict]:
         """Images created in the range whose report is current and in the channel."""
         account = self._channel_account(account_id, channel_id)
-        rows = self._query(
-            "select report_image_id, report_id, created_at, thumb, medium from fct_report_images "
-            "where channel_id = $c and created_at >= $s and created_at < $e "
-            "order by created_at desc, report_image_id desc",
-            {"c": channel_id, "s": start, "e": end},
-            (start, end),
+        images = self._part("images")
+        i, j = images.span(channel_id, to_us(start), to_us(end))
+        cols = images.cols
+        rows = zip(
+            cols["report_image_id"][i:j][::-1].tolist(),
+            cols["report_id"][i:j][::-1].tolist(),
+            format_instants(images.t[i:j][::-1]),
+            cols["thumb"][i:j][::-1].tolist(),
+            cols["medium"][i:j][::-1].tolist(),
+            strict=True,
         )
         return [
             {
                 "report_image_id": image_id,
                 "account_id": account,
                 "report_id": report_id,
-                "created_at": format_instant(created_at),
+                "created_at": created_at,
                 "styles": {"thumb": thumb, "medium": medium},
             }
             for image_id, report_id, created_at, thumb, medium in rows
         ]
-
-    def _edge_union(
-        self,
-        rollup_cols: str,
-        fact_cols: str,
-        rollup: str,
-        facts: str,
-        time_col: str,
-        start: datetime,
-        end: datetime,
-        where: str = "true",
-    ) -> tuple[str, dict[str, Any]]:
-        """SQL for whole-hour rollup rows plus partial-hour fact rows (same columns)."""
-        params: dict[str, Any] = {"s": start, "e": end, "last": end - HOUR}
-        parts = [
-            f"select {rollup_cols} from {rollup} "
-            f"where channel_id = $c and hour_start >= $s and hour_start <= $last and {where}"
-        ]
-        for index, (lo, hi) in enumerate(edge_windows(start, end)):
-            params[f"lo{index}"], params[f"hi{index}"] = lo, hi
-            parts.append(
-                f"select {fact_cols} from {facts} "
-                f"where channel_id = $c and {time_col} >= $lo{index} and {time_col} < $hi{index} "
-                f"and not (hour_start >= $s and hour_start <= $last) and {where}"
-            )
-        return " union all ".join(parts), params
 
     def reports_read(
         self,
@@ -538,23 +485,30 @@ class Reader:
     ) -> dict[str, int]:
         """Read counts over reads in the range of reports currently in the channel."""
         self._channel_account(account_id, channel_id)
-        union, params = self._edge_union(
-            "report_id, user_id, read_count as n",
-            "report_id, user_id, 1 as n",
-            "agg_reads_hourly",
-            "fct_reads",
-            "read_at",
-            start,
-            end,
+        reads = self._part("reads")
+        i, j, edges = reads.pair.window(channel_id, start, end)
+        facts = reads.pair.facts.cols
+        edge_pairs = set(
+            zip(facts["report_id"][edges].tolist(), facts["user_id"][edges].tolist(), strict=True)
         )
-        params["c"] = channel_id
-        row = self._query(
-            "select coalesce(sum(n), 0)::bigint, count(distinct (report_id, user_id)), "
-            f"count(distinct user_id), count(distinct report_id) from ({union})",
-            params,
-            (start, end),
-        )[0]
-        values = dict(zip(READ_FIELDS, (int(v) for v in row), strict=True))
+
+        def new_at_edges(codes: set[tuple[int, int]] | set[int], key: Any, index: Any) -> int:
+            """Edge keys that the whole hours do not hold."""
+            return sum(1 for k in codes if (c := key(k)) < 0 or not index.occurs(c, i, j))
+
+        def pair_code(k: tuple[int, int]) -> int:
+            r, u = reads.reports.find(k[0]), reads.users.find(k[1])
+            return -1 if r < 0 or u < 0 else r * len(reads.users) + u
+
+        values = {
+            "total_reads": int(reads.pair.rollup.cols["n"][i:j].sum()) + len(edges),
+            "unique_reads": int(reads.by_pair.first_in(i, j).sum())
+            + new_at_edges(edge_pairs, pair_code, reads.by_pair),
+            "report_readers": int(reads.by_user.first_in(i, j).sum())
+            + new_at_edges({u for _, u in edge_pairs}, reads.users.find, reads.by_user),
+            "reports_seen": int(reads.by_report.first_in(i, j).sum())
+            + new_at_edges({r for r, _ in edge_pairs}, reads.reports.find, reads.by_report),
+        }
         return {name: values[name] for name in (fields or ["total_reads"])}
 
     def user_awareness(
@@ -567,37 +521,61 @@ class Reader:
     ) -> list[dict]:
         """Per recipient: alert deliveries in the range of reports currently in the channel."""
         self._channel_account(account_id, channel_id)
-        union, params = self._edge_union(
-            "user_id, alert_id, report_id, delivery_count as n, opened_count as o",
-            "user_id, alert_id, report_id, 1 as n, opened::int as o",
-            "agg_deliveries_hourly",
-            "fct_deliveries",
-            "sent_at",
-            start,
-            end,
+        deliveries = self._part("deliveries")
+        i, j, edges = deliveries.pair.window(channel_id, start, end)
+        rollup = deliveries.pair.rollup.cols
+        users = deliveries.users
+        codes = deliveries.user_code[i:j]
+        size = len(users)
+        per_user = np.stack(
+            [
+                np.bincount(codes, weights=rollup["n"][i:j], minlength=size),
+                np.bincount(codes[deliveries.by_alert.first_in(i, j)], minlength=size),
+                np.bincount(codes[deliveries.by_report.first_in(i, j)], minlength=size),
+                np.bincount(codes, weights=rollup["opened"][i:j], minlength=size),
+            ],
+            axis=1,
+        ).astype(np.int64)
+        present = np.nonzero(per_user[:, 0])[0]
+        totals: dict[int, list[int]] = dict(
+            zip(users.values[present].tolist(), per_user[present].tolist(), strict=True)
         )
-        params["c"] = channel_id
-        rows = self._query(
-            "select d.user_id, sum(n)::bigint, count(distinct alert_id), count(distinct report_id), "
-            "sum(o)::bigint, any_value(u.first_name), any_value(u.last_name) "
-            f"from ({union}) as d left join dim_users as u on d.user_id = u.user_id "
-            "group by d.user_id order by 2 desc, 1",
-            params,
-            (start, end),
-        )
+        facts = deliveries.pair.facts.cols
+        seen: set[tuple[int, str, int]] = set()
+        for user, alert, report, opened in zip(
+            facts["user_id"][edges].tolist(),
+            facts["alert_id"][edges].tolist(),
+            facts["report_id"][edges].tolist(),
+            facts["opened"][edges].tolist(),
+            strict=True,
+        ):
+            row = totals.setdefault(user, [0, 0, 0, 0])
+            row[0] += 1
+            row[3] += opened
+            u = users.find(user)
+            for slot, (kind, other, codes_of, index) in enumerate(
+                (
+                    ("alert", alert, deliveries.alerts, deliveries.by_alert),
+                    ("report", report, deliveries.reports, deliveries.by_report),
+                ),
+                start=1,
+            ):
+                if (user, kind, other) in seen:
+                    continue
+                seen.add((user, kind, other))
+                o = codes_of.find(other)
+                if u < 0 or o < 0 or not index.occurs(u * len(codes_of) + o, i, j):
+                    row[slot] += 1
+        names = self._part("dims").users
         chosen = fields or ["total_alerts"]
-        answer = []
-        for user_id, total, unique, sources, opened, first, last in rows:
-            values = dict(
-                zip(
-                    AWARENESS_FIELDS,
-                    (int(total), int(unique), int(sources), int(opened)),
-                    strict=True,
-                )
+        answer: list[dict] = []
+        for user_id, counts in sorted(totals.items(), key=lambda kv: (-kv[1][0], kv[0])):
+            values = dict(zip(AWARENESS_FIELDS, counts, strict=True))
+            first, last = names.get(user_id, (None, None))
+            answer.append(
+                {name: values[name] for name in chosen}
+                | {"user_id": user_id, "first_name": first, "last_name": last}
             )
-            row = {name: values[name] for name in chosen}
-            row.update({"user_id": user_id, "first_name": first, "last_name": last})
-            answer.append(row)
         return answer
 
     # -- report stats ----------------------------------------------------------------------
@@ -606,10 +584,7 @@ class Reader:
         self, organization: str, params: dict[str, list[str]], account_id: int
     ) -> dict:
         """Validate report-stats parameters in order, then answer."""
-        rows = self._query(
-            "select account_id from dim_accounts where username = $u", {"u": organization}
-        )
-        if not rows or rows[0][0] != account_id:
+        if self._part("dims").organizations.get(organization) != account_id:
             raise not_found(f"organization '{organization}' not found")
         include = _param(params, "include_spaces")
         if include is not None and include != "all":
@@ -633,21 +608,8 @@ class Reader:
         include_spaces: bool = False,
     ) -> dict:
         """One page of report stats, ordered by report_id, with pagination and links."""
-        position = "position_all" if include_spaces else "position_shared"
-        total = int(
-            self._query(
-                f"select count({position}) from report_stats where account_id = $a",
-                {"a": account_id},
-            )[0][0]
-        )
         first = (page - 1) * per_page + 1
-        rows = self._query(
-            "select report_id, report_token, active_schedules_count, explorations_count, "
-            "total_views_count, recent_manual_run_creators_emails, scheduled_run_creators_emails, "
-            f"editors_emails from report_stats where account_id = $a and {position} >= $lo "
-            f"and {position} < $hi order by report_id",
-            {"a": account_id, "lo": first, "hi": first + per_page},
-        )
+        total, rows = self._part("report_stats").page(account_id, first, per_page, include_spaces)
         return report_stats_body(organization, page, per_page, include_spaces, total, rows)
 
 

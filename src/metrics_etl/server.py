@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from metrics_etl.keys import KeyStore
-from metrics_etl.reader import ANALYTICS, Reader
+from metrics_etl.reader import ANALYTICS, ApiError, Reader
 
 AuthHeader = Annotated[str | None, Header(description="Bearer <API key>")]
 OptionalQuery = Annotated[str | None, Query()]
@@ -22,9 +24,16 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
 
+def _warm(reader: Reader) -> None:
+    """Load the serving index at start-up, so the first requests need not."""
+    with contextlib.suppress(ApiError):  # nothing published yet: a later request loads it
+        reader.warm()
+
+
 def create_app(warehouse: Path) -> FastAPI:
     """Build the app serving one warehouse; new snapshots are picked up per request."""
-    reader = Reader(Path(warehouse))
+    reader = Reader(Path(warehouse), background=True)
+    threading.Thread(target=_warm, args=(reader,), daemon=True).start()
     store = KeyStore(Path(warehouse))
     app = FastAPI(
         title="metrics-etl API",

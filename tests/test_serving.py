@@ -1,0 +1,62 @@
+"""The serving index's building blocks against brute force over plain Python lists."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metrics_etl.serving import Codes, Distinct, Sorted, count_by
+
+keys = st.lists(st.integers(-5, 5), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys, st.data())
+def test_distinct_first_in_and_occurs_match_brute_force(values: list[int], data) -> None:
+    index = Distinct.of(np.array(values, dtype=np.int64))
+    i = data.draw(st.integers(0, len(values)))
+    j = data.draw(st.integers(i, len(values)))
+    assert int(index.first_in(i, j).sum()) == len(set(values[i:j]))
+    for key in range(-6, 7):
+        assert index.occurs(key, i, j) == (key in values[i:j])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 4), st.integers(0, 30)), max_size=40), st.data())
+def test_span_is_the_channel_rows_in_the_time_range(rows: list[tuple[int, int]], data) -> None:
+    rows.sort()
+    channel = np.array([c for c, _ in rows], dtype=np.int64)
+    channels, first = np.unique(channel, return_index=True)
+    table = Sorted(
+        channels,
+        np.append(first, len(rows)),
+        np.array([t for _, t in rows], dtype=np.int64),
+        {},
+    )
+    c = data.draw(st.integers(0, 5))
+    lo = data.draw(st.integers(-1, 31))
+    hi = data.draw(st.integers(lo, 32))
+    i, j = table.span(c, lo, hi)
+    assert [rows[k] for k in range(i, j)] == [r for r in rows if r[0] == c and lo <= r[1] < hi]
+
+
+@given(st.lists(st.tuples(st.integers(0, 9), st.integers(1, 5)), max_size=30))
+def test_count_by_sums_weights_per_key(pairs: list[tuple[int, int]]) -> None:
+    half = len(pairs) // 2
+    arrays = [
+        np.array([k for k, _ in part], dtype=np.int64) for part in (pairs[:half], pairs[half:])
+    ]
+    weights = [
+        np.array([w for _, w in part], dtype=np.int64) for part in (pairs[:half], pairs[half:])
+    ]
+    expected: dict[int, int] = {}
+    for k, w in pairs:
+        expected[k] = expected.get(k, 0) + w
+    assert count_by(arrays, weights) == sorted(expected.items())
+
+
+def test_codes_find_known_and_unknown_ids() -> None:
+    codes, encoded = Codes.of(np.array([30, 10, 30, 20], dtype=np.int64))
+    assert encoded.tolist() == [2, 0, 2, 1]
+    assert [codes.find(v) for v in (10, 20, 30, 15, 99, -1)] == [0, 1, 2, -1, -1, -1]
