@@ -47,8 +47,11 @@ def main() -> None:
             if endpoint == "reports_per_field_selection":
                 continue
             paths.append(
-                (f"{endpoint} {label}", f"/api/v4/analytics/{endpoint}?channel_id={channel}"
-                 f"&start_date={start}&end_date={end}{extra}")
+                (
+                    f"{endpoint} {label}",
+                    f"/api/v4/analytics/{endpoint}?channel_id={channel}"
+                    f"&start_date={start}&end_date={end}{extra}",
+                )
             )
     if org:
         paths.append(("report_stats", f"/batch/{org}/report_stats?per_page=1000&page=1"))

@@ -473,7 +473,9 @@ def bench_reader(
     rss_before, t0 = rss_mib(), time.perf_counter()
     reader.warm()  # load the serving index of the snapshot (the server does this aside)
     index_load = {"seconds": time.perf_counter() - t0, "rss_mib": rss_mib() - rss_before}
-    log(f"  serving index loaded in {index_load['seconds']:.1f} s, +{index_load['rss_mib']:.0f} MiB")
+    log(
+        f"  serving index loaded in {index_load['seconds']:.1f} s, +{index_load['rss_mib']:.0f} MiB"
+    )
     for urls in cells.values():
         for url, account in urls[:2]:
             reader.get(url, account)
