@@ -10,6 +10,7 @@ two partial buckets at the edges come from the row-level facts, filtered to the 
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import logging
 import math
@@ -235,6 +236,7 @@ class Reader:
                 return
             fresh = _open(self.warehouse, folder)
             fresh.index.warm()
+            gc.freeze()
         except Exception:  # a snapshot removed under us: the next request retries
             LOG.exception("loading snapshot %s failed; will retry", target)
             with self._lock:
@@ -246,8 +248,13 @@ class Reader:
             old.close()
 
     def warm(self) -> None:
-        """Load the current snapshot's whole serving index now."""
+        """Load the current snapshot's whole serving index now.
+
+        The loaded objects are then frozen out of the garbage collector's view: they hold no
+        cycles, and scanning them would pause requests for up to ~150 ms at 10M events.
+        """
         self.snapshot().index.warm()
+        gc.freeze()
 
     def close(self) -> None:
         """Release the current snapshot."""
