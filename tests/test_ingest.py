@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 
@@ -341,3 +342,304 @@ def test_missing_or_unreadable_raw_folder_is_a_clear_error(tmp_path: Path) -> No
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="not a folder"):
         ingest.discover(tmp_path / "file")
+
+
+# --- The fast pass must never accept what the detailed validation rejects, nor type it otherwise.
+
+GOOD_VALUE = {
+    "int": 12,
+    "string": "abc",
+    "bool": True,
+    "ts": "2016-11-07T10:15:00Z",
+    "tz": "America/New_York",
+    "selections": [{"field_id": 2, "value": "a"}],
+    "options": [{"value": "a", "name": "A"}],
+    "styles": {"thumb": "t", "medium": "m"},
+}
+TRICKY_VALUES: dict[str, list[object]] = {
+    "int": [0, -1, "12", "+12", "-12", " 12", "12 ", "1_000", 1.0, 1.5, 1e3, True, "", "abc",
+            2**63 - 1, 2**63, -(2**63), -(2**63) - 1, "9223372036854775808", [], {}, "-0",
+            "0x10", "\u0661\u0662", "1e3", "1.0", "00012", 2**64, "null"],
+    "string": ["", 'with "quote"', "\u00e9", "\u0301x", "\u0000", "null", 123, True, [], {},
+               "tab\t", "\\", "true", "\u2028", "a/b", "\U0001f600"],
+    "bool": [False, "true", "false", 1, 0, "null", [], "True"],
+    "ts": ["2016-11-07T10:15:00z", "2016-11-07 10:15:00+05:45", "2016-11-07T10:15:00+0545",
+           "2016-11-07T10:15:00+05", "2016-11-07T10:15:00", "2016-11-07T10:15Z",
+           "2016-02-30T10:15:00Z", "2016-11-07T10:15:00.1234567Z",
+           "2016-11-07T10:15:00.999999999-03:30", " 2016-11-07T10:15:00Z",
+           "2016-11-07T10:15:00Z ", "2016-11-07t10:15:00Z", 1478599200, "",
+           "2016-11-07T24:00:00Z", "2016-11-07T10:15:60Z", "2016-11-07T10:15:00+99:99",
+           "2016-11-07T10:15:00+23:59", "2016-11-07T10:15:00-00:00", "2016-11-07T10:15:00.Z",
+           "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999-12:00",
+           "2016-11-07T10:15:00UTC", "2016-11-07T10:15:00 Z", "2016-11-07T10:15:00+5:45",
+           "2016-11-07", "null", {}, [], True],
+    "tz": ["UTC", "Asia/Kathmandu", "Mars/Olympus_Mons", "utc", 5, "", "localtime", "Etc/GMT+5",
+           "null", [], " UTC"],
+    "selections": [[], [{"field_id": "2", "value": "a"}], [{"field_id": "x", "value": "a"}],
+                   [{"field_id": 2}], "a", ["a"], [None], [{"field_id": 2, "value": 5}],
+                   [{"field_id": 2.0, "value": "a"}], [{"field_id": 2, "value": "a", "x": [1]}],
+                   {"field_id": 2, "value": "a"}, [{"field_id": 2, "value": 'a"b'}], "null",
+                   [[]], [{"field_id": 2, "value": None}], [{"field_id": None, "value": "a"}],
+                   [{"field_id": 2, "value": "\u00e9"}, {"field_id": 3, "value": "b"}], [{}], 5],
+    "options": [[], [{"value": "a"}], "a,b", [{"value": "a", "name": None}],
+                [{"value": 1, "name": "x"}], [None], {"value": "a", "name": "b"},
+                [{"value": "\u00e9", "name": "\\"}], [[]], "null"],
+    "styles": [{}, {"thumb": "t"}, {"thumb": None, "medium": "m"}, "t", [],
+               {"thumb": 1, "medium": "m"}, {"thumb": "t", "medium": "m", "x": 1},
+               {"thumb": 'a"', "medium": "\u00e9"}, "null"],
+}  # fmt: skip
+
+
+def tricky_lines(stream: str) -> list[str]:
+    """Good records, each field replaced by tricky values, and tricky whole lines."""
+    spec = STREAMS[stream]
+    base: dict[str, object] = {f.name: GOOD_VALUE[f.type] for f in spec.fields}
+    if stream == "report_runs":
+        base["run_type"] = "manual"
+    lines = [json.dumps(base), json.dumps(base, separators=(",", ":"))]
+    for f in spec.fields:
+        for value in [None, *TRICKY_VALUES[f.type], "scheduled", "Manual"]:
+            for ascii_only in (True, False):
+                lines.append(json.dumps({**base, f.name: value}, ensure_ascii=ascii_only))
+        missing = {k: v for k, v in base.items() if k != f.name}
+        lines += [json.dumps(missing), json.dumps({**missing, f.name.upper(): base[f.name]})]
+    body = json.dumps(base)[1:-1]
+    key = spec.fields[0].name
+    escaped_key = key[:-1] + "\\u00" + format(ord(key[-1]), "x")
+    lines += [
+        "{" + body + ', "extra": NaN}',
+        "{" + body + ",}",
+        "{" + body + f', "{key}": "dup"' + "}",
+        "{" + f'"{key}": "dup", ' + body + "}",
+        "{" + body.replace(f'"{key}"', f'"{escaped_key}"') + "}",
+        "  {" + body + "}  ",
+        "{" + body + "} x",
+        "\ufeff{" + body + "}",
+        "{" + body.replace(": 12", ": NaN", 1) + "}",
+        "{" + body.replace(": 12", ": -0", 1) + "}",
+        "{" + body.replace(": 12", ": 1.2e1", 1) + "}",
+        "{" + body.replace(": 12", ": 0012", 1) + "}",
+        "/* c */ {" + body + "}",
+        '{"a":',
+        "[1, 2]",
+        "42",
+        "null",
+        '"str"',
+        "{}",
+    ]
+    return lines
+
+
+def fast_and_detailed(conn, stream: str, fast: str, detailed: str) -> tuple[list, int, int]:
+    """(lines the fast pass wrongly accepts, lines it leaves to the detailed pass, accepted)."""
+    from metrics_etl import validate
+
+    spec = STREAMS[stream]
+    conn.execute(f"create or replace temp table fast as {fast}")
+    conn.execute(f"create or replace temp table slow as {validate.validated_sql(spec, detailed)}")
+    differs = " or ".join(f"f.{f.name} is distinct from s.{f.name}" for f in spec.fields)
+    wrong = conn.execute(
+        f"select f.line, s.reason, s.text from fast f join slow s using (line) "
+        f"where f.ok and (s.reason is not null or {differs})"
+    ).fetchall()
+    left, accepted = conn.execute(
+        "select count(*) filter (where not f.ok and s.reason is null), "
+        "count(*) filter (where f.ok) from fast f join slow s using (line)"
+    ).fetchall()[0]
+    assert (
+        conn.execute("select count(*) from fast").fetchall()
+        == conn.execute("select count(*) from slow").fetchall()
+    )
+    return wrong, left, accepted
+
+
+@pytest.fixture
+def validation_conn():
+    """A bare DuckDB connection with the validation helpers."""
+    import duckdb
+
+    from metrics_etl import validate
+
+    conn = duckdb.connect()
+    conn.execute("set TimeZone = 'UTC'")
+    validate.install(conn)
+    yield conn
+    conn.close()
+
+
+@pytest.mark.parametrize("stream", sorted(STREAMS))
+def test_fast_pass_agrees_with_detailed_validation_on_json(validation_conn, stream: str) -> None:
+    from metrics_etl import validate
+
+    lines = tricky_lines(stream)
+    table = pa.table(
+        {
+            "file": ["f"] * len(lines),
+            "line": list(range(1, len(lines) + 1)),
+            "text": lines,
+            "bad_utf8": [False] * len(lines),
+            "blank": [False] * len(lines),
+        }
+    )
+    validation_conn.register("src", table)
+    fast = validate.fast_sql(STREAMS[stream], "src")
+    wrong, left, accepted = fast_and_detailed(validation_conn, stream, fast, "src")
+    assert wrong == []
+    assert left == 0  # and every good line was typed by the fast pass alone
+    assert accepted > 10
+
+
+PARQUET_VARIANTS: dict[str, list[tuple[pa.DataType, list]]] = {
+    "int": [
+        (pa.int64(), [1, -5, 0, None, 2**63 - 1, -(2**63)]),
+        (pa.int32(), [1, None]),
+        (pa.uint64(), [1, None, 2**63, 2**64 - 1]),
+        (pa.float64(), [1.0, 1.5, None]),
+        (pa.string(), ["12", "+3", " 4", "x", None, "1.0", "-0"]),
+        (pa.bool_(), [True, None]),
+    ],
+    "string": [
+        (pa.string(), ["a", "", None, 'q"uote', "\\", "\u00e9\u0001"]),
+        (pa.large_string(), ["a", None]),
+        (pa.int64(), [1, None]),
+    ],
+    "bool": [(pa.bool_(), [True, False, None]), (pa.int8(), [1, None]), (pa.string(), ["true"])],
+    "ts": [
+        (
+            pa.timestamp("us", tz="UTC"),
+            [
+                dt.datetime(2016, 11, 8, 10, 15, 0, 123456, tzinfo=UTC),
+                dt.datetime(1, 1, 1, tzinfo=UTC),
+                dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+                None,
+            ],
+        ),
+        (pa.timestamp("ms", tz="Asia/Kathmandu"), [dt.datetime(2016, 1, 1, tzinfo=UTC), None]),
+        (pa.timestamp("ns", tz="UTC"), [dt.datetime(2016, 1, 1, 0, 0, 0, 1, tzinfo=UTC)]),
+        (pa.timestamp("us"), [dt.datetime(2016, 11, 8), None]),
+        (pa.string(), ["2016-11-08T00:00:00Z", "2016-11-08T00:00:00", None, "x"]),
+        (pa.date32(), [dt.date(2016, 1, 1), None]),
+        (pa.int64(), [1478599200, None]),
+    ],
+    "tz": [(pa.string(), ["UTC", "Mars/X", None, ""]), (pa.int64(), [1, None])],
+    "selections": [
+        (
+            pa.list_(pa.struct([("field_id", pa.int64()), ("value", pa.string())])),
+            [
+                [{"field_id": 1, "value": "a"}],
+                [],
+                None,
+                [None],
+                [{"field_id": None, "value": "a"}],
+                [{"field_id": 2, "value": None}],
+                [{"field_id": 1, "value": 'x"y'}, {"field_id": 3, "value": "b"}],
+            ],
+        ),
+        (
+            pa.list_(pa.struct([("field_id", pa.string()), ("value", pa.string())])),
+            [[{"field_id": "1", "value": "a"}], [{"field_id": "z", "value": "a"}]],
+        ),
+        (pa.list_(pa.struct([("field_id", pa.int64())])), [[{"field_id": 1}], None, []]),
+        (pa.string(), ["[]", None]),
+    ],
+    "options": [
+        (
+            pa.list_(pa.struct([("value", pa.string()), ("name", pa.string())])),
+            [[{"value": "a", "name": "A"}], [], None, [None], [{"value": "a", "name": None}]],
+        ),
+        (pa.list_(pa.struct([("value", pa.int64()), ("name", pa.string())])), [None]),
+    ],
+    "styles": [
+        (
+            pa.struct([("thumb", pa.string()), ("medium", pa.string())]),
+            [{"thumb": "t", "medium": "m"}, None, {"thumb": None, "medium": "m"}],
+        ),
+        (pa.struct([("thumb", pa.string())]), [{"thumb": "t"}, None]),
+    ],
+}
+
+
+@pytest.mark.parametrize("stream", sorted(STREAMS))
+def test_fast_pass_agrees_with_detailed_validation_on_parquet(
+    validation_conn, tmp_path: Path, stream: str
+) -> None:
+    from metrics_etl import validate
+
+    spec = STREAMS[stream]
+    good = {f.name: PARQUET_VARIANTS[f.type][0] for f in spec.fields}
+    accepted = 0
+    for f in spec.fields:
+        for variant, (column_type, values) in enumerate([*PARQUET_VARIANTS[f.type], (None, [])]):
+            rows = max(len(values), 1)
+            columns = {}
+            for g in spec.fields:
+                if g is f and column_type is None:
+                    continue  # no such column
+                typ, vals = (column_type, values) if g is f else good[g.name]
+                if g is not f:  # a good value for every other column
+                    vals = [vals[0]] * rows
+                    if g.type == "tz":
+                        vals = ["UTC"] * rows
+                    if g.name == "run_type":
+                        vals = ["manual"] * rows
+                columns[g.name] = pa.array(vals, typ)
+            columns["extra"] = pa.array(range(rows))
+            path = tmp_path / f"{f.name}-{variant}.parquet"
+            parquet(path, pa.table(columns))
+            scan = f"read_parquet('{path}', file_row_number = true)"
+            described = validation_conn.execute(f"describe select * from {scan}").fetchall()
+            types = {row[0]: row[1] for row in described if row[0] != "file_row_number"}
+            struct = ", ".join(f"'{c}': {validate.quote_ident(c)}" for c in types)
+            lines = (
+                f"(select 'f' as file, file_row_number + 1 as line, "
+                f"to_json({{{struct}}})::varchar as text, false as bad_utf8, false as blank "
+                f"from {scan})"
+            )
+            source = f"(select file_row_number + 1 as line, * from {scan})"
+            fast = validate.parquet_fast_sql(spec, source, types)
+            wrong, left, ok = fast_and_detailed(validation_conn, stream, fast, lines)
+            assert (wrong, left) == ([], 0), (f.name, column_type)
+            accepted += ok
+    assert accepted > 0
+
+
+def test_line_numbers_blank_lines_and_block_edges(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    base_world(raw)
+    good = {"account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}
+    lines = [
+        json.dumps({**good, "read_id": 1}).encode() + b"\r",  # CRLF
+        b"",
+        b" \t\r",
+        "\u00a0\u3000".encode(),  # only Unicode whitespace: blank
+        json.dumps({**good, "read_id": 2, "pad": "x" * 300}).encode(),  # longer than a block
+        b'{"read_id": 3, "bad": "\xff"}',  # not UTF-8
+        json.dumps({**good, "read_id": 4}).encode() + b"\r\r",
+        b"garbage",
+        json.dumps({**good, "read_id": 5}).encode(),  # last line, no final newline
+    ]
+    path = raw / "reads/edges.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\n".join(lines))
+    for chunk_bytes in (7, 64, 1 << 20):
+        warehouse = tmp_path / f"wh{chunk_bytes}"
+        conn = pipeline.open_writer(warehouse)
+        ingest.ingest(conn, ingest.discover(raw), "r1", chunk_bytes)
+        rows = conn.execute("select read_id, _line from raw_reads order by 1").fetchall()
+        assert rows == [(1, 1), (2, 5), (4, 7), (5, 9)]
+        rejects = conn.execute(
+            "select line, raw, reason from rejects where file = 'reads/edges.jsonl' order by 1"
+        ).fetchall()
+        assert [(line, reason.split(":")[0]) for line, _, reason in rejects] == [
+            (6, "line is not valid UTF-8"),
+            (8, "invalid JSON"),
+        ]
+        assert rejects[1][1] == "garbage"
+        assert accounting_of(conn)["reads/edges.jsonl"] == (6, 4, 2)
+        blank = conn.execute(
+            "select blank_lines from file_stats where file = 'reads/edges.jsonl'"
+        ).fetchall()
+        assert blank == [(3,)]
+        ref = Reference(raw, AS_OF)
+        assert rejects_of(conn) == {(r["stream"], r["file"], r["line"]) for r in ref.rejects}
+        conn.close()

@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from metrics_etl.contract import DUCKDB_TYPES, STREAMS, SUFFIXES, Stream
 from metrics_etl.errors import UserError
 from metrics_etl.settings import crash_point
-from metrics_etl.validate import validated_sql
+from metrics_etl.validate import fast_sql, parquet_fast_sql, quote_ident, validated_sql
 
 
 @dataclass(frozen=True)
@@ -169,90 +170,125 @@ def plan(conn: duckdb.DuckDBPyConnection, found: Discovery) -> list[tuple[RawFil
     return todo
 
 
-def _lines_table(rel: str, first_line: int, lines: list[bytes]) -> pa.Table:
-    """Arrow table (file, line, text, bad_utf8) for a block of raw lines."""
-    binary = pa.array(lines, type=pa.binary())
+# Rows per Arrow batch handed to DuckDB: batches are scanned in parallel.
+BATCH_ROWS = 1 << 16
+
+NEWLINE = ord("\n")
+
+
+def _lines_table(first_line: int, data: bytes | memoryview) -> pa.Table:
+    """Arrow table (line, text, bad_utf8, blank) of the lines of a block of bytes.
+
+    The block is split on newline bytes with numpy, with no Python object per line; a line
+    keeps no trailing newline or carriage return. A line that is not valid UTF-8 is decoded
+    with replacement characters and flagged.
+    """
+    raw = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(raw == NEWLINE) + 1
+    if len(raw) and raw[-1] != NEWLINE:  # the last line of a file without a final newline
+        ends = np.append(ends, len(raw))
+    count = len(ends)
+    offsets = np.zeros(count + 1, dtype=np.int64)
+    offsets[1:] = ends
+    binary = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), count, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
     try:
-        text = binary.cast(pa.string())
-        bad = pa.array([False] * len(lines))
+        text = binary.cast(pa.large_string())
+        bad = pa.array(np.zeros(count, dtype=np.bool_))
     except pa.ArrowInvalid:
         decoded = []
         flags = []
-        for raw_line in lines:
+        for raw_line in binary.to_pylist():
             try:
                 decoded.append(raw_line.decode("utf-8"))
                 flags.append(False)
             except UnicodeDecodeError:
                 decoded.append(raw_line.decode("utf-8", errors="replace"))
                 flags.append(True)
-        text = pa.array(decoded, type=pa.string())
-        bad = pa.array(flags)
+        text = pa.array(decoded, type=pa.large_string())
+        bad = pa.array(flags, type=pa.bool_())
     text = pc.utf8_rtrim(text, characters="\r\n")
-    return pa.table(
+    # blank: empty or only whitespace (the same characters utf8_trim_whitespace removes)
+    blank = pc.or_(pc.equal(pc.binary_length(text), 0), pc.utf8_is_space(text))
+    table = pa.table(
         {
-            "file": pa.array([rel] * len(lines), type=pa.string()).dictionary_encode(),
-            "line": pa.array(range(first_line, first_line + len(lines)), type=pa.int64()),
+            "line": pa.array(np.arange(first_line, first_line + count, dtype=np.int64)),
             "text": text,
             "bad_utf8": bad,
-            "blank": pc.equal(pc.utf8_trim_whitespace(text), ""),
+            "blank": blank,
         }
     )
+    return pa.Table.from_batches(table.to_batches(max_chunksize=BATCH_ROWS), table.schema)
 
 
 class CorruptFile(Exception):
     """A raw file whose bytes cannot be decoded (broken gzip or Parquet)."""
 
 
-def jsonl_blocks(raw_file: RawFile, chunk_bytes: int) -> Iterator[pa.Table]:
-    """Read a JSONL (or gzip JSONL) file as blocks of numbered lines."""
+def _chunks(raw_file: RawFile, chunk_bytes: int) -> Iterator[bytes]:
+    """The (decompressed) bytes of a JSONL file, chunk_bytes at a time."""
     opener = gzip.open if raw_file.format == "jsonl.gz" else open
-    next_line = 1
     try:
         with opener(raw_file.path, "rb") as handle:
-            while lines := handle.readlines(chunk_bytes):
-                yield _lines_table(raw_file.rel, next_line, lines)
-                next_line += len(lines)
+            while chunk := handle.read(chunk_bytes):
+                yield chunk
     except (OSError, EOFError, zlib.error) as error:
         raise CorruptFile(f"{type(error).__name__}: {error}") from error
 
 
-def _quote_ident(name: str) -> str:
-    """Quote an identifier read from a file's schema."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def parquet_source(conn: duckdb.DuckDBPyConnection, raw_file: RawFile) -> str:
-    """A temp table of (file, line, text, bad_utf8, blank): each Parquet row as a JSON line."""
-    path = str(raw_file.path)
-    try:
-        columns = [
-            row[0]
-            for row in conn.execute("describe select * from read_parquet(?)", [path]).fetchall()
-        ]
-        struct = ", ".join(f"{_sql_str(c)}: {_quote_ident(c)}" for c in columns)
-        conn.execute(
-            f"create or replace temp table parquet_lines as "
-            f"select ?::varchar as file, file_row_number + 1 as line, "
-            f"to_json({{{struct}}})::varchar as text, false as bad_utf8, false as blank "
-            f"from read_parquet(?, file_row_number = true)",
-            [raw_file.rel, path],
-        )
-    except (duckdb.IOException, duckdb.InvalidInputException) as error:
-        raise CorruptFile(str(error).splitlines()[0]) from error
-    return "parquet_lines"
+def jsonl_blocks(raw_file: RawFile, chunk_bytes: int) -> Iterator[pa.Table]:
+    """Read a JSONL (or gzip JSONL) file as blocks of whole numbered lines."""
+    next_line = 1
+    rest = b""
+    for chunk in _chunks(raw_file, chunk_bytes):
+        cut = chunk.rfind(b"\n") + 1
+        if not cut:  # no line ends in this chunk: keep reading
+            rest += chunk
+            continue
+        block = rest + chunk[:cut] if rest else memoryview(chunk)[:cut]
+        rest = chunk[cut:]
+        table = _lines_table(next_line, block)
+        next_line += table.num_rows
+        yield table
+    if rest:
+        yield _lines_table(next_line, rest)
 
 
 def _sql_str(text: str) -> str:
-    """Quote text as a SQL string literal (identifiers from file schemas)."""
+    """Quote text as a SQL string literal (file names, identifiers from file schemas)."""
     return "'" + text.replace("'", "''") + "'"
 
 
-def _ingest_source(
-    conn: duckdb.DuckDBPyConnection, stream: Stream, source: str, run_id: str
-) -> tuple[int, int, int]:
-    """Validate one source relation into raw and rejects. Returns (accepted, rejected, blank)."""
-    conn.execute(f"create or replace temp table validated as {validated_sql(stream, source)}")
+def _load_lines(
+    conn: duckdb.DuckDBPyConnection,
+    stream: Stream,
+    rel: str,
+    fast: str,
+    lines: str,
+    run_id: str,
+) -> tuple[int, int]:
+    """Load the records of one block of a file into raw and rejects. Returns (accepted, rejected).
+
+    `fast` is the fast pass over the block (line, ok, typed fields): it types and loads the lines
+    it can vouch for with one parse each. Only the others, usually a handful, are read from
+    `lines` (line, text, bad_utf8, blank) and go through the detailed validation, which finds
+    their reason (or accepts them).
+    """
     names = ", ".join(f.name for f in stream.fields)
+    conn.execute(f"create or replace temp table fast as {fast}")
+    conn.execute(f"insert into raw_{stream.name} select {names}, ?, line from fast where ok", [rel])
+    _mark_dirty(conn, stream, "fast", "ok", [])
+    accepted, others = conn.execute(
+        "select count(*) filter (where ok), count(*) filter (where not ok) from fast"
+    ).fetchall()[0]
+    if not others:
+        return int(accepted), 0
+    failing = (
+        f"(select {_sql_str(rel)} as file, line, text, bad_utf8, blank from {lines} "
+        f"where line in (select line from fast where not ok))"
+    )
+    conn.execute(f"create or replace temp table validated as {validated_sql(stream, failing)}")
     conn.execute(
         f"insert into raw_{stream.name} select {names}, file, line from validated "
         f"where reason is null"
@@ -263,12 +299,37 @@ def _ingest_source(
         "where reason is not null",
         [stream.name, run_id],
     )
-    accepted, rejected = conn.execute(
-        "select count(*) filter (where reason is null), count(*) filter (where reason is not null) "
-        "from validated"
+    more, rejected = conn.execute(
+        "select count(*) filter (where reason is null), "
+        "count(*) filter (where reason is not null) from validated"
     ).fetchall()[0]
-    blank = conn.execute(f"select count(*) from {source} where blank").fetchall()[0][0]
-    return int(accepted), int(rejected), int(blank)
+    return int(accepted + more), int(rejected)
+
+
+def _load_parquet(
+    conn: duckdb.DuckDBPyConnection, stream: Stream, raw_file: RawFile, run_id: str
+) -> tuple[int, int]:
+    """Load a Parquet file: typed columns checked as they are, each row numbered from 1."""
+    scan = f"read_parquet({_sql_str(str(raw_file.path))}, file_row_number = true)"
+    try:
+        described = conn.execute(f"describe select * from {scan}").fetchall()
+        columns = {row[0]: row[1] for row in described if row[0] != "file_row_number"}
+        struct = ", ".join(f"{_sql_str(c)}: {quote_ident(c)}" for c in columns)
+        # each row as the JSON line the detailed validation reads
+        lines = (
+            f"(select file_row_number + 1 as line, to_json({{{struct}}})::varchar as text, "
+            f"false as bad_utf8, false as blank from {scan})"
+        )
+        if len({c.lower() for c in columns}) < len(columns):  # names that differ only in case
+            fast = fast_sql(stream, lines)
+        else:
+            source = (
+                f"(select file_row_number + 1 as line, * exclude (file_row_number) from {scan})"
+            )
+            fast = parquet_fast_sql(stream, source, columns)
+        return _load_lines(conn, stream, raw_file.rel, fast, lines, run_id)
+    except (duckdb.IOException, duckdb.InvalidInputException) as error:
+        raise CorruptFile(str(error).splitlines()[0]) from error
 
 
 def load_file(
@@ -277,22 +338,20 @@ def load_file(
     """Load one new or changed file, replacing its earlier records. Returns (accepted, rejected)."""
     stream = STREAMS[raw_file.stream]
     _forget(conn, raw_file)
-    blocks: Iterator[pa.Table] | list[str]
-    if raw_file.format == "parquet":
-        blocks = [parquet_source(conn, raw_file)]
-    else:
-        blocks = jsonl_blocks(raw_file, chunk_bytes)
     accepted = rejected = blank = 0
-    for block in blocks:
-        if isinstance(block, str):
-            counts = _ingest_source(conn, stream, block, run_id)
-        else:
+    if raw_file.format == "parquet":
+        accepted, rejected = _load_parquet(conn, stream, raw_file, run_id)
+    else:
+        for block in jsonl_blocks(raw_file, chunk_bytes):
             conn.register("block", block)
-            counts = _ingest_source(conn, stream, "block", run_id)
+            counts = _load_lines(
+                conn, stream, raw_file.rel, fast_sql(stream, "block"), "block", run_id
+            )
             conn.unregister("block")
-        accepted, rejected, blank = (
-            a + b for a, b in zip((accepted, rejected, blank), counts, strict=True)
-        )
+            accepted += counts[0]
+            rejected += counts[1]
+            blank += pc.sum(block["blank"]).as_py() or 0
+    conn.execute("drop table if exists fast; drop table if exists validated")
     _remember(conn, raw_file, digest, run_id, (accepted, rejected, blank))
     return accepted, rejected
 

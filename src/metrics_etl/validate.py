@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zoneinfo
+from dataclasses import dataclass
 
 import duckdb
 
@@ -236,3 +237,261 @@ final as (
 
 select * from final
 """
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast pass. Every line (or Parquet row) gets one cheap check and conversion; the check is
+# true only when the detailed validation above would accept the record, and the conversion then
+# equals its conversion. Lines the fast pass does not vouch for (a handful: bad records, and the
+# odd escaped string) go through the detailed validation, which accepts them or finds a reason.
+#
+# JSON lines are parsed once with `from_json`: as VARCHAR where the text alone decides (no JSON
+# value other than the accepted ones renders as an int, ts, tz or allowed value) and as JSON text
+# where the JSON type matters (strings, booleans, nested values). A JSON null reads as SQL null,
+# as does a missing key.
+FAST_READ_AS: dict[str, str] = {
+    "int": "VARCHAR",
+    "string": "JSON",
+    "bool": "JSON",
+    "ts": "VARCHAR",
+    "tz": "VARCHAR",
+    "selections": "JSON",
+    "options": "JSON",
+    "styles": "JSON",
+}
+
+# Nested values are read from their JSON text into these shapes by a second, small from_json.
+FAST_NESTED_SHAPES: dict[str, str] = {
+    "selections": '[{"field_id": "VARCHAR", "value": "JSON"}]',
+    "options": '[{"value": "JSON", "name": "JSON"}]',
+    "styles": '{"thumb": "JSON", "medium": "JSON"}',
+}
+
+INT_PATTERN = "[+-]?[0-9]+"
+
+
+@dataclass(frozen=True)
+class FastField:
+    """One field in the fast pass: typed value, check, and an optional helper column."""
+
+    conversion: str
+    check: str
+    helper: str | None = None
+
+
+def _json_string(j: str) -> str:
+    """The string a JSON string value holds, from its JSON text (null when not a string)."""
+    return (
+        f"case when starts_with({j}, '\"') then case when contains({j}, '\\') "
+        f"then json_extract_string({j}, '$') else {j}[2:-2] end end"
+    )
+
+
+def _is_json_string(j: str) -> str:
+    """True when a JSON text is a string."""
+    return f"starts_with({j}, '\"')"
+
+
+def _int_ok(v: str) -> str:
+    """An int read as VARCHAR is good when it is base-10 digits that fit in 64 bits."""
+    return f"(regexp_full_match({v}, '{INT_PATTERN}') and try_cast({v} as bigint) is not null)"
+
+
+def _nested(kind: str, n: str) -> tuple[str, str]:
+    """(check, conversion) of a nested value already read into its shape as `n`."""
+    if kind == "selections":
+        element = f"{_int_ok('e.field_id')} and {_is_json_string('e.value')}"
+        value = (
+            f"{{'field_id': try_cast(e.field_id as bigint), 'value': {_json_string('e.value')}}}"
+        )
+    elif kind == "options":
+        element = f"{_is_json_string('e.value')} and {_is_json_string('e.name')}"
+        value = f"{{'value': {_json_string('e.value')}, 'name': {_json_string('e.name')}}}"
+    else:
+        check = (
+            f"coalesce({_is_json_string(n + '.thumb')} and {_is_json_string(n + '.medium')}, false)"
+        )
+        value = (
+            f"{{'thumb': {_json_string(n + '.thumb')}, 'medium': {_json_string(n + '.medium')}}}"
+        )
+        return check, value
+    check = f"coalesce(list_bool_and(list_transform({n}, e -> coalesce({element}, false))), true)"
+    return check, f"list_transform({n}, e -> {value})"
+
+
+def _fast_field(stream: Stream, field: Field, index: int, ref: str, json_null: str) -> FastField:
+    """The fast pass of one field whose value, read as FAST_READ_AS says, is `ref`.
+
+    `json_null` is SQL that tells, where `ref` is null, whether the record held an explicit JSON
+    null (rather than no key): the detailed validation turns that into an empty list.
+    """
+    v = f"v{index}"
+    helper = None
+    if field.type == "int":
+        conversion = f"try_cast({ref} as bigint)"
+        check = f"(regexp_full_match({ref}, '{INT_PATTERN}') and {v} is not null)"
+    elif field.type == "string":
+        conversion = _json_string(ref)
+        check = _is_json_string(ref)
+    elif field.type == "bool":
+        conversion = f"case when {ref} in ('true', 'false') then {ref} = 'true' end"
+        check = f"{ref} in ('true', 'false')"
+    elif field.type == "ts":
+        conversion = f"try_cast(upper({ref}) as timestamptz)"
+        check = f"(regexp_full_match({ref}, '{TS_PATTERN}') and {v} is not null)"
+    elif field.type == "tz":
+        conversion = ref
+        check = f"list_contains(getvariable('known_tz'), {ref})"
+    else:
+        n = f"n{index}"
+        shape = FAST_NESTED_SHAPES[field.type]
+        helper = (
+            f"case when starts_with({ref}, '{shape[0]}') then try(from_json({ref}, '{shape}')) end"
+        )
+        check, conversion = _nested(field.type, n)
+        check = f"({n} is not null and {check})"
+        if not field.required:
+            conversion = (
+                f"case when {ref} is not null then {conversion} when {json_null} then [] end"
+            )
+    return _finish(stream, field, index, ref, conversion, check, helper)
+
+
+def _finish(
+    stream: Stream,
+    field: Field,
+    index: int,
+    ref: str,
+    conversion: str,
+    check: str,
+    helper: str | None = None,
+) -> FastField:
+    """Add the allowed-values check, and accept a missing optional value (`ref` null)."""
+    allowed = ALLOWED_VALUES.get((stream.name, field.name))
+    if allowed:
+        check = f"({check} and v{index} in ({', '.join(_sql_str(a) for a in allowed)}))"
+    check = f"coalesce({check}, false)"
+    if not field.required:
+        check = f"({ref} is null or {check})"
+    return FastField(f"try_cast({conversion} as {DUCKDB_TYPES[field.type]})", check, helper)
+
+
+def _fast_query(
+    stream: Stream, source: str, parsed: str, fields: list[FastField], guard: str = "true"
+) -> str:
+    """SQL (line, ok, typed fields) over the columns `parsed` reads from `source`."""
+    helpers = "".join(f",\n        {f.helper} as n{i}" for i, f in enumerate(fields, 1) if f.helper)
+    conversions = ",\n        ".join(f"{f.conversion} as v{i}" for i, f in enumerate(fields, 1))
+    checks = "\n        and ".join([guard, *(f.check for f in fields)])
+    typed = ", ".join(f"v{i} as {f.name}" for i, f in enumerate(stream.fields, 1))
+    return f"""
+with parsed as (
+    select
+        {parsed}
+    from {source}
+),
+
+helped as (
+    select
+        *{helpers}
+    from parsed
+),
+
+converted as (
+    select
+        *,
+        {conversions}
+    from helped
+)
+
+select
+    line,
+    coalesce(
+        {checks},
+        false) as ok,
+    {typed}
+from converted
+"""
+
+
+def fast_sql(stream: Stream, source: str) -> str:
+    """Fast pass over `source(line, text, bad_utf8, blank)` of JSON lines: (line, ok, fields).
+
+    Blank lines are left out; `ok` is false for lines to validate in detail.
+    """
+    struct = "{" + ", ".join(f'"{f.name}": "{FAST_READ_AS[f.type]}"' for f in stream.fields) + "}"
+    fields = [
+        _fast_field(
+            stream,
+            f,
+            i,
+            f"j.{f.name}",
+            f"case when j is not null then try(json_type(text, '$.{f.name}')) = 'NULL' end",
+        )
+        for i, f in enumerate(stream.fields, 1)
+    ]
+    parsed = f"line, text, case when not bad_utf8 then try(from_json(text, '{struct}')) end as j"
+    # a line that does not parse has no j; a JSON value that is not an object has no key
+    return _fast_query(stream, f"{source} where not blank", parsed, fields, "j is not null")
+
+
+# Parquet columns whose values the fast pass takes as they are. Their JSON rendering (what the
+# detailed validation reads) is always accepted and converts back to the same value: integers,
+# strings, booleans, and time-zone-aware timestamps whose year has four digits.
+PARQUET_NATIVE: dict[str, tuple[str, ...]] = {
+    "int": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"),
+    "string": ("VARCHAR",),
+    "bool": ("BOOLEAN",),
+    "ts": ("TIMESTAMP WITH TIME ZONE",),
+    "tz": ("VARCHAR",),
+}
+
+TS_RENDERED_RANGE = (
+    "timestamptz '0001-01-01 00:00:00+00'",
+    "timestamptz '9999-12-31 23:59:59.999999+00'",
+)
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier (a column name read from a file's schema)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _parquet_field(
+    stream: Stream, field: Field, index: int, column_type: str | None
+) -> tuple[FastField, str | None]:
+    """The fast pass of one field from its Parquet column, and how to read the column as `r<i>`.
+
+    `column_type` is None when the file has no such column: as a missing key.
+    """
+    if column_type is None:
+        check = "false" if field.required else "true"
+        return FastField(f"null::{DUCKDB_TYPES[field.type]}", check), None
+    col, ref = quote_ident(field.name), f"r{index}"
+    if column_type in PARQUET_NATIVE.get(field.type, ()):
+        check = f"{ref} is not null"
+        if field.type == "ts":
+            check = f"{ref} between {TS_RENDERED_RANGE[0]} and {TS_RENDERED_RANGE[1]}"
+        elif field.type == "tz":
+            check = f"list_contains(getvariable('known_tz'), {ref})"
+        return _finish(stream, field, index, ref, ref, check), f"{col} as {ref}"
+    # otherwise as the JSON text the detailed validation reads, as FAST_READ_AS says
+    if FAST_READ_AS[field.type] == "JSON":
+        read = f"to_json({col})::varchar"
+    elif column_type == "VARCHAR":
+        read = col
+    else:
+        read = f"json_extract_string(to_json({col}), '$')"
+    return _fast_field(stream, field, index, ref, "true"), f"{read} as {ref}"
+
+
+def parquet_fast_sql(stream: Stream, source: str, columns: dict[str, str]) -> str:
+    """Fast pass over a Parquet file: (line, ok, fields).
+
+    `source` has the file's columns and `line`; `columns` maps each column name to its type.
+    """
+    parts = [
+        _parquet_field(stream, f, i, columns.get(f.name)) for i, f in enumerate(stream.fields, 1)
+    ]
+    reads = ["line", *(read for _, read in parts if read)]
+    return _fast_query(stream, source, ", ".join(reads), [field for field, _ in parts])
