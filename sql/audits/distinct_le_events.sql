@@ -1,14 +1,17 @@
--- distinct_le_events: distinct counts never exceed event counts (per channel and hour).
--- returns: one row per (subject, channel_id, hour_start) that breaks the bound
+-- distinct_le_events: distinct counts never exceed event counts. Every row of the read and
+-- delivery rollups stands for at least one event (and no more opens than deliveries), so over any
+-- set of hours the distinct keys, counted as rows, never exceed the events summed (checked per
+-- row: one filtered scan instead of a grouping of every channel and hour).
+-- returns: one row per rollup row that breaks the bound (subject, channel_id, hour_start, counts)
 with reads as (
     select
         'reads' as subject,
         channel_id,
         hour_start,
-        sum(read_count) as events,
-        count(*) as distinct_pairs
+        read_count as events,
+        null::bigint as opened
     from agg_reads_hourly
-    group by all
+    where read_count is null or read_count < 1
 ),
 
 deliveries as (
@@ -16,16 +19,17 @@ deliveries as (
         'deliveries' as subject,
         channel_id,
         hour_start,
-        sum(delivery_count) as events,
-        count(distinct alert_id) as distinct_pairs
+        delivery_count as events,
+        opened_count as opened
     from agg_deliveries_hourly
-    group by all
+    where delivery_count is null or delivery_count < 1
+        or opened_count is null or opened_count < 0 or opened_count > delivery_count
 ),
 
 final as (
-    select * from reads where distinct_pairs > events
+    select * from reads
     union all
-    select * from deliveries where distinct_pairs > events
+    select * from deliveries
 )
 
 select * from final
