@@ -558,3 +558,234 @@ def test_changed_file_replaces_its_earlier_content(tmp_path: Path) -> None:
     full = full_rebuild([r1, r2], tmp_path / "all", tmp_path / "full")
     assert_same_tables(inc, full)
     assert_same_answers(inc, full, hand_requests())
+
+
+# --------------------------------------------------------------------------- snapshot changes
+# Each test loads a small world in run 1, changes snapshots in later runs (incrementally), and
+# compares every published table and reader answer with one full rebuild of the same files.
+
+
+def account(timezone: str, username: str = "acme", updated_at: str = "2016-12-01T00:00:00Z"):
+    return {
+        "account_id": 1,
+        "username": username,
+        "name": "Acme",
+        "timezone": timezone,
+        "updated_at": updated_at,
+    }
+
+
+def event(stream: str, key: int, report_id: int, user_id: int, at: str, **extra: object) -> dict:
+    """An edit, run or exploration of a report."""
+    names = {
+        "report_edits": ("edit_id", "edited_at"),
+        "report_runs": ("run_id", "ran_at"),
+        "explorations": ("exploration_id", "created_at"),
+    }
+    id_name, time_name = names[stream]
+    return {
+        id_name: key,
+        "account_id": 1,
+        "report_id": report_id,
+        "user_id": user_id,
+        time_name: at,
+        **extra,
+    }
+
+
+def busy_world(raw: Path) -> None:
+    """The rawkit world with reports in three channels (one deleted) and events of every kind."""
+    base_world(raw)
+    sel = [{"field_id": 2, "value": "a"}]
+    jsonl(
+        raw / "reports/r.jsonl",
+        [
+            report(60, "2016-11-07T14:03:11.250Z", selections=sel),
+            report(61, "2016-11-20T23:30:00Z", user_id=4, state_id=None),
+            report(62, "2016-12-01T04:59:59.999999Z", channel_id=3, selections=sel),
+            report(63, "2016-10-02T12:00:00Z", channel_id=4),  # its channel is deleted
+            report(64, "2016-03-13T06:45:00Z", user_id=5),  # a spring-forward night
+        ],
+    )
+    jsonl(
+        raw / "reads/r.jsonl",
+        [
+            *reads([1, 2], 60),
+            *reads([3], 61, user_id=3, at="2016-11-21T04:30:00Z"),
+            *reads([4], 62, at="2016-12-02T00:00:00Z"),
+            *reads([5], 63),
+            *reads([6], 64, user_id=5, at="2016-03-13T07:15:00Z"),
+        ],
+    )
+    jsonl(
+        raw / "alerts/a.jsonl",
+        [
+            delivery(7, 60),
+            delivery(8, 61, user_id=3, alert_id=6),
+            delivery(9, 63),
+            delivery(10, 64),
+        ],
+    )
+    jsonl(raw / "alert_opens/o.jsonl", [open_of(1, 7)])
+    jsonl(
+        raw / "report_edits/e.jsonl",
+        [event("report_edits", 1, 60, 4, "2016-11-08T00:00:00Z")],
+    )
+    jsonl(
+        raw / "report_runs/r.jsonl",
+        [
+            event("report_runs", 1, 60, 3, "2016-12-20T00:00:00Z", run_type="manual"),
+            event("report_runs", 2, 61, 5, "2016-12-05T00:00:00Z", run_type="manual"),
+            event("report_runs", 3, 62, 4, "2016-11-01T00:00:00Z", run_type="scheduled"),
+        ],
+    )
+    jsonl(
+        raw / "explorations/x.jsonl",
+        [event("explorations", 1, 61, 3, "2016-11-22T00:00:00Z")],
+    )
+
+
+def incremental_equals_full(
+    tmp_path: Path, changes: list, org: str = "acme", as_of: list[dt.datetime] | None = None
+) -> Path:
+    """Run 1 (busy_world), then one incremental run per change; compare with a full rebuild."""
+    times = as_of or [HAND_AS_OF] * (len(changes) + 1)
+    folders = [tmp_path / "r0"]
+    busy_world(folders[0])
+    inc = tmp_path / "inc"
+    build(folders[0], inc, times[0])
+    for index, change in enumerate(changes, start=1):
+        folders.append(tmp_path / f"r{index}")
+        folders[-1].mkdir()
+        change(folders[-1])
+        build_incrementally(folders[-1], inc, times[index])
+    full = full_rebuild(folders, tmp_path / "all", tmp_path / "full", times[-1])
+    assert_same_tables(inc, full)
+    requests = [r for r in hand_requests() if "/batch/" not in r[0]]
+    requests += [(u, 1) for u in stats_urls(org)]
+    requests += [(f"/batch/{org}/report_stats?include_spaces=all", 1)]
+    assert_same_answers(inc, full, requests)
+    return inc
+
+
+def test_account_time_zone_and_name_change(tmp_path: Path) -> None:
+    """A new time zone moves every local bucket of the account; a new name renames its pages."""
+    later = "2016-12-02T00:00:00Z"
+    inc = incremental_equals_full(
+        tmp_path,
+        [
+            lambda raw: jsonl(raw / "accounts/tz.jsonl", [account("Asia/Kathmandu", "acme-inc")]),
+            lambda raw: jsonl(
+                raw / "accounts/name.jsonl", [account("Asia/Kathmandu", "acme-co", later)]
+            ),
+        ],
+        org="acme-co",
+    )
+    over_time = one(inc, url("reports_over_time", 1, "datetime_range_width=day"))
+    assert {r["datetime_range_start"][11:] for r in over_time} == {"18:15:00.000Z"}
+
+
+def test_renames_and_new_emails(tmp_path: Path) -> None:
+    """Renamed states and options, new user names and emails show in every answer naming them."""
+
+    def change(raw: Path) -> None:
+        later = "2016-12-01T00:00:00Z"
+        jsonl(
+            raw / "states/s2.jsonl",
+            [{"state_id": 1, "account_id": 1, "name": "Opened", "updated_at": later}],
+        )
+        options = [{"value": "b", "name": "B"}, {"value": "a", "name": "Alpha"}]
+        jsonl(
+            raw / "fields/f2.jsonl",
+            [
+                {
+                    "field_id": 2,
+                    "account_id": 1,
+                    "field_type": "Radio",
+                    "label": "R",
+                    "options": options,
+                    "updated_at": later,
+                }
+            ],
+        )
+        jsonl(
+            raw / "users/u2.jsonl",
+            [
+                {
+                    "user_id": 3,
+                    "account_id": 1,
+                    "first_name": "Jo",
+                    "email": "jo@y.com",
+                    "updated_at": later,
+                },
+                {"user_id": 5, "account_id": 1, "email": "zed@x.com", "updated_at": later},
+            ],
+        )
+
+    inc = incremental_equals_full(tmp_path, [change])
+    assert one(inc, url("reports_per_state", 1))[0]["name"] == "Opened"
+    stats = stats_of(inc)
+    assert stats[60]["editors_emails"] == ["amy@x.com", "jo@y.com"]
+    assert stats[61]["recent_manual_run_creators_emails"] == ["zed@x.com"]
+
+
+def test_reports_deleted_moved_restored_and_channels_undeleted(tmp_path: Path) -> None:
+    """Deleting, moving, restoring reports and undeleting a channel change their whole history."""
+
+    def run2(raw: Path) -> None:
+        jsonl(
+            raw / "reports/r2.jsonl",
+            [
+                report(60, "2016-11-07T14:03:11.250Z", "2016-12-02T00:00:00Z", deleted_at=T1),
+                report(61, "2016-11-20T23:30:00Z", "2016-12-02T00:00:00Z", channel_id=3),
+                report(59, "2016-11-25T00:00:00Z"),  # a smaller id: later pages shift
+            ],
+        )
+        jsonl(
+            raw / "channels/c2.jsonl",
+            [{"channel_id": 4, "account_id": 1, "name": "back", "updated_at": T1}],
+        )
+
+    def run3(raw: Path) -> None:
+        jsonl(
+            raw / "reports/r3.jsonl",
+            [
+                report(60, "2016-11-07T14:03:11.250Z", "2016-12-03T00:00:00Z", channel_id=3),
+                report(62, "2016-12-01T04:59:59.999999Z", "2016-12-03T00:00:00Z", state_id=None),
+            ],
+        )
+        jsonl(
+            raw / "channels/c3.jsonl",
+            [
+                {
+                    "channel_id": 3,
+                    "account_id": 1,
+                    "name": "mine",
+                    "personal": False,
+                    "updated_at": "2016-12-03T00:00:00Z",
+                }
+            ],
+        )
+
+    inc = incremental_equals_full(tmp_path, [run2, run3])
+    stats = stats_of(inc)
+    assert sorted(stats) == [59, 60, 61, 62, 63, 64]
+    assert reads_of(inc, 1)["total_reads"] == 2  # reports 59, 62 (moved back) and 64
+
+
+T1 = "2016-12-02T00:00:00Z"
+
+
+def test_late_opens_and_a_moving_as_of(tmp_path: Path) -> None:
+    """A late open changes its delivery; a new as-of time moves the 30-day manual-run window."""
+    times = [HAND_AS_OF, HAND_AS_OF, dt.datetime(2016, 12, 15, tzinfo=UTC)]
+
+    def late_open(raw: Path) -> None:
+        jsonl(raw / "alert_opens/late.jsonl", [open_of(2, 8), open_of(3, 7)])
+
+    inc = tmp_path / "inc"
+    # run 3 sees only the same file again: nothing is loaded, only the as-of time moves
+    incremental_equals_full(tmp_path, [late_open, late_open], as_of=times)
+    awareness = {r["user_id"]: r for r in one(inc, url("user_awareness", 1, AWARE_FIELDS))}
+    assert awareness[3]["alerts_opened"] == 1
+    assert stats_of(inc)[60]["recent_manual_run_creators_emails"] == []  # its run is after as-of

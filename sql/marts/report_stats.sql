@@ -1,9 +1,13 @@
 -- report_stats: one row per current, not deleted report in a not deleted channel, with the
 -- report-stats API's counts and email lists as of the run's as-of time, and its position in the
--- organization's pages (with and without personal channels).
+-- organization's pages (with and without personal channels, from int_report_positions).
 -- grain: one row per report_id
 with reports as (
     select * from int_current_reports
+),
+
+positions as (
+    select * from int_report_positions
 ),
 
 accounts as (
@@ -107,13 +111,11 @@ final as (
         coalesce(recent_manual.emails, []) as recent_manual_run_creators_emails,
         coalesce(scheduled.emails, []) as scheduled_run_creators_emails,
         coalesce(editors.emails, []) as editors_emails,
-        row_number() over (
-            partition by reports.account_id order by reports.report_id
-        ) as position_all,
-        case when not reports.personal then row_number() over (
-            partition by reports.account_id, reports.personal order by reports.report_id
-        ) end as position_shared
+        positions.position_all,
+        positions.position_shared
     from reports
+    inner join positions
+        on reports.report_id = positions.report_id
     left join accounts
         on reports.account_id = accounts.account_id
     left join schedules

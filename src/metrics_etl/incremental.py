@@ -1,16 +1,28 @@
-"""Incremental transform: rebuild only what the raw records added or removed since the last
+"""Incremental transform: recompute only what the raw records added or removed since the last
 publish touch, with the same model SQL run over restricted inputs.
 
-- staging: each stream's rows for its dirty keys are recomputed (latest wins, dedup);
-- report-sized models (dimensions, current reports, report facts and rollups, report stats)
-  are rebuilt in full: they are small next to the event facts;
-- event facts and their hourly rollups (reads, deliveries) are merged by key: the rows of dirty
-  events and of every event of a report whose channel or time zone changed are replaced, and
-  the rollup groups those rows fall in are recomputed;
-- the months each merged table changed in are recorded in `dirty_parts`, so publishing rewrites
-  only those partitions.
+- staging: each stream's rows for its dirty keys are recomputed (latest wins, dedup); the rows
+  before (`old_stg_*`) and after (`new_stg_*`) are kept for the steps below;
+- dimensions are rebuilt when one of their sources changed (they are small) and published again
+  only when their rows differ; the channels whose row differs are remembered;
+- current reports are recomputed for the dirty reports and the reports of changed channels; the
+  reports whose row differs (entered, left, moved channel or time zone, changed state, selections,
+  author, token...) drive everything report-shaped below;
+- report positions (report-stats pages) are recomputed for the organizations that gained, lost
+  or re-flagged a report;
+- facts are replaced by key: report facts for the changed reports, images for dirty images and
+  changed reports, reads and deliveries for dirty events and every event of a report that
+  entered, left, or changed channel or time zone; each hourly rollup recomputes the groups
+  that the replaced fact rows (before and after) fall in;
+- report stats are recomputed for the reports whose inputs changed: their own row or position,
+  their events, schedules or runs, the email of a user who authored, edited or ran them, their
+  organization's name, and manual runs that entered or left the 30-day window when the as-of
+  time moved;
+- the partitions (months, or `all`) each published table changed in are recorded in
+  `dirty_parts`, so publishing rewrites only those.
 
-The result equals a full rebuild (proven by tests/test_incremental.py).
+Any mart without a rule here is rebuilt in full with all of its partitions marked dirty. The
+result equals a full rebuild (proven by tests/test_incremental.py).
 """
 
 from __future__ import annotations
@@ -21,45 +33,66 @@ from dataclasses import dataclass
 import duckdb
 
 from metrics_etl.contract import STREAMS
-from metrics_etl.publish import LAYOUTS, storage_order
+from metrics_etl.publish import LAYOUTS, part_expr, storage_order
 from metrics_etl.settings import crash_point
-from metrics_etl.transform import Model, load_models
+from metrics_etl.transform import Model, load_models, record_sorted, sorted_rows
 
 
 @dataclass(frozen=True)
-class EventFacts:
-    """A row-per-event fact table and its rollup, maintained by key."""
+class Fact:
+    """A row-level fact table maintained by key: the rows of a scope of keys are replaced."""
+
+    key: str
+    scope: str
+    inputs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """An hourly rollup of a fact table, recomputed per group."""
 
     fact: str
-    key: str
-    source: str
-    rollup: str
     groups: tuple[str, ...]
-    affected: str
 
 
-EVENT_FACTS = (
-    EventFacts(
-        fact="fct_reads",
-        key="read_id",
-        source="stg_reads",
-        rollup="agg_reads_hourly",
-        groups=("channel_id", "hour_start", "report_id", "user_id"),
-        affected="select key from dirty_keys where stream = 'reads'",
+FACTS = {
+    "fct_reports": Fact(
+        "report_id", "changed_reports", (("int_current_reports", "changed_current"),)
     ),
-    EventFacts(
-        fact="fct_deliveries",
-        key="delivery_id",
-        source="stg_alerts",
-        rollup="agg_deliveries_hourly",
-        groups=("channel_id", "hour_start", "user_id", "alert_id", "report_id"),
-        affected=(
-            "select key from dirty_keys where stream = 'alerts' "
-            "union select ref from dirty_keys where stream = 'alert_opens'"
-        ),
+    "fct_report_selections": Fact(
+        "report_id", "changed_reports", (("int_current_reports", "changed_current"),)
     ),
+    "fct_report_images": Fact(
+        "report_image_id", "scope_images", (("stg_report_images", "delta_stg_report_images"),)
+    ),
+    "fct_reads": Fact("read_id", "scope_reads", (("stg_reads", "delta_stg_reads"),)),
+    "fct_deliveries": Fact(
+        "delivery_id", "scope_deliveries", (("stg_alerts", "delta_stg_alerts"),)
+    ),
+}
+ROLLUPS = {
+    "agg_reports_hourly": Rollup("fct_reports", ("channel_id", "hour_start")),
+    "agg_reports_by_user_hourly": Rollup("fct_reports", ("channel_id", "hour_start", "user_id")),
+    "agg_reports_by_state_hourly": Rollup("fct_reports", ("channel_id", "hour_start", "state_id")),
+    "agg_report_selections_hourly": Rollup(
+        "fct_report_selections", ("channel_id", "hour_start", "field_id", "value")
+    ),
+    "agg_reads_hourly": Rollup("fct_reads", ("channel_id", "hour_start", "report_id", "user_id")),
+    "agg_deliveries_hourly": Rollup(
+        "fct_deliveries", ("channel_id", "hour_start", "user_id", "alert_id", "report_id")
+    ),
+}
+# Staging tables whose events or versions count in report_stats through their report_id.
+STATS_EVENTS = (
+    "stg_reads",
+    "stg_report_runs",
+    "stg_report_edits",
+    "stg_explorations",
+    "stg_schedules",
 )
-MERGED = {"int_local_slots"} | {e.fact for e in EVENT_FACTS} | {e.rollup for e in EVENT_FACTS}
+COMPACT_RATIO = 0.2  # deleted rows past this share of live rows: the table is rewritten
+COMPACT_MIN_ROWS = 100_000
+WINDOW = "interval 30 days"  # report_stats: manual runs in [as_of - 30 days, as_of)
 
 
 def substitute(sql: str, replacements: dict[str, str]) -> str:
@@ -69,11 +102,33 @@ def substitute(sql: str, replacements: dict[str, str]) -> str:
     return sql
 
 
-def _months(conn: duckdb.DuckDBPyConnection, table: str, relation: str) -> None:
-    """Record the partitions (months) of a table that rows in a relation fall in."""
-    column = LAYOUTS[table].time_column
+def _count(conn: duckdb.DuckDBPyConnection, relation: str) -> int:
+    """Rows of a relation."""
+    return int(conn.execute(f"select count(*) from {relation}").fetchall()[0][0])
+
+
+def _temp(conn: duckdb.DuckDBPyConnection, name: str, sql: str) -> None:
+    """(Re)create a temp table."""
+    conn.execute(f"create or replace temp table {name} as {sql}")
+
+
+def _diff(conn: duckdb.DuckDBPyConnection, name: str, old: str, new: str, cols: str = "*") -> int:
+    """A temp table of the rows (of the given columns) in only one of old and new; its size."""
+    _temp(
+        conn,
+        name,
+        f"select * from (select {cols} from {old} except all select {cols} from {new}) "
+        f"union all select * from (select {cols} from {new} except all select {cols} from {old})",
+    )
+    return _count(conn, name)
+
+
+def _mark(conn: duckdb.DuckDBPyConnection, table: str, relation: str) -> None:
+    """Record the partitions of a published table that rows of a relation fall in."""
+    if table not in LAYOUTS:
+        return
     conn.execute(
-        f"insert into dirty_parts select distinct '{table}', strftime({column}, '%Y-%m') "
+        f"insert into dirty_parts select distinct '{table}', {part_expr(LAYOUTS[table])} "
         f"from {relation}"
     )
 
@@ -82,132 +137,377 @@ def _rebuild(conn: duckdb.DuckDBPyConnection, model: Model) -> None:
     """Rebuild one model in full, stored in its publishing order."""
     order = storage_order(model.name)
     query = f"select * from ({model.sql}) order by {order}" if order else model.sql
+    conn.execute("set preserve_insertion_order = true")
     conn.execute(f"create or replace table {model.name} as {query}")
+    conn.execute("set preserve_insertion_order = false")
 
 
-def _staging(conn: duckdb.DuckDBPyConnection, model: Model) -> None:
-    """Recompute the staging rows of a stream's dirty keys."""
-    stream = STREAMS[model.name.removeprefix("stg_")]
-    dirty = f"select key from dirty_keys where stream = '{stream.name}'"
-    conn.execute(
-        f"create or replace temp table delta_raw as "
-        f"select * from raw_{stream.name} where {stream.key} in ({dirty})"
-    )
-    conn.execute(f"delete from {model.name} where {stream.key} in ({dirty})")
-    sql = substitute(model.sql, {f"raw_{stream.name}": "delta_raw"})
-    conn.execute(f"insert into {model.name} by name {sql}")
+def _insert(conn: duckdb.DuckDBPyConnection, table: str, relation: str) -> None:
+    """Append rows to a model, in its storage order (a published table is written in the order
+    it is stored in: its rows stay sorted runs, the table's and those appended since)."""
+    order = storage_order(table)
+    if order is None:
+        conn.execute(f"insert into {table} by name select * from {relation}")
+        return
+    conn.execute("set preserve_insertion_order = true")
+    conn.execute(f"insert into {table} by name select * from {relation} order by {order}")
+    conn.execute("set preserve_insertion_order = false")
 
 
-def _moved_reports(conn: duckdb.DuckDBPyConnection) -> None:
-    """Reports that entered, left, or changed channel or time zone since the last build."""
-    cols = "report_id, channel_id, timezone"
-    conn.execute(
-        f"""
-        create or replace temp table moved_reports as
-        select report_id from (
-            select {cols} from prev_current_reports
-            except select {cols} from int_current_reports
+class Run:
+    """One incremental transform: what changed so far, and the rule of each model."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, previous_as_of: str | None) -> None:
+        self.conn = conn
+        self.previous_as_of = previous_as_of
+        self.dirty_streams = {
+            row[0] for row in conn.execute("select distinct stream from dirty_keys").fetchall()
+        }
+        self.changed: set[str] = set()  # staging tables and dimensions whose rows changed
+        self.touched: set[str] = set()  # facts with replaced rows (old_<fact>, new_<fact>)
+
+    # ------------------------------------------------------------------ staging and dimensions
+
+    def staging(self, model: Model) -> None:
+        """Recompute the staging rows of a stream's dirty keys, keeping them before and after."""
+        stream = STREAMS[model.name.removeprefix("stg_")]
+        if stream.name not in self.dirty_streams:
+            return
+        conn, key = self.conn, stream.key
+        dirty = f"select key from dirty_keys where stream = '{stream.name}'"
+        _temp(conn, f"old_{model.name}", f"select * from {model.name} where {key} in ({dirty})")
+        _temp(conn, "delta_raw", f"select * from raw_{stream.name} where {key} in ({dirty})")
+        conn.execute(f"delete from {model.name} where {key} in ({dirty})")
+        sql = substitute(model.sql, {f"raw_{stream.name}": "delta_raw"})
+        _temp(conn, f"new_{model.name}", sql)
+        conn.execute(f"insert into {model.name} by name select * from new_{model.name}")
+        self.changed.add(model.name)
+
+    def dimension(self, model: Model) -> None:
+        """Rebuild a small dimension when a source changed; publish it only if its rows differ."""
+        sources = set(re.findall(r"\b(?:from|join)\s+(stg_[a-z_]+)", model.sql))
+        if sources & self.changed:
+            self.conn.execute(f"create or replace temp table old_{model.name} as from {model.name}")
+            _rebuild(self.conn, model)
+            record_sorted(self.conn, [model.name])
+            if _diff(self.conn, f"diff_{model.name}", f"old_{model.name}", model.name):
+                self.conn.execute("insert into dirty_parts values (?, 'all')", [model.name])
+                self.changed.add(model.name)
+        if model.name == "dim_channels" and "dim_channels" not in self.changed:
+            _temp(self.conn, "diff_dim_channels", "from dim_channels limit 0")
+
+    # ------------------------------------------------------------------ current reports
+
+    def current_reports(self, model: Model) -> None:
+        """Recompute the dirty reports and the reports of changed channels; keep what differs."""
+        conn = self.conn
+        _temp(
+            conn,
+            "candidate_reports",
+            "select key as report_id from dirty_keys where stream = 'reports' "
+            "union select report_id from stg_reports "
+            "where channel_id in (select channel_id from diff_dim_channels)",
         )
-        union
-        select report_id from (
-            select {cols} from int_current_reports
-            except select {cols} from prev_current_reports
+        candidates = "select report_id from candidate_reports"
+        _temp(conn, "scope_stg_reports", f"from stg_reports where report_id in ({candidates})")
+        _temp(
+            conn,
+            "old_int_current_reports",
+            f"from int_current_reports where report_id in ({candidates})",
         )
-        """
-    )
+        conn.execute(f"delete from int_current_reports where report_id in ({candidates})")
+        sql = substitute(model.sql, {"stg_reports": "scope_stg_reports"})
+        conn.execute(f"insert into int_current_reports by name {sql}")
+        _temp(
+            conn,
+            "new_int_current_reports",
+            f"from int_current_reports where report_id in ({candidates})",
+        )
+        old, new = "old_int_current_reports", "new_int_current_reports"
+        _diff(conn, "diff_current", old, new)
+        _temp(conn, "changed_reports", "select distinct report_id from diff_current")
+        # reports whose events change channel or local time (or count, or stop counting)
+        _diff(conn, "diff_moved", old, new, "report_id, channel_id, timezone")
+        _temp(conn, "moved_reports", "select distinct report_id from diff_moved")
+        # organizations whose report-stats pages gain, lose or re-flag a report
+        _diff(conn, "diff_listed", old, new, "report_id, account_id, personal")
+        _temp(conn, "position_accounts", "select distinct account_id from diff_listed")
+        _temp(
+            conn,
+            "changed_current",
+            "from int_current_reports where report_id in (select report_id from changed_reports)",
+        )
+        self._scopes()
+
+    def _scopes(self) -> None:
+        """Keys of the image, read and delivery facts to replace, and their restricted inputs."""
+        conn = self.conn
+        moved = "select report_id from moved_reports"
+        changed = "select report_id from changed_reports"
+        scopes = {
+            "scope_images": (
+                "stg_report_images",
+                "report_image_id",
+                f"select report_image_id from stg_report_images where report_id in ({changed})",
+                "report_images",
+            ),
+            "scope_reads": (
+                "stg_reads",
+                "read_id",
+                f"select read_id from stg_reads where report_id in ({moved}) "
+                f"union select read_id from fct_reads where report_id in ({moved})",
+                "reads",
+            ),
+            "scope_deliveries": (
+                "stg_alerts",
+                "delivery_id",
+                f"select delivery_id from stg_alerts where report_id in ({moved}) "
+                f"union select delivery_id from fct_deliveries where report_id in ({moved}) "
+                f"union select ref from dirty_keys where stream = 'alert_opens'",
+                "alerts",
+            ),
+        }
+        for scope, (source, key, related, stream) in scopes.items():
+            _temp(
+                conn,
+                scope,
+                f"select key as {key} from dirty_keys where stream = '{stream}' union {related}",
+            )
+            _temp(
+                conn,
+                f"delta_{source}",
+                f"from {source} where {key} in (select {key} from {scope})",
+            )
+
+    def positions(self, model: Model) -> None:
+        """Recompute the page positions of organizations whose listed reports changed."""
+        conn = self.conn
+        accounts = "select account_id from position_accounts"
+        if not _count(conn, "position_accounts"):
+            _temp(conn, "repositioned", "select report_id from int_report_positions limit 0")
+            return
+        _temp(conn, "old_positions", f"from {model.name} where account_id in ({accounts})")
+        conn.execute(f"delete from {model.name} where account_id in ({accounts})")
+        _temp(
+            conn, "position_reports", f"from int_current_reports where account_id in ({accounts})"
+        )
+        sql = substitute(model.sql, {"int_current_reports": "position_reports"})
+        conn.execute(f"insert into {model.name} by name {sql}")
+        _temp(conn, "new_positions", f"from {model.name} where account_id in ({accounts})")
+        _diff(conn, "diff_positions", "old_positions", "new_positions")
+        _temp(conn, "repositioned", "select distinct report_id from diff_positions")
+
+    def local_slots(self, model: Model) -> None:
+        """Add the slots of changed reports and replaced events (a slot's attributes never
+        change, so rows are only added)."""
+        _temp(
+            self.conn,
+            "slot_reports",
+            "from int_current_reports where report_id in ("
+            "select report_id from changed_reports "
+            "union select report_id from delta_stg_reads "
+            "union select report_id from delta_stg_alerts)",
+        )
+        sql = substitute(
+            model.sql,
+            {
+                "int_current_reports": "slot_reports",
+                "stg_reads": "delta_stg_reads",
+                "stg_alerts": "delta_stg_alerts",
+            },
+        )
+        self.conn.execute(
+            f"insert into int_local_slots select * from ({sql}) as new "
+            f"where not exists (select 1 from int_local_slots as old "
+            f"where old.timezone = new.timezone and old.slot = new.slot)"
+        )
+
+    # ------------------------------------------------------------------ facts and rollups
+
+    def fact(self, model: Model, fact: Fact) -> None:
+        """Replace the rows of the scope's keys; keep them before and after for the rollups."""
+        conn = self.conn
+        if not _count(conn, fact.scope):
+            return
+        scope = f"select {fact.key} from {fact.scope}"
+        _temp(conn, f"old_{model.name}", f"from {model.name} where {fact.key} in ({scope})")
+        conn.execute(f"delete from {model.name} where {fact.key} in ({scope})")
+        _temp(conn, f"new_{model.name}", substitute(model.sql, dict(fact.inputs)))
+        _insert(conn, model.name, f"new_{model.name}")
+        rows = f"(from old_{model.name} union all from new_{model.name})"
+        _mark(conn, model.name, rows)
+        self.touched.add(model.name)
+
+    def rollup(self, model: Model, rollup: Rollup) -> None:
+        """Recompute the rollup groups the replaced fact rows fall in."""
+        if rollup.fact not in self.touched:
+            return
+        conn, fact = self.conn, rollup.fact
+        groups = ", ".join(rollup.groups)
+        match = " and ".join(f"t.{c} = g.{c}" for c in rollup.groups)
+        _temp(
+            conn,
+            "touched_groups",
+            f"select distinct {groups} from old_{fact} union select distinct {groups} from new_{fact}",
+        )
+        _temp(
+            conn,
+            "touched_rows",
+            f"select * from {model.name} t semi join touched_groups g on {match}",
+        )
+        conn.execute(f"delete from {model.name} t using touched_groups g where {match}")
+        _temp(
+            conn, f"delta_{fact}", f"select * from {fact} t semi join touched_groups g on {match}"
+        )
+        _temp(conn, "new_rows", substitute(model.sql, {fact: f"delta_{fact}"}))
+        _insert(conn, model.name, "new_rows")
+        _mark(conn, model.name, "(from touched_rows union all from new_rows)")
+
+    # ------------------------------------------------------------------ report stats
+
+    def _stats_scope(self) -> list[str]:
+        """Queries for the reports whose report-stats row may differ."""
+        parts = ["select report_id from changed_reports", "select report_id from repositioned"]
+        for table in STATS_EVENTS:
+            if table in self.changed:
+                parts += [
+                    f"select report_id from old_{table}",
+                    f"select report_id from new_{table}",
+                ]
+        if "stg_users" in self.changed:
+            _diff(self.conn, "diff_emails", "old_stg_users", "new_stg_users", "user_id, email")
+            users = "select user_id from diff_emails"
+            parts += [
+                f"select report_id from {table} where user_id in ({users})"
+                for table in ("stg_report_runs", "stg_report_edits", "int_current_reports")
+            ]
+        if "stg_accounts" in self.changed:
+            _diff(
+                self.conn,
+                "diff_names",
+                "old_stg_accounts",
+                "new_stg_accounts",
+                "account_id, username",
+            )
+            parts.append(
+                "select report_id from int_current_reports "
+                "where account_id in (select account_id from diff_names)"
+            )
+        if self.previous_as_of is not None:
+            # manual runs that entered or left [as_of - 30 days, as_of) when as_of moved
+            was = "$previous::timestamptz"
+            now = "getvariable('as_of')::timestamptz"
+            lo, hi = f"least({was}, {now})", f"greatest({was}, {now})"
+            parts.append(
+                f"select report_id from stg_report_runs where run_type = 'manual' and ("
+                f"(ran_at >= {lo} - {WINDOW} and ran_at < {hi} - {WINDOW}) "
+                f"or (ran_at >= {lo} and ran_at < {hi}))"
+            )
+        return parts
+
+    def report_stats(self, model: Model) -> None:
+        """Recompute the report-stats rows of the reports whose inputs changed."""
+        conn = self.conn
+        if self.previous_as_of is None:  # the window of the last build is unknown
+            self.fallback(model)
+            return
+        conn.execute(
+            f"create or replace temp table stats_reports as {' union '.join(self._stats_scope())}",
+            {"previous": self.previous_as_of},
+        )
+        if not _count(conn, "stats_reports"):
+            return
+        scope = "select report_id from stats_reports"
+        inputs = {"int_current_reports": "int_current_reports", **{t: t for t in STATS_EVENTS}}
+        for table in inputs:
+            _temp(conn, f"stats_{table}", f"from {table} where report_id in ({scope})")
+        conn.execute(f"delete from report_stats where report_id in ({scope})")
+        _temp(conn, "new_report_stats", substitute(model.sql, {t: f"stats_{t}" for t in inputs}))
+        _insert(conn, "report_stats", "new_report_stats")
+        conn.execute("insert into dirty_parts values ('report_stats', 'all')")
+
+    # ------------------------------------------------------------------ anything else
+
+    def fallback(self, model: Model) -> None:
+        """A model without an incremental rule: rebuilt in full, every partition marked."""
+        if model.name in LAYOUTS:
+            _mark(self.conn, model.name, model.name)
+        _rebuild(self.conn, model)
+        record_sorted(self.conn, [model.name])
+        if model.name in LAYOUTS:
+            _mark(self.conn, model.name, model.name)
+
+    def build(self, model: Model) -> None:
+        """Bring one model up to date by its rule."""
+        if model.layer == "staging":
+            self.staging(model)
+        elif model.name.startswith("dim_"):
+            self.dimension(model)
+        elif model.name == "int_current_reports":
+            self.current_reports(model)
+        elif model.name == "int_report_positions":
+            self.positions(model)
+        elif model.name == "int_local_slots":
+            self.local_slots(model)
+        elif model.name in FACTS:
+            self.fact(model, FACTS[model.name])
+        elif model.name in ROLLUPS:
+            self.rollup(model, ROLLUPS[model.name])
+        elif model.name == "report_stats":
+            self.report_stats(model)
+        else:
+            self.fallback(model)
 
 
-def _affected_events(conn: duckdb.DuckDBPyConnection, facts: EventFacts) -> None:
-    """Keys of events whose fact rows must be replaced."""
-    conn.execute(
-        f"""
-        create or replace temp table affected_{facts.fact} as
-        {facts.affected}
-        union select {facts.key} from {facts.source}
-            where report_id in (select report_id from moved_reports)
-        union select {facts.key} from {facts.fact}
-            where report_id in (select report_id from moved_reports)
-        """
-    )
-    conn.execute(
-        f"create or replace temp table delta_{facts.source} as select * from {facts.source} "
-        f"where {facts.key} in (select * from affected_{facts.fact})"
-    )
+def run_incremental(conn: duckdb.DuckDBPyConnection, previous_as_of: str | None) -> list[str]:
+    """Bring every model up to date with the dirty keys; returns the models visited.
 
-
-def _local_slots(conn: duckdb.DuckDBPyConnection, model: Model) -> None:
-    """Add the slots of new facts (slot attributes never change, so rows are only added)."""
-    sql = substitute(model.sql, {e.source: f"delta_{e.source}" for e in EVENT_FACTS})
-    conn.execute(
-        f"insert into int_local_slots select * from ({sql}) as new "
-        f"where not exists (select 1 from int_local_slots as old "
-        f"where old.timezone = new.timezone and old.slot = new.slot)"
-    )
-
-
-def _event_fact(conn: duckdb.DuckDBPyConnection, model: Model, facts: EventFacts) -> None:
-    """Replace the fact rows of affected events; remember the rollup groups they touch."""
-    affected = f"select * from affected_{facts.fact}"
-    groups = ", ".join(facts.groups)
-    conn.execute(
-        f"create or replace temp table old_rows as "
-        f"select * from {facts.fact} where {facts.key} in ({affected})"
-    )
-    conn.execute(f"delete from {facts.fact} where {facts.key} in ({affected})")
-    sql = substitute(model.sql, {facts.source: f"delta_{facts.source}"})
-    conn.execute(f"create or replace temp table new_rows as {sql}")
-    conn.execute(f"insert into {facts.fact} by name select * from new_rows")
-    _months(conn, facts.fact, "(select * from old_rows union all select * from new_rows)")
-    conn.execute(
-        f"create or replace temp table touched_{facts.fact} as "
-        f"select distinct {groups} from old_rows union select distinct {groups} from new_rows"
-    )
-
-
-def _rollup(conn: duckdb.DuckDBPyConnection, model: Model, facts: EventFacts) -> None:
-    """Recompute the rollup groups the changed fact rows fall in."""
-    match = " and ".join(f"t.{c} = g.{c}" for c in facts.groups)
-    touched = f"touched_{facts.fact}"
-    conn.execute(
-        f"create or replace temp table touched_rows as "
-        f"select * from {facts.rollup} t semi join {touched} g on {match}"
-    )
-    conn.execute(f"delete from {facts.rollup} t using {touched} g where {match}")
-    conn.execute(
-        f"create or replace temp table delta_{facts.fact} as select * from {facts.fact} t "
-        f"semi join {touched} g on {match}"
-    )
-    sql = substitute(model.sql, {facts.fact: f"delta_{facts.fact}"})
-    conn.execute(f"create or replace temp table new_rows as {sql}")
-    conn.execute(f"insert into {facts.rollup} by name select * from new_rows")
-    _months(conn, facts.rollup, "(select * from touched_rows union all select * from new_rows)")
-
-
-def run_incremental(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    """Bring every model up to date with the dirty keys; returns the models touched."""
-    by_fact = {e.fact: e for e in EVENT_FACTS}
-    by_rollup = {e.rollup: e for e in EVENT_FACTS}
-    conn.execute(
-        "create or replace temp table prev_current_reports as select * from int_current_reports"
-    )
+    `previous_as_of` is the as-of time the models were last built with (None: unknown).
+    """
+    run = Run(conn, previous_as_of)
+    # Rows replaced here leave deleted rows scattered over the row groups of big tables; merging
+    # those row groups on every checkpoint ("vacuum") would rewrite most of each table, every run.
+    # They are left in place instead, and a table is rewritten once they pass COMPACT_RATIO.
+    conn.execute("set max_vacuum_tasks = 0")
+    conn.execute("set checkpoint_threshold = '1GB'")  # one checkpoint, at the end
     built = []
     models = sorted(load_models(), key=lambda m: m.layer != "staging")  # stable: topo order kept
-    for model in models:
-        if model.layer == "staging":
-            _staging(conn, model)
-        elif model.name == "int_local_slots":
-            _local_slots(conn, model)
-        elif model.name in by_fact:
-            _event_fact(conn, model, by_fact[model.name])
-        elif model.name in by_rollup:
-            _rollup(conn, model, by_rollup[model.name])
-        else:
-            _rebuild(conn, model)
-        if model.name == "int_current_reports":
-            _moved_reports(conn)
-            for facts in EVENT_FACTS:
-                _affected_events(conn, facts)
-        built.append(model.name)
-        if model.layer == "marts":
-            crash_point("transform")
+    try:
+        for model in models:
+            run.build(model)
+            built.append(model.name)
+            if model.layer == "marts":
+                crash_point("transform")
+        compact(conn, [m.name for m in models])
+        conn.execute("checkpoint")
+    finally:
+        conn.execute("reset checkpoint_threshold")
+        conn.execute("reset max_vacuum_tasks")
     return built
+
+
+def compact(conn: duckdb.DuckDBPyConnection, tables: list[str]) -> list[str]:
+    """Rewrite, in storage order, each table whose rows deleted or appended since it was last
+    written in order pass COMPACT_RATIO of its live rows; returns the tables rewritten."""
+    physical = dict(
+        conn.execute(
+            "select table_name, estimated_size from duckdb_tables() "
+            "where schema_name = 'main' and not temporary"
+        ).fetchall()
+    )
+    rewritten = []
+    for table in tables:
+        live = _count(conn, table)
+        deleted = physical[table] - live
+        order = storage_order(table)  # appended rows matter only where the order is published
+        appended = physical[table] - sorted_rows(conn, table) if order else 0
+        if deleted + appended > max(COMPACT_RATIO * live, COMPACT_MIN_ROWS):
+            conn.execute("set preserve_insertion_order = true")
+            conn.execute(
+                f"create or replace table {table} as "
+                f"from {table} {f'order by {order}' if order else ''}"
+            )
+            conn.execute("set preserve_insertion_order = false")
+            rewritten.append(table)
+    record_sorted(conn, rewritten)
+    return rewritten

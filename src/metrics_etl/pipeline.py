@@ -164,11 +164,12 @@ def transform_task(conn: duckdb.DuckDBPyConnection, summary: RunSummary) -> list
     _set_state(conn, "transform_complete", "false")
     if incremental_mode:
         transform.prepare(conn, summary.as_of)
-        built = incremental.run_incremental(conn)
+        built = incremental.run_incremental(conn, _state(conn, "as_of"))
     else:
         _set_state(conn, "all_dirty", "true")
         built = transform.run_models(conn, summary.as_of)
         _set_state(conn, "models_hash", transform.models_hash())
+    _set_state(conn, "as_of", summary.as_of)
     _set_state(conn, "transform_complete", "true")
     summary.transform_mode = "incremental" if incremental_mode else "full"
     summary.seconds["transform"] = round(time.monotonic() - started, 3)
@@ -176,12 +177,10 @@ def transform_task(conn: duckdb.DuckDBPyConnection, summary: RunSummary) -> list
 
 
 def dirty_partitions(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]] | None:
-    """Partitions changed since the last publish per merged table, or None to check them all."""
+    """Partitions changed since the last publish per model, or None to write them all."""
     if _state(conn, "all_dirty") != "false":
         return None
-    dirty: dict[str, set[str]] = {
-        name: set() for name in incremental.MERGED if name in publish.LAYOUTS
-    }
+    dirty: dict[str, set[str]] = {name: set() for name in transform.published_models()}
     for table, part in conn.execute("select distinct table_name, part from dirty_parts").fetchall():
         dirty.setdefault(table, set()).add(part)
     return dirty

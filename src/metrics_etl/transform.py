@@ -90,9 +90,30 @@ def run_models(conn: duckdb.DuckDBPyConnection, as_of: str) -> list[str]:
         if model.layer == "marts":
             crash_point("transform")
     conn.execute("set preserve_insertion_order = false")
+    record_sorted(conn, built)
     return built
 
 
 def published_models() -> list[str]:
     """Marts that are published (intermediate `int_` models are not)."""
     return [m.name for m in load_models() if m.layer == "marts" and not m.name.startswith("int_")]
+
+
+def sorted_rows(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    """Rows a table held when it was last written in full, in order (0 if unknown)."""
+    rows = conn.execute(
+        "select value from pipeline_state where key = ?", [f"sorted_rows:{table}"]
+    ).fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def record_sorted(conn: duckdb.DuckDBPyConnection, tables: list[str]) -> None:
+    """Remember the rows of tables just written in full, in order."""
+    for table in tables:
+        conn.execute(
+            "insert or replace into pipeline_state values (?, ?)",
+            [
+                f"sorted_rows:{table}",
+                str(conn.execute(f"select count(*) from {table}").fetchall()[0][0]),
+            ],
+        )
