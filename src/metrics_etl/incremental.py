@@ -298,25 +298,35 @@ class Run:
         _temp(conn, "repositioned", "select distinct report_id from diff_positions")
 
     def local_slots(self, model: Model) -> None:
-        """Add the slots of changed reports and replaced events (a slot's attributes never
-        change, so rows are only added)."""
+        """Add the slots that changed reports and replaced events fall in and that are missing
+        (a slot's attributes never change, so rows are only added)."""
+        conn = self.conn
+        for source, column in (("stg_reads", "read_at"), ("stg_alerts", "sent_at")):
+            _temp(
+                conn,
+                f"slot_{source}",
+                f"select e.* from delta_{source} as e "
+                f"inner join int_current_reports as c on e.report_id = c.report_id "
+                f"anti join int_local_slots as s "
+                f"on s.timezone = c.timezone and s.slot = quarter_slot(e.{column})",
+            )
         _temp(
-            self.conn,
+            conn,
             "slot_reports",
             "from int_current_reports where report_id in ("
             "select report_id from changed_reports "
-            "union select report_id from delta_stg_reads "
-            "union select report_id from delta_stg_alerts)",
+            "union select report_id from slot_stg_reads "
+            "union select report_id from slot_stg_alerts)",
         )
         sql = substitute(
             model.sql,
             {
                 "int_current_reports": "slot_reports",
-                "stg_reads": "delta_stg_reads",
-                "stg_alerts": "delta_stg_alerts",
+                "stg_reads": "slot_stg_reads",
+                "stg_alerts": "slot_stg_alerts",
             },
         )
-        self.conn.execute(
+        conn.execute(
             f"insert into int_local_slots select * from ({sql}) as new "
             f"where not exists (select 1 from int_local_slots as old "
             f"where old.timezone = new.timezone and old.slot = new.slot)"
@@ -350,18 +360,15 @@ class Run:
             "touched_groups",
             f"select distinct {groups} from old_{fact} union select distinct {groups} from new_{fact}",
         )
-        _temp(
-            conn,
-            "touched_rows",
-            f"select * from {model.name} t semi join touched_groups g on {match}",
-        )
         conn.execute(f"delete from {model.name} t using touched_groups g where {match}")
         _temp(
             conn, f"delta_{fact}", f"select * from {fact} t semi join touched_groups g on {match}"
         )
         _temp(conn, "new_rows", substitute(model.sql, {fact: f"delta_{fact}"}))
         _insert(conn, model.name, "new_rows")
-        _mark(conn, model.name, "(from touched_rows union all from new_rows)")
+        # rows before and after fall in the touched groups, whose hours name their partitions
+        assert LAYOUTS[model.name].time_column in rollup.groups, model.name
+        _mark(conn, model.name, "touched_groups")
 
     # ------------------------------------------------------------------ report stats
 
@@ -418,9 +425,12 @@ class Run:
         if not _count(conn, "stats_reports"):
             return
         scope = "select report_id from stats_reports"
-        inputs = {"int_current_reports": "int_current_reports", **{t: t for t in STATS_EVENTS}}
-        for table in inputs:
-            _temp(conn, f"stats_{table}", f"from {table} where report_id in ({scope})")
+        inputs = ("int_current_reports", "int_report_positions", *STATS_EVENTS)
+        for table in inputs:  # views: each is read once, only its columns the model uses
+            conn.execute(
+                f"create or replace temp view stats_{table} as "
+                f"from {table} where report_id in ({scope})"
+            )
         conn.execute(f"delete from report_stats where report_id in ({scope})")
         _temp(conn, "new_report_stats", substitute(model.sql, {t: f"stats_{t}" for t in inputs}))
         _insert(conn, "report_stats", "new_report_stats")
