@@ -380,13 +380,14 @@ TRICKY_VALUES: dict[str, list[object]] = {
                    [{"field_id": 2.0, "value": "a"}], [{"field_id": 2, "value": "a", "x": [1]}],
                    {"field_id": 2, "value": "a"}, [{"field_id": 2, "value": 'a"b'}], "null",
                    [[]], [{"field_id": 2, "value": None}], [{"field_id": None, "value": "a"}],
-                   [{"field_id": 2, "value": "\u00e9"}, {"field_id": 3, "value": "b"}], [{}], 5],
+                   [{"field_id": 2, "value": "\u00e9"}, {"field_id": 3, "value": "b"}], [{}], 5,
+                   [[{"field_id": 2, "value": "a"}]], True, [{"field_id": {"a": 1}, "value": "a"}]],
     "options": [[], [{"value": "a"}], "a,b", [{"value": "a", "name": None}],
                 [{"value": 1, "name": "x"}], [None], {"value": "a", "name": "b"},
                 [{"value": "\u00e9", "name": "\\"}], [[]], "null"],
     "styles": [{}, {"thumb": "t"}, {"thumb": None, "medium": "m"}, "t", [],
                {"thumb": 1, "medium": "m"}, {"thumb": "t", "medium": "m", "x": 1},
-               {"thumb": 'a"', "medium": "\u00e9"}, "null"],
+               {"thumb": 'a"', "medium": "\u00e9"}, "null", [{"thumb": "t", "medium": "m"}], 5],
 }  # fmt: skip
 
 

@@ -7,6 +7,7 @@ import hashlib
 import os
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,6 +238,19 @@ def _chunks(raw_file: RawFile, chunk_bytes: int) -> Iterator[bytes]:
         raise CorruptFile(f"{type(error).__name__}: {error}") from error
 
 
+def _prefetched(items: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """The items of an iterator, the next one read by a helper thread meanwhile.
+
+    Reading and splitting a block (file reads, gzip, numpy, Arrow) release the GIL, as DuckDB
+    does while it validates the previous block, so the two overlap.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-read") as pool:
+        pending = pool.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield item
+
+
 def jsonl_blocks(raw_file: RawFile, chunk_bytes: int) -> Iterator[pa.Table]:
     """Read a JSONL (or gzip JSONL) file as blocks of whole numbered lines."""
     next_line = 1
@@ -265,15 +279,16 @@ def _load_lines(
     stream: Stream,
     rel: str,
     fast: str,
-    lines: str,
+    lines: pa.Table | str,
     run_id: str,
 ) -> tuple[int, int]:
     """Load the records of one block of a file into raw and rejects. Returns (accepted, rejected).
 
     `fast` is the fast pass over the block (line, ok, typed fields): it types and loads the lines
-    it can vouch for with one parse each. Only the others, usually a handful, are read from
-    `lines` (line, text, bad_utf8, blank) and go through the detailed validation, which finds
-    their reason (or accepts them).
+    it can vouch for with one parse each. Only the others, usually a handful, go through the
+    detailed validation, which finds their reason (or accepts them): they are taken from `lines`
+    (line, text, bad_utf8, blank), an Arrow table of the block's lines numbered from its first
+    row, or SQL of a relation holding just them.
     """
     names = ", ".join(f.name for f in stream.fields)
     conn.execute(f"create or replace temp table fast as {fast}")
@@ -284,11 +299,17 @@ def _load_lines(
     ).fetchall()[0]
     if not others:
         return int(accepted), 0
-    failing = (
-        f"(select {_sql_str(rel)} as file, line, text, bad_utf8, blank from {lines} "
-        f"where line in (select line from fast where not ok))"
-    )
-    conn.execute(f"create or replace temp table validated as {validated_sql(stream, failing)}")
+    if isinstance(lines, pa.Table):
+        numbers = conn.execute("select line from fast where not ok").fetchnumpy()["line"]
+        first = lines["line"][0].as_py()
+        conn.register("failing_lines", lines.take(pa.array(numbers - first)))
+        failing = "failing_lines"
+    else:
+        failing = lines
+    source = f"(select {_sql_str(rel)} as file, line, text, bad_utf8, blank from {failing})"
+    conn.execute(f"create or replace temp table validated as {validated_sql(stream, source)}")
+    if isinstance(lines, pa.Table):
+        conn.unregister("failing_lines")
     conn.execute(
         f"insert into raw_{stream.name} select {names}, file, line from validated "
         f"where reason is null"
@@ -314,20 +335,17 @@ def _load_parquet(
     try:
         described = conn.execute(f"describe select * from {scan}").fetchall()
         columns = {row[0]: row[1] for row in described if row[0] != "file_row_number"}
+        used = [quote_ident(f.name) for f in stream.fields if f.name in columns]
+        source = f"(select file_row_number + 1 as line, {', '.join(used)} from {scan})"
         struct = ", ".join(f"{_sql_str(c)}: {quote_ident(c)}" for c in columns)
-        # each row as the JSON line the detailed validation reads
-        lines = (
+        # the rows the fast pass leaves, each as the JSON line the detailed validation reads
+        failing = (
             f"(select file_row_number + 1 as line, to_json({{{struct}}})::varchar as text, "
-            f"false as bad_utf8, false as blank from {scan})"
+            f"false as bad_utf8, false as blank from {scan} "
+            f"where file_row_number + 1 in (select line from fast where not ok))"
         )
-        if len({c.lower() for c in columns}) < len(columns):  # names that differ only in case
-            fast = fast_sql(stream, lines)
-        else:
-            source = (
-                f"(select file_row_number + 1 as line, * exclude (file_row_number) from {scan})"
-            )
-            fast = parquet_fast_sql(stream, source, columns)
-        return _load_lines(conn, stream, raw_file.rel, fast, lines, run_id)
+        fast = parquet_fast_sql(stream, source, columns)
+        return _load_lines(conn, stream, raw_file.rel, fast, failing, run_id)
     except (duckdb.IOException, duckdb.InvalidInputException) as error:
         raise CorruptFile(str(error).splitlines()[0]) from error
 
@@ -342,10 +360,10 @@ def load_file(
     if raw_file.format == "parquet":
         accepted, rejected = _load_parquet(conn, stream, raw_file, run_id)
     else:
-        for block in jsonl_blocks(raw_file, chunk_bytes):
+        for block in _prefetched(jsonl_blocks(raw_file, chunk_bytes)):
             conn.register("block", block)
             counts = _load_lines(
-                conn, stream, raw_file.rel, fast_sql(stream, "block"), "block", run_id
+                conn, stream, raw_file.rel, fast_sql(stream, "block"), block, run_id
             )
             conn.unregister("block")
             accepted += counts[0]

@@ -246,22 +246,16 @@ select * from final
 # odd escaped string) go through the detailed validation, which accepts them or finds a reason.
 #
 # JSON lines are parsed once with `from_json`: as VARCHAR where the text alone decides (no JSON
-# value other than the accepted ones renders as an int, ts, tz or allowed value) and as JSON text
-# where the JSON type matters (strings, booleans, nested values). A JSON null reads as SQL null,
-# as does a missing key.
+# value other than the accepted ones renders as an int, ts, tz or allowed value), as JSON text
+# where the JSON type matters (strings, booleans), and nested values in their shape, with their
+# leaves read in the same way. A JSON null reads as SQL null, as does a missing key, and so does a
+# nested value of another shape (a string where a list belongs).
 FAST_READ_AS: dict[str, str] = {
-    "int": "VARCHAR",
-    "string": "JSON",
-    "bool": "JSON",
-    "ts": "VARCHAR",
-    "tz": "VARCHAR",
-    "selections": "JSON",
-    "options": "JSON",
-    "styles": "JSON",
-}
-
-# Nested values are read from their JSON text into these shapes by a second, small from_json.
-FAST_NESTED_SHAPES: dict[str, str] = {
+    "int": '"VARCHAR"',
+    "string": '"JSON"',
+    "bool": '"JSON"',
+    "ts": '"VARCHAR"',
+    "tz": '"VARCHAR"',
     "selections": '[{"field_id": "VARCHAR", "value": "JSON"}]',
     "options": '[{"value": "JSON", "name": "JSON"}]',
     "styles": '{"thumb": "JSON", "medium": "JSON"}',
@@ -272,11 +266,10 @@ INT_PATTERN = "[+-]?[0-9]+"
 
 @dataclass(frozen=True)
 class FastField:
-    """One field in the fast pass: typed value, check, and an optional helper column."""
+    """One field in the fast pass: its typed value and its check, as SQL."""
 
     conversion: str
     check: str
-    helper: str | None = None
 
 
 def _json_string(j: str) -> str:
@@ -319,14 +312,14 @@ def _nested(kind: str, n: str) -> tuple[str, str]:
     return check, f"list_transform({n}, e -> {value})"
 
 
-def _fast_field(stream: Stream, field: Field, index: int, ref: str, json_null: str) -> FastField:
+def _fast_field(stream: Stream, field: Field, index: int, ref: str, null_type: str) -> FastField:
     """The fast pass of one field whose value, read as FAST_READ_AS says, is `ref`.
 
-    `json_null` is SQL that tells, where `ref` is null, whether the record held an explicit JSON
-    null (rather than no key): the detailed validation turns that into an empty list.
+    `null_type` is SQL for where a nested `ref` is null: the JSON type the detailed validation
+    sees there ('NULL' for an explicit null, which it turns into an empty list; null when the key
+    is missing; another type for a value of the wrong shape).
     """
     v = f"v{index}"
-    helper = None
     if field.type == "int":
         conversion = f"try_cast({ref} as bigint)"
         check = f"(regexp_full_match({ref}, '{INT_PATTERN}') and {v} is not null)"
@@ -343,28 +336,23 @@ def _fast_field(stream: Stream, field: Field, index: int, ref: str, json_null: s
         conversion = ref
         check = f"list_contains(getvariable('known_tz'), {ref})"
     else:
-        n = f"n{index}"
-        shape = FAST_NESTED_SHAPES[field.type]
-        helper = (
-            f"case when starts_with({ref}, '{shape[0]}') then try(from_json({ref}, '{shape}')) end"
-        )
-        check, conversion = _nested(field.type, n)
-        check = f"({n} is not null and {check})"
-        if not field.required:
-            conversion = (
-                f"case when {ref} is not null then {conversion} when {json_null} then [] end"
+        check, conversion = _nested(field.type, ref)
+        if field.required:
+            check = f"({ref} is not null and {check})"
+        else:
+            check = (
+                f"case when {ref} is not null then {check} "
+                f"else coalesce({null_type} = 'NULL', true) end"
             )
-    return _finish(stream, field, index, ref, conversion, check, helper)
+            conversion = f"case when {ref} is not null then {conversion} when {null_type} = 'NULL' then [] end"
+        return FastField(
+            f"try_cast({conversion} as {DUCKDB_TYPES[field.type]})", f"coalesce({check}, false)"
+        )
+    return _finish(stream, field, index, ref, conversion, check)
 
 
 def _finish(
-    stream: Stream,
-    field: Field,
-    index: int,
-    ref: str,
-    conversion: str,
-    check: str,
-    helper: str | None = None,
+    stream: Stream, field: Field, index: int, ref: str, conversion: str, check: str
 ) -> FastField:
     """Add the allowed-values check, and accept a missing optional value (`ref` null)."""
     allowed = ALLOWED_VALUES.get((stream.name, field.name))
@@ -373,14 +361,13 @@ def _finish(
     check = f"coalesce({check}, false)"
     if not field.required:
         check = f"({ref} is null or {check})"
-    return FastField(f"try_cast({conversion} as {DUCKDB_TYPES[field.type]})", check, helper)
+    return FastField(f"try_cast({conversion} as {DUCKDB_TYPES[field.type]})", check)
 
 
 def _fast_query(
     stream: Stream, source: str, parsed: str, fields: list[FastField], guard: str = "true"
 ) -> str:
     """SQL (line, ok, typed fields) over the columns `parsed` reads from `source`."""
-    helpers = "".join(f",\n        {f.helper} as n{i}" for i, f in enumerate(fields, 1) if f.helper)
     conversions = ",\n        ".join(f"{f.conversion} as v{i}" for i, f in enumerate(fields, 1))
     checks = "\n        and ".join([guard, *(f.check for f in fields)])
     typed = ", ".join(f"v{i} as {f.name}" for i, f in enumerate(stream.fields, 1))
@@ -391,17 +378,11 @@ with parsed as (
     from {source}
 ),
 
-helped as (
-    select
-        *{helpers}
-    from parsed
-),
-
 converted as (
     select
         *,
         {conversions}
-    from helped
+    from parsed
 )
 
 select
@@ -419,15 +400,9 @@ def fast_sql(stream: Stream, source: str) -> str:
 
     Blank lines are left out; `ok` is false for lines to validate in detail.
     """
-    struct = "{" + ", ".join(f'"{f.name}": "{FAST_READ_AS[f.type]}"' for f in stream.fields) + "}"
+    struct = "{" + ", ".join(f'"{f.name}": {FAST_READ_AS[f.type]}' for f in stream.fields) + "}"
     fields = [
-        _fast_field(
-            stream,
-            f,
-            i,
-            f"j.{f.name}",
-            f"case when j is not null then try(json_type(text, '$.{f.name}')) = 'NULL' end",
-        )
+        _fast_field(stream, f, i, f"j.{f.name}", f"try(json_type(text, '$.{f.name}'))")
         for i, f in enumerate(stream.fields, 1)
     ]
     parsed = f"line, text, case when not bad_utf8 then try(from_json(text, '{struct}')) end as j"
@@ -437,13 +412,17 @@ def fast_sql(stream: Stream, source: str) -> str:
 
 # Parquet columns whose values the fast pass takes as they are. Their JSON rendering (what the
 # detailed validation reads) is always accepted and converts back to the same value: integers,
-# strings, booleans, and time-zone-aware timestamps whose year has four digits.
+# strings, booleans, time-zone-aware timestamps whose year has four digits, and lists and
+# structs of exactly the contract's shape with no null inside.
 PARQUET_NATIVE: dict[str, tuple[str, ...]] = {
     "int": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"),
     "string": ("VARCHAR",),
     "bool": ("BOOLEAN",),
     "ts": ("TIMESTAMP WITH TIME ZONE",),
     "tz": ("VARCHAR",),
+    "selections": ('STRUCT(field_id BIGINT, "value" VARCHAR)[]',),
+    "options": ('STRUCT("value" VARCHAR, "name" VARCHAR)[]',),
+    "styles": ("STRUCT(thumb VARCHAR, medium VARCHAR)",),
 }
 
 TS_RENDERED_RANGE = (
@@ -468,21 +447,35 @@ def _parquet_field(
         check = "false" if field.required else "true"
         return FastField(f"null::{DUCKDB_TYPES[field.type]}", check), None
     col, ref = quote_ident(field.name), f"r{index}"
-    if column_type in PARQUET_NATIVE.get(field.type, ()):
+    if column_type in PARQUET_NATIVE[field.type] and field.type in ("selections", "options"):
+        names = ("field_id", "value") if field.type == "selections" else ("value", "name")
+        element = " and ".join(["e is not null", *(f"e.{n} is not null" for n in names)])
+        check = f"coalesce(list_bool_and(list_transform({ref}, e -> {element})), true)"
+        # a null list is a JSON null to the detailed validation: an empty list
+        return FastField(f"coalesce({ref}, [])", check), f"{col} as {ref}"
+    if column_type in PARQUET_NATIVE[field.type]:
         check = f"{ref} is not null"
-        if field.type == "ts":
+        if field.type == "styles":
+            check = f"{ref}.thumb is not null and {ref}.medium is not null"
+        elif field.type == "ts":
             check = f"{ref} between {TS_RENDERED_RANGE[0]} and {TS_RENDERED_RANGE[1]}"
         elif field.type == "tz":
             check = f"list_contains(getvariable('known_tz'), {ref})"
         return _finish(stream, field, index, ref, ref, check), f"{col} as {ref}"
-    # otherwise as the JSON text the detailed validation reads, as FAST_READ_AS says
-    if FAST_READ_AS[field.type] == "JSON":
+    # otherwise as the JSON text the detailed validation reads, read as FAST_READ_AS says
+    if field.type in ("selections", "options", "styles"):
+        shaped = f"try(from_json(to_json({col})::varchar, '{FAST_READ_AS[field.type]}'))"
+        null_type = f"case when {col} is null then 'NULL' else 'OTHER' end"
+        return _fast_field(stream, field, index, ref, f"n{index}"), (
+            f"{shaped} as {ref}, {null_type} as n{index}"
+        )
+    if FAST_READ_AS[field.type] == '"JSON"':
         read = f"to_json({col})::varchar"
     elif column_type == "VARCHAR":
         read = col
     else:
         read = f"json_extract_string(to_json({col}), '$')"
-    return _fast_field(stream, field, index, ref, "true"), f"{read} as {ref}"
+    return _fast_field(stream, field, index, ref, "null"), f"{read} as {ref}"
 
 
 def parquet_fast_sql(stream: Stream, source: str, columns: dict[str, str]) -> str:
