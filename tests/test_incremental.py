@@ -789,3 +789,40 @@ def test_late_opens_and_a_moving_as_of(tmp_path: Path) -> None:
     awareness = {r["user_id"]: r for r in one(inc, url("user_awareness", 1, AWARE_FIELDS))}
     assert awareness[3]["alerts_opened"] == 1
     assert stats_of(inc)[60]["recent_manual_run_creators_emails"] == []  # its run is after as-of
+
+
+def test_only_touched_partitions_are_written(tmp_path: Path) -> None:
+    """A late read and a new report rewrite only their months (and report stats); every other
+    file of the previous snapshot is taken over as it is."""
+    r1, r2, inc = tmp_path / "r1", tmp_path / "r2", tmp_path / "inc"
+    busy_world(r1)
+    build(r1, inc, HAND_AS_OF)
+    before = manifest_of(inc)["tables"]
+    jsonl(r2 / "reads/late.jsonl", reads([90], 64, user_id=5, at="2016-03-20T00:00:00Z"))
+    jsonl(r2 / "reports/new.jsonl", [report(65, "2016-11-21T10:00:00Z")])
+    build_incrementally(r2, inc)
+    after = manifest_of(inc)["tables"]
+
+    def parts(files: list[str]) -> dict[str, str]:
+        return {f.split("/")[2].removeprefix("part="): f for f in files}
+
+    changed = {
+        table: sorted(
+            p
+            for p in parts(before[table]["files"]).keys() | parts(after[table]["files"]).keys()
+            if parts(before[table]["files"]).get(p) != parts(after[table]["files"]).get(p)
+        )
+        for table in after
+        if table not in ("runs", "file_stats")
+    }
+    assert {t: p for t, p in changed.items() if p} == {
+        "fct_reads": ["2016-03"],
+        "agg_reads_hourly": ["2016-03"],
+        "fct_reports": ["2016-11"],
+        "agg_reports_hourly": ["2016-11"],
+        "agg_reports_by_user_hourly": ["2016-11"],
+        "agg_reports_by_state_hourly": ["2016-11"],
+        "report_stats": ["all"],
+    }
+    full = full_rebuild([r1, r2], tmp_path / "all", tmp_path / "full")
+    assert_same_tables(inc, full)

@@ -335,18 +335,22 @@ class Run:
     # ------------------------------------------------------------------ facts and rollups
 
     def fact(self, model: Model, fact: Fact) -> None:
-        """Replace the rows of the scope's keys; keep them before and after for the rollups."""
-        conn = self.conn
+        """Recompute the rows of the scope's keys and replace those of the keys whose rows
+        differ; keep those rows before and after for the rollups."""
+        conn, name, key = self.conn, model.name, fact.key
         if not _count(conn, fact.scope):
             return
-        scope = f"select {fact.key} from {fact.scope}"
-        _temp(conn, f"old_{model.name}", f"from {model.name} where {fact.key} in ({scope})")
-        conn.execute(f"delete from {model.name} where {fact.key} in ({scope})")
-        _temp(conn, f"new_{model.name}", substitute(model.sql, dict(fact.inputs)))
-        _insert(conn, model.name, f"new_{model.name}")
-        rows = f"(from old_{model.name} union all from new_{model.name})"
-        _mark(conn, model.name, rows)
-        self.touched.add(model.name)
+        _temp(conn, "scope_rows", f"from {name} where {key} in (select {key} from {fact.scope})")
+        _temp(conn, "scope_new", substitute(model.sql, dict(fact.inputs)))
+        if not _diff(conn, "diff_rows", "scope_rows", "scope_new"):
+            return
+        changed = "select distinct " + key + " from diff_rows"
+        _temp(conn, f"old_{name}", f"from scope_rows where {key} in ({changed})")
+        _temp(conn, f"new_{name}", f"from scope_new where {key} in ({changed})")
+        conn.execute(f"delete from {name} where {key} in (select {key} from old_{name})")
+        _insert(conn, name, f"new_{name}")
+        _mark(conn, name, f"(from old_{name} union all from new_{name})")
+        self.touched.add(name)
 
     def rollup(self, model: Model, rollup: Rollup) -> None:
         """Recompute the rollup groups the replaced fact rows fall in."""
