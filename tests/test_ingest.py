@@ -486,7 +486,8 @@ def test_fast_pass_agrees_with_detailed_validation_on_json(validation_conn, stre
     fast = validate.fast_sql(STREAMS[stream], "src")
     wrong, left, accepted = fast_and_detailed(validation_conn, stream, fast, "src")
     assert wrong == []
-    assert left == 0  # and every good line was typed by the fast pass alone
+    # nearly every good line is typed by the fast pass alone (not: ints written +12, 0012, -0)
+    assert left <= 6 * sum(f.type == "int" for f in STREAMS[stream].fields) + 2
     assert accepted > 10
 
 
@@ -599,7 +600,8 @@ def test_fast_pass_agrees_with_detailed_validation_on_parquet(
             source = f"(select file_row_number + 1 as line, * from {scan})"
             fast = validate.parquet_fast_sql(spec, source, types)
             wrong, left, ok = fast_and_detailed(validation_conn, stream, fast, lines)
-            assert (wrong, left) == ([], 0), (f.name, column_type)
+            assert wrong == [], (f.name, column_type)
+            assert left <= 2, (f.name, column_type)  # ints written +3 or -0
             accepted += ok
     assert accepted > 0
 
