@@ -10,8 +10,9 @@ publish touch, with the same model SQL run over restricted inputs.
   author, token...) drive everything report-shaped below;
 - report positions (report-stats pages) are recomputed for the organizations that gained, lost
   or re-flagged a report;
-- facts are replaced by key: report facts for the changed reports, images for dirty images and
-  changed reports, reads and deliveries for dirty events and every event of a report that
+- facts are recomputed for a scope of keys and replaced where their rows differ: report facts
+  for the changed reports, images for dirty images and changed reports, reads and deliveries
+  for dirty events (and the deliveries of dirty opens) and every event of a report that
   entered, left, or changed channel or time zone; each hourly rollup recomputes the groups
   that the replaced fact rows (before and after) fall in;
 - report stats are recomputed for the reports whose inputs changed: their own row or position,
@@ -23,6 +24,10 @@ publish touch, with the same model SQL run over restricted inputs.
 
 Any mart without a rule here is rebuilt in full with all of its partitions marked dirty. The
 result equals a full rebuild (proven by tests/test_incremental.py).
+
+Replaced rows are appended in storage order and the deleted ones left in place (no row-group
+merging on checkpoints, which would rewrite most of every big table each run); a table is
+rewritten in order once its deleted and appended rows pass COMPACT_RATIO of its rows.
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ STATS_EVENTS = (
     "stg_explorations",
     "stg_schedules",
 )
-COMPACT_RATIO = 0.2  # deleted rows past this share of live rows: the table is rewritten
+COMPACT_RATIO = 0.2  # deleted + appended rows past this share of live rows: table rewritten
 COMPACT_MIN_ROWS = 100_000
 WINDOW = "interval 30 days"  # report_stats: manual runs in [as_of - 30 days, as_of)
 
