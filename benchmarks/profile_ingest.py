@@ -80,7 +80,11 @@ def main() -> None:
     print(f"load_file total {sum(p[0] for p in per_file):.2f} s over {len(per_file)} files")
     lines = sum(s.lines for s in stats.values())
     rejected = sum(s.rejected for s in stats.values())
-    print(f"ingest total {total:.2f} s (CPU {cpu:.2f} s), {lines:,} lines, {rejected:,} rejected")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"ingest total {total:.2f} s (CPU {cpu:.2f} s), {lines:,} lines, {rejected:,} rejected, "
+        f"peak RSS {peak:.0f} MiB"
+    )
     if args.compare:
         conn.execute("checkpoint")
         ok = compare(conn, args.compare)
