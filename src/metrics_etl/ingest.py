@@ -149,19 +149,26 @@ def reset_state(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(f"delete from raw_{stream.name}")
 
 
-def plan(conn: duckdb.DuckDBPyConnection, found: Discovery) -> list[tuple[RawFile, str]]:
-    """Files that are new or whose content changed, each with its content hash."""
+def plan(conn: duckdb.DuckDBPyConnection, found: Discovery) -> list[tuple[RawFile, str | None]]:
+    """Files that are new or whose content changed, each with its content hash.
+
+    A file the manifest does not know is new whatever its hash: its hash is None here, to be
+    computed while earlier files load.
+    """
     known = {
         row[0]: row[1:]
         for row in conn.execute("select file, size, mtime_ns, sha256 from manifest").fetchall()
     }
-    todo = []
+    todo: list[tuple[RawFile, str | None]] = []
     for raw_file in found.files:
         seen = known.get(raw_file.rel)
-        if seen and seen[0] == raw_file.size and seen[1] == raw_file.mtime_ns:
+        if not seen:
+            todo.append((raw_file, None))
+            continue
+        if seen[0] == raw_file.size and seen[1] == raw_file.mtime_ns:
             continue
         digest = file_sha256(raw_file.path)
-        if seen and seen[2] == digest:
+        if seen[2] == digest:
             conn.execute(
                 "update manifest set size = ?, mtime_ns = ? where file = ?",
                 [raw_file.size, raw_file.mtime_ns, raw_file.rel],
@@ -448,24 +455,44 @@ def ingest(
 ) -> dict[str, LoadStats]:
     """Load every new or changed file; return per-stream counts for this run."""
     stats: dict[str, LoadStats] = {}
-    for raw_file, digest in plan(conn, found):
-        conn.execute("begin transaction")
-        try:
-            accepted, rejected = load_file(conn, raw_file, digest, run_id, chunk_bytes)
-        except CorruptFile as error:
-            conn.execute("rollback")
-            conn.execute("begin transaction")
-            accepted, rejected = record_corrupt(conn, raw_file, digest, run_id, str(error))
-        except BaseException:
-            conn.execute("rollback")
-            raise
-        # in the file's transaction: whatever was loaded is published by a later run
-        conn.execute("insert or replace into pipeline_state values ('dirty', 'true')")
-        conn.execute("commit")
-        crash_point("load")
-        s = stats.setdefault(raw_file.stream, LoadStats())
-        s.files += 1
-        s.lines += accepted + rejected
-        s.accepted += accepted
-        s.rejected += rejected
+    todo = plan(conn, found)
+    # new files are hashed by a helper thread (hashlib releases the GIL), ahead of their load
+    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-hash")
+    try:
+        digests = [digest or hasher.submit(file_sha256, raw_file.path) for raw_file, digest in todo]
+        for (raw_file, _), digest in zip(todo, digests, strict=True):
+            known = digest if isinstance(digest, str) else digest.result()
+            _load_one(conn, raw_file, known, run_id, chunk_bytes, stats)
+    finally:
+        hasher.shutdown(wait=False, cancel_futures=True)
     return stats
+
+
+def _load_one(
+    conn: duckdb.DuckDBPyConnection,
+    raw_file: RawFile,
+    digest: str,
+    run_id: str,
+    chunk_bytes: int,
+    stats: dict[str, LoadStats],
+) -> None:
+    """Load one file in its own transaction and add its counts to `stats`."""
+    conn.execute("begin transaction")
+    try:
+        accepted, rejected = load_file(conn, raw_file, digest, run_id, chunk_bytes)
+    except CorruptFile as error:
+        conn.execute("rollback")
+        conn.execute("begin transaction")
+        accepted, rejected = record_corrupt(conn, raw_file, digest, run_id, str(error))
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    # in the file's transaction: whatever was loaded is published by a later run
+    conn.execute("insert or replace into pipeline_state values ('dirty', 'true')")
+    conn.execute("commit")
+    crash_point("load")
+    s = stats.setdefault(raw_file.stream, LoadStats())
+    s.files += 1
+    s.lines += accepted + rejected
+    s.accepted += accepted
+    s.rejected += rejected
