@@ -358,11 +358,21 @@ def _load_parquet(
 
 
 def load_file(
-    conn: duckdb.DuckDBPyConnection, raw_file: RawFile, digest: str, run_id: str, chunk_bytes: int
+    conn: duckdb.DuckDBPyConnection,
+    raw_file: RawFile,
+    digest: str,
+    run_id: str,
+    chunk_bytes: int,
+    new: bool = False,
 ) -> tuple[int, int]:
-    """Load one new or changed file, replacing its earlier records. Returns (accepted, rejected)."""
+    """Load one new or changed file, replacing its earlier records. Returns (accepted, rejected).
+
+    A `new` file (one the manifest does not know) has no earlier records to replace: records,
+    rejects and counts are only written in the transaction that adds their file to the manifest.
+    """
     stream = STREAMS[raw_file.stream]
-    _forget(conn, raw_file)
+    if not new:
+        _forget(conn, raw_file)
     accepted = rejected = blank = 0
     if raw_file.format == "parquet":
         accepted, rejected = _load_parquet(conn, stream, raw_file, run_id)
@@ -434,10 +444,16 @@ def _remember(
 
 
 def record_corrupt(
-    conn: duckdb.DuckDBPyConnection, raw_file: RawFile, digest: str, run_id: str, error: str
+    conn: duckdb.DuckDBPyConnection,
+    raw_file: RawFile,
+    digest: str,
+    run_id: str,
+    error: str,
+    new: bool = False,
 ) -> tuple[int, int]:
     """A file that cannot be decoded loads nothing and counts as one reject at line 0."""
-    _forget(conn, raw_file)
+    if not new:
+        _forget(conn, raw_file)
     reason = f"unreadable file ({error}); replace it with a complete {raw_file.format} file"
     conn.execute(
         "insert into rejects values (?, ?, 0, '', ?, ?)",
@@ -461,8 +477,10 @@ def ingest(
     try:
         digests = [digest or hasher.submit(file_sha256, raw_file.path) for raw_file, digest in todo]
         for (raw_file, _), digest in zip(todo, digests, strict=True):
-            known = digest if isinstance(digest, str) else digest.result()
-            _load_one(conn, raw_file, known, run_id, chunk_bytes, stats)
+            if isinstance(digest, str):
+                _load_one(conn, raw_file, digest, run_id, chunk_bytes, stats, new=False)
+            else:
+                _load_one(conn, raw_file, digest.result(), run_id, chunk_bytes, stats, new=True)
     finally:
         hasher.shutdown(wait=False, cancel_futures=True)
     return stats
@@ -475,15 +493,16 @@ def _load_one(
     run_id: str,
     chunk_bytes: int,
     stats: dict[str, LoadStats],
+    new: bool,
 ) -> None:
     """Load one file in its own transaction and add its counts to `stats`."""
     conn.execute("begin transaction")
     try:
-        accepted, rejected = load_file(conn, raw_file, digest, run_id, chunk_bytes)
+        accepted, rejected = load_file(conn, raw_file, digest, run_id, chunk_bytes, new)
     except CorruptFile as error:
         conn.execute("rollback")
         conn.execute("begin transaction")
-        accepted, rejected = record_corrupt(conn, raw_file, digest, run_id, str(error))
+        accepted, rejected = record_corrupt(conn, raw_file, digest, run_id, str(error), new)
     except BaseException:
         conn.execute("rollback")
         raise
