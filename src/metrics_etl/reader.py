@@ -532,22 +532,47 @@ class Reader:
         i, j, edges = deliveries.pair.window(channel_id, start, end)
         rollup = deliveries.pair.rollup.cols
         users = deliveries.users
-        codes = deliveries.user_code[i:j]
-        size = len(users)
-        per_user = np.stack(
-            [
-                np.bincount(codes, weights=rollup["n"][i:j], minlength=size),
-                np.bincount(codes[deliveries.by_alert.first_in(i, j)], minlength=size),
-                np.bincount(codes[deliveries.by_report.first_in(i, j)], minlength=size),
-                np.bincount(codes, weights=rollup["opened"][i:j], minlength=size),
-            ],
-            axis=1,
+        present, inverse = np.unique(deliveries.user_code[i:j], return_inverse=True)
+        size = len(present)
+        counts = np.column_stack(
+            (
+                np.bincount(inverse, weights=rollup["n"][i:j], minlength=size),
+                np.bincount(inverse[deliveries.by_alert.first_in(i, j)], minlength=size),
+                np.bincount(inverse[deliveries.by_report.first_in(i, j)], minlength=size),
+                np.bincount(inverse, weights=rollup["opened"][i:j], minlength=size),
+            )
         ).astype(np.int64)
-        present = np.nonzero(per_user[:, 0])[0]
-        totals: dict[int, list[int]] = dict(
-            zip(users.values[present].tolist(), per_user[present].tolist(), strict=True)
-        )
+        ids = users.values[present].astype(np.int64)
+        extra = self._awareness_edges(deliveries, edges, i, j)
+        if extra:
+            ids, inverse = np.unique(
+                np.concatenate([ids, np.fromiter(extra, np.int64, len(extra))]),
+                return_inverse=True,
+            )
+            merged = np.zeros((len(ids), 4), dtype=np.int64)
+            np.add.at(merged, inverse, np.vstack([counts, np.array(list(extra.values()))]))
+            counts = merged
+        order = np.lexsort((ids, -counts[:, 0]))
+        chosen = fields or ["total_alerts"]
+        columns = [counts[order, AWARENESS_FIELDS.index(name)].tolist() for name in chosen]
+        names = self._part("dims").users
+        answer: list[dict] = []
+        for k, user_id in enumerate(ids[order].tolist()):
+            first, last = names.get(user_id, (None, None))
+            row = {name: column[k] for name, column in zip(chosen, columns, strict=True)}
+            row.update({"user_id": user_id, "first_name": first, "last_name": last})
+            answer.append(row)
+        return answer
+
+    @staticmethod
+    def _awareness_edges(
+        deliveries: Any, edges: np.ndarray, i: int, j: int
+    ) -> dict[int, list[int]]:
+        """Per recipient, what the edge deliveries add: [deliveries, new alerts, new source
+        reports, opened], an alert or report being new when rollup rows [i, j) lack it."""
         facts = deliveries.pair.facts.cols
+        users = deliveries.users
+        extra: dict[int, list[int]] = {}
         seen: set[tuple[int, str, int]] = set()
         for user, alert, report, opened in zip(
             facts["user_id"][edges].tolist(),
@@ -556,7 +581,7 @@ class Reader:
             facts["opened"][edges].tolist(),
             strict=True,
         ):
-            row = totals.setdefault(user, [0, 0, 0, 0])
+            row = extra.setdefault(user, [0, 0, 0, 0])
             row[0] += 1
             row[3] += opened
             u = users.find(user)
@@ -573,17 +598,7 @@ class Reader:
                 o = codes_of.find(other)
                 if u < 0 or o < 0 or not index.occurs(u * len(codes_of) + o, i, j):
                     row[slot] += 1
-        names = self._part("dims").users
-        chosen = fields or ["total_alerts"]
-        answer: list[dict] = []
-        for user_id, counts in sorted(totals.items(), key=lambda kv: (-kv[1][0], kv[0])):
-            values = dict(zip(AWARENESS_FIELDS, counts, strict=True))
-            first, last = names.get(user_id, (None, None))
-            answer.append(
-                {name: values[name] for name in chosen}
-                | {"user_id": user_id, "first_name": first, "last_name": last}
-            )
-        return answer
+        return extra
 
     # -- report stats ----------------------------------------------------------------------
 
