@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -127,3 +128,13 @@ def report(
     }
     row.update(extra)
     return row
+
+
+def reads(
+    ids: Iterable[int], report_id: int, user_id: int = 4, at: str = "2016-11-08T10:00:00Z"
+) -> list[dict]:
+    """Read records of one report by one user, one per id."""
+    return [
+        {"read_id": i, "account_id": 1, "report_id": report_id, "user_id": user_id, "read_at": at}
+        for i in ids
+    ]

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from conftest import build
 from metrics_etl import pipeline, publish
 from metrics_etl.errors import UserError
 from metrics_etl.reader import ANALYTICS, Reader
-from rawkit import base_world, jsonl, parquet, report
+from rawkit import base_world, jsonl, parquet, reads, report
 from snapshots import ask as answers
 from snapshots import assert_same_tables, published_tables, records
 
@@ -44,15 +43,6 @@ BEFORE_SWITCH = ("load", "transform", "parquet", "before-switch")
 CHILD_TIMEOUT_S = 300
 
 # --------------------------------------------------------------------------- raw data
-
-
-def reads(
-    ids: Iterable[int], report_id: int, user_id: int = 4, at: str = "2016-11-08T10:00:00Z"
-) -> list[dict]:
-    return [
-        {"read_id": i, "account_id": 1, "report_id": report_id, "user_id": user_id, "read_at": at}
-        for i in ids
-    ]
 
 
 def delivery(

@@ -21,7 +21,7 @@ import pytest
 from conftest import build
 from metrics_etl.generate import generate
 from metrics_etl.reader import ANALYTICS
-from rawkit import base_world, jsonl, report
+from rawkit import base_world, jsonl, reads, report
 from snapshots import ask, assert_same_tables, manifest_of, published_tables, records
 
 UTC = dt.UTC
@@ -286,15 +286,6 @@ def reads_of(warehouse: Path, channel_id: int) -> dict[str, int]:
 def stats_of(warehouse: Path) -> dict[int, dict]:
     body = one(warehouse, "/batch/acme/report_stats?include_spaces=all")
     return {row["report_id"]: row for row in body["report_stats"]}  # type: ignore[index]
-
-
-def reads(
-    ids: Iterable[int], report_id: int, user_id: int = 4, at: str = "2016-11-08T10:00:00Z"
-) -> list[dict]:
-    return [
-        {"read_id": i, "account_id": 1, "report_id": report_id, "user_id": user_id, "read_at": at}
-        for i in ids
-    ]
 
 
 def delivery(delivery_id: int, report_id: int, user_id: int = 4, alert_id: int = 5) -> dict:
