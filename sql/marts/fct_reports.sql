@@ -24,9 +24,9 @@ final as (
         reports.state_id,
         reports.account_id
     from reports
+    -- one composite key, as in the event facts
     inner join slots
-        on reports.timezone = slots.timezone
-        and quarter_slot(reports.created_at) = slots.slot
+        on (reports.timezone, quarter_slot(reports.created_at)) = (slots.timezone, slots.slot)
 )
 
 select * from final
