@@ -229,6 +229,30 @@ def test_random_split_equals_full_rebuild(
     assert_same_answers(warehouse, answers, requests)
 
 
+def test_report_stats_built_in_account_batches_equals_one_pass(
+    generated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full build that makes report_stats one account at a time publishes the same tables."""
+    from metrics_etl import transform
+
+    gen, files, as_of, full, _requests, _answers = generated
+    batches: list[int] = []
+    one_batch = transform.build_by_accounts
+
+    def spy(conn: duckdb.DuckDBPyConnection, model: transform.Model) -> int:
+        batches.append(one_batch(conn, model))
+        return batches[-1]
+
+    monkeypatch.setattr(transform, "MIN_BATCH_REPORTS", 1)
+    monkeypatch.setattr(transform, "REPORT_BYTES", 2**60)
+    monkeypatch.setattr(transform, "build_by_accounts", spy)
+    warehouse = tmp_path / "wh"
+    build(copy_files(gen, tmp_path / "raw", files), warehouse, as_of)
+    accounts = {row["account_id"] for row in records(published_tables(full), "report_stats")}
+    assert batches == [len(accounts)] and len(accounts) > 1
+    assert_same_tables(warehouse, full)
+
+
 def test_splits_cover_many_shapes(generated) -> None:
     """The seeds are not degenerate: 2, 3 and 5 runs, most streams split over runs, events before their reports."""
     files = generated[1]

@@ -40,7 +40,15 @@ import duckdb
 from metrics_etl.contract import STREAMS
 from metrics_etl.publish import LAYOUTS, part_expr, storage_order
 from metrics_etl.settings import crash_point
-from metrics_etl.transform import Model, load_models, record_sorted, sorted_rows
+from metrics_etl.transform import (
+    BY_ACCOUNTS,
+    STATS_EVENTS,
+    Model,
+    load_models,
+    record_sorted,
+    sorted_rows,
+    substitute,
+)
 
 
 @dataclass(frozen=True)
@@ -87,24 +95,9 @@ ROLLUPS = {
         "fct_deliveries", ("channel_id", "hour_start", "user_id", "alert_id", "report_id")
     ),
 }
-# Staging tables whose events or versions count in report_stats through their report_id.
-STATS_EVENTS = (
-    "stg_reads",
-    "stg_report_runs",
-    "stg_report_edits",
-    "stg_explorations",
-    "stg_schedules",
-)
 COMPACT_RATIO = 0.2  # deleted + appended rows past this share of live rows: table rewritten
 COMPACT_MIN_ROWS = 100_000
 WINDOW = "interval 30 days"  # report_stats: manual runs in [as_of - 30 days, as_of)
-
-
-def substitute(sql: str, replacements: dict[str, str]) -> str:
-    """Point a model's `from`/`join` references at other relations."""
-    for old, new in replacements.items():
-        sql = re.sub(rf"\b(from|join)(\s+){old}\b", rf"\1\2{new}", sql)
-    return sql
 
 
 def _count(conn: duckdb.DuckDBPyConnection, relation: str) -> int:
@@ -434,7 +427,7 @@ class Run:
         if not _count(conn, "stats_reports"):
             return
         scope = "select report_id from stats_reports"
-        inputs = ("int_current_reports", "int_report_positions", *STATS_EVENTS)
+        inputs = BY_ACCOUNTS["report_stats"]
         for table in inputs:  # views: each is read once, only its columns the model uses
             conn.execute(
                 f"create or replace temp view stats_{table} as "

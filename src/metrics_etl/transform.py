@@ -14,6 +14,19 @@ from metrics_etl.publish import storage_order
 from metrics_etl.settings import crash_point
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+# Models built a batch of accounts at a time, with the report-keyed inputs that are filtered
+# to each batch (everything else they read is small: users, accounts).
+# Staging tables whose events or versions count in report_stats through their report_id.
+STATS_EVENTS = (
+    "stg_reads",
+    "stg_report_runs",
+    "stg_report_edits",
+    "stg_explorations",
+    "stg_schedules",
+)
+BY_ACCOUNTS = {"report_stats": ("int_current_reports", "int_report_positions", *STATS_EVENTS)}
+REPORT_BYTES = 2048  # memory per report a batch of report_stats may take (measured ~1 KiB)
+MIN_BATCH_REPORTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,13 @@ def load_models(root: Path | None = None) -> list[Model]:
         for name, model in models.items()
     }
     return [models[name] for name in TopologicalSorter(graph).static_order()]
+
+
+def substitute(sql: str, replacements: dict[str, str]) -> str:
+    """Point a model's `from`/`join` references at other relations."""
+    for old, new in replacements.items():
+        sql = re.sub(rf"\b(from|join)(\s+){old}\b", rf"\1\2{new}", sql)
+    return sql
 
 
 def install_macros(conn: duckdb.DuckDBPyConnection, root: Path | None = None) -> None:
@@ -83,15 +103,62 @@ def run_models(conn: duckdb.DuckDBPyConnection, as_of: str) -> list[str]:
     built = []
     conn.execute("set preserve_insertion_order = true")
     for model in load_models():
-        order = storage_order(model.name)
-        query = f"select * from ({model.sql}) order by {order}" if order else model.sql
-        conn.execute(f"create or replace table {model.name} as {query}")
+        if model.name in BY_ACCOUNTS:
+            build_by_accounts(conn, model)
+        else:
+            order = storage_order(model.name)
+            query = f"select * from ({model.sql}) order by {order}" if order else model.sql
+            conn.execute(f"create or replace table {model.name} as {query}")
         built.append(model.name)
         if model.layer == "marts":
             crash_point("transform")
     conn.execute("set preserve_insertion_order = false")
     record_sorted(conn, built)
     return built
+
+
+def memory_limit_bytes(conn: duckdb.DuckDBPyConnection) -> int:
+    """The connection's DuckDB memory limit in bytes."""
+    text = conn.execute("select current_setting('memory_limit')").fetchall()[0][0]
+    match = re.fullmatch(r"([0-9.]+)\s*([KMGT]?i?B|bytes)", text.strip())
+    if match is None:
+        return 4 * 2**30
+    number, unit = match.groups()
+    power = "KMGT".find(unit[0]) + 1 if unit != "bytes" else 0
+    return int(float(number) * (1024 if "i" in unit else 1000) ** power)
+
+
+def build_by_accounts(conn: duckdb.DuckDBPyConnection, model: Model) -> int:
+    """Build a report-keyed model one batch of accounts at a time, each batch sized to the memory
+    limit: its email lists and joins are held in memory per report, so one pass over 10M reports
+    would need several GiB. Batches are in account order, so the table stays in storage order.
+    Returns the number of batches."""
+    per_batch = max(MIN_BATCH_REPORTS, memory_limit_bytes(conn) // REPORT_BYTES)
+    conn.execute(
+        "create or replace temp table report_batches as "
+        "select account_id, (sum(reports) over (order by account_id) - 1) // $per_batch as batch "
+        "from (select account_id, count(*) as reports from int_current_reports group by all)",
+        {"per_batch": per_batch},
+    )
+    batches = conn.execute("select distinct batch from report_batches order by batch").fetchall()
+    inputs = BY_ACCOUNTS[model.name]
+    for table in inputs:
+        conn.execute(
+            f"create or replace temp view batch_{table} as from {table} where report_id in "
+            "(select report_id from int_current_reports where account_id in "
+            "(select account_id from report_batches where batch = getvariable('batch')))"
+        )
+    sql = substitute(model.sql, {t: f"batch_{t}" for t in inputs})
+    order = storage_order(model.name)
+    query = f"select * from ({sql}) order by {order}" if order else sql
+    conn.execute("set variable batch = -1")
+    conn.execute(f"create or replace table {model.name} as {query}")
+    for (batch,) in batches:
+        conn.execute("set variable batch = ?", [batch])
+        conn.execute(f"insert into {model.name} {query}")
+    for table in inputs:
+        conn.execute(f"drop view batch_{table}")
+    return len(batches)
 
 
 def published_models() -> list[str]:
