@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metrics_etl.serving import Codes, Distinct, Sorted, count_by
+from metrics_etl.serving import Codes, Distinct, Sorted, largest_first, totals_by
 
 keys = st.lists(st.integers(-5, 5), max_size=40)
 
@@ -42,7 +42,7 @@ def test_span_is_the_channel_rows_in_the_time_range(rows: list[tuple[int, int]],
 
 
 @given(st.lists(st.tuples(st.integers(0, 9), st.integers(1, 5)), max_size=30))
-def test_count_by_sums_weights_per_key(pairs: list[tuple[int, int]]) -> None:
+def test_totals_by_sums_weights_per_key(pairs: list[tuple[int, int]]) -> None:
     half = len(pairs) // 2
     arrays = [
         np.array([k for k, _ in part], dtype=np.int64) for part in (pairs[:half], pairs[half:])
@@ -53,7 +53,11 @@ def test_count_by_sums_weights_per_key(pairs: list[tuple[int, int]]) -> None:
     expected: dict[int, int] = {}
     for k, w in pairs:
         expected[k] = expected.get(k, 0) + w
-    assert count_by(arrays, weights) == sorted(expected.items())
+    values, totals = totals_by(arrays, weights)
+    assert list(zip(values.tolist(), totals.tolist(), strict=True)) == sorted(expected.items())
+    keys, counts = largest_first(values, totals)
+    ranked = sorted(expected.items(), key=lambda kv: (-kv[1], kv[0]))
+    assert list(zip(keys, counts, strict=True)) == ranked
 
 
 def test_codes_find_known_and_unknown_ids() -> None:

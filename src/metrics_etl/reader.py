@@ -33,11 +33,12 @@ from metrics_etl.serving import (
     NO_ID,
     Index,
     Pair,
-    count_by,
     format_instants,
     from_us,
+    largest_first,
     pair_key_of,
     to_us,
+    totals_by,
 )
 from metrics_etl.timeparse import format_instant, parse_instant
 
@@ -335,8 +336,9 @@ class Reader:
         end: datetime,
         fact_key: str | None = None,
         keep: Any = None,
-    ) -> list[tuple[Any, int]]:
-        """Counts per key over [start, end): whole hours from the rollup, edges from facts.
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Counts per key over [start, end), as (keys, counts) in key order: whole hours from
+        the rollup, edges from facts.
 
         `keep`, when given, maps (key array, is_rollup) to a mask of the rows to count.
         """
@@ -347,7 +349,7 @@ class Reader:
             masks = [keep(pair.rollup.cols, slice(i, j)), keep(pair.facts.cols, edges)]
             keys = [k[m] for k, m in zip(keys, masks, strict=True)]
             weights = [w[m] for w, m in zip(weights, masks, strict=True)]
-        return count_by(keys, weights)
+        return totals_by(keys, weights)
 
     def reports_over_time(
         self,
@@ -360,7 +362,8 @@ class Reader:
         """Reports per local time bucket (hour, day, week or month)."""
         account = self._channel_account(account_id, channel_id)
         width = width or default_width(start, end)
-        rows = self._counts(self._part("reports")["time"], width, channel_id, start, end)
+        buckets, counts = self._counts(self._part("reports")["time"], width, channel_id, start, end)
+        rows = zip(buckets.tolist(), counts.tolist(), strict=True)
         return [
             {
                 "account_id": account,
@@ -376,28 +379,33 @@ class Reader:
     ) -> list[dict]:
         """Reports per author."""
         account = self._channel_account(account_id, channel_id)
-        rows = self._counts(self._part("reports")["user"], "user_id", channel_id, start, end)
-        rows.sort(key=lambda r: (-r[1], r[0]))
-        return [{"user_id": u, "account_id": account, "report_count": n} for u, n in rows]
+        users, counts = largest_first(
+            *self._counts(self._part("reports")["user"], "user_id", channel_id, start, end)
+        )
+        return [
+            {"user_id": u, "account_id": account, "report_count": n}
+            for u, n in zip(users, counts, strict=True)
+        ]
 
     def reports_per_state(
         self, account_id: int, channel_id: int, start: datetime, end: datetime
     ) -> list[dict]:
         """Reports per state (reports without a state are left out)."""
         account = self._channel_account(account_id, channel_id)
-        rows = self._counts(
-            self._part("reports")["state"],
-            "state_id",
-            channel_id,
-            start,
-            end,
-            keep=lambda cols, rows: cols["state_id"][rows] != NO_ID,
+        states, counts = largest_first(
+            *self._counts(
+                self._part("reports")["state"],
+                "state_id",
+                channel_id,
+                start,
+                end,
+                keep=lambda cols, rows: cols["state_id"][rows] != NO_ID,
+            )
         )
         names = self._part("dims").states
-        rows.sort(key=lambda r: (-r[1], r[0]))
         return [
             {"id": s, "name": names.get(s), "account_id": account, "report_count": n}
-            for s, n in rows
+            for s, n in zip(states, counts, strict=True)
         ]
 
     def reports_per_day_hour(
@@ -405,16 +413,24 @@ class Reader:
     ) -> list[dict]:
         """Reports per local hour of day."""
         account = self._channel_account(account_id, channel_id)
-        rows = self._counts(self._part("reports")["time"], "local_hour", channel_id, start, end)
-        return [{"account_id": account, "hour": h, "report_count": n} for h, n in rows]
+        hours, counts = self._counts(
+            self._part("reports")["time"], "local_hour", channel_id, start, end
+        )
+        return [
+            {"account_id": account, "hour": h, "report_count": n}
+            for h, n in zip(hours.tolist(), counts.tolist(), strict=True)
+        ]
 
     def reports_per_week_day(
         self, account_id: int, channel_id: int, start: datetime, end: datetime
     ) -> list[dict]:
         """Reports per local weekday, 0 = Sunday."""
         account = self._channel_account(account_id, channel_id)
-        rows = self._counts(self._part("reports")["time"], "dow", channel_id, start, end)
-        return [{"account_id": account, "dow": d, "report_count": n} for d, n in rows]
+        days, counts = self._counts(self._part("reports")["time"], "dow", channel_id, start, end)
+        return [
+            {"account_id": account, "dow": d, "report_count": n}
+            for d, n in zip(days.tolist(), counts.tolist(), strict=True)
+        ]
 
     def reports_per_field_selection(
         self, account_id: int, channel_id: int, start: datetime, end: datetime, field_id: int
@@ -431,7 +447,7 @@ class Reader:
                 f"{', '.join(SELECTABLE_FIELD_TYPES)} fields are supported"
             )
         pair = self._part("selections")
-        rows = self._counts(
+        codes, counts = self._counts(
             pair,
             "code",
             channel_id,
@@ -448,7 +464,7 @@ class Reader:
                 "value": values[code],
                 "report_count": n,
             }
-            for code, n in rows
+            for code, n in zip(codes.tolist(), counts.tolist(), strict=True)
         ]
         answer.sort(key=lambda r: (-r["report_count"], r["value"]))
         return answer
@@ -554,14 +570,13 @@ class Reader:
         order = np.lexsort((ids, -counts[:, 0]))
         chosen = fields or ["total_alerts"]
         columns = [counts[order, AWARENESS_FIELDS.index(name)].tolist() for name in chosen]
+        user_ids = ids[order].tolist()
         names = self._part("dims").users
-        answer: list[dict] = []
-        for k, user_id in enumerate(ids[order].tolist()):
-            first, last = names.get(user_id, (None, None))
-            row = {name: column[k] for name, column in zip(chosen, columns, strict=True)}
-            row.update({"user_id": user_id, "first_name": first, "last_name": last})
-            answer.append(row)
-        return answer
+        unnamed = (None, None)
+        people = [names.get(u, unnamed) for u in user_ids]
+        rows = zip(*columns, user_ids, [p[0] for p in people], [p[1] for p in people], strict=True)
+        keys = (*chosen, "user_id", "first_name", "last_name")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     @staticmethod
     def _awareness_edges(

@@ -161,14 +161,20 @@ def format_instants(values: np.ndarray) -> list[str]:
     return [f"{t}Z" for t in text.tolist()]
 
 
-def count_by(keys: list[np.ndarray], weights: list[np.ndarray]) -> list[tuple[Any, int]]:
-    """Sum weights per key over several key/weight arrays: [(key, total)] in key order."""
+def totals_by(keys: list[np.ndarray], weights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Sum weights per key over several key/weight arrays: (keys, totals), in key order."""
     allkeys = np.concatenate(keys)
     if not len(allkeys):
-        return []
+        return allkeys, np.zeros(0, dtype=np.int64)
     values, inverse = np.unique(allkeys, return_inverse=True)
     totals = np.bincount(inverse, weights=np.concatenate(weights).astype(np.float64))
-    return list(zip(values.tolist(), totals.astype(np.int64).tolist(), strict=True))
+    return values, totals.astype(np.int64)
+
+
+def largest_first(values: np.ndarray, totals: np.ndarray) -> tuple[list[Any], list[int]]:
+    """Keys and totals as lists, the largest total first, ties by key."""
+    order = np.lexsort((values, -totals))
+    return values[order].tolist(), totals[order].tolist()
 
 
 @dataclass
