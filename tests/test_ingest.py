@@ -646,3 +646,41 @@ def test_line_numbers_blank_lines_and_block_edges(tmp_path: Path) -> None:
         ref = Reference(raw, AS_OF)
         assert rejects_of(conn) == {(r["stream"], r["file"], r["line"]) for r in ref.rejects}
         conn.close()
+
+
+def test_keys_are_tracked_only_for_an_incremental_transform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full rebuild reads everything, so its ingest records no changed keys; the raw tables
+    are the same either way, and runs that may go incremental do record them."""
+    raw = tmp_path / "raw"
+    bad_lines_world(raw)
+    untracked = pipeline.open_writer(tmp_path / "a")
+    ingest.ingest(untracked, ingest.discover(raw), "r1", 1 << 20, track=False)
+    tracked, _ = load(raw, tmp_path / "b")
+    keys = "select count(*) from dirty_keys"
+    assert untracked.execute(keys).fetchall() == [(0,)]
+    assert tracked.execute(keys).fetchall()[0][0] > 0
+    for stream in STREAMS:
+        query = f"select * from raw_{stream} order by all"
+        assert untracked.execute(query).fetchall() == tracked.execute(query).fetchall(), stream
+    untracked.close()
+    tracked.close()
+
+    calls: list[bool] = []
+    real = ingest.ingest
+
+    def spy(*args, **kwargs):
+        calls.append(args[4])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "ingest", spy)
+    warehouse = tmp_path / "wh"
+    pipeline.run(raw, warehouse, AS_OF, False)  # first build: full
+    jsonl(
+        raw / "reads/late.jsonl",
+        [{"read_id": 99, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}],
+    )
+    pipeline.run(raw, warehouse, AS_OF, False)  # incremental
+    pipeline.run(raw, warehouse, AS_OF, True)  # --full-refresh
+    assert calls == [False, True, False]

@@ -288,6 +288,7 @@ def _load_lines(
     fast: str,
     lines: pa.Table | str,
     run_id: str,
+    track: bool,
 ) -> tuple[int, int]:
     """Load the records of one block of a file into raw and rejects. Returns (accepted, rejected).
 
@@ -300,7 +301,8 @@ def _load_lines(
     names = ", ".join(f.name for f in stream.fields)
     conn.execute(f"create or replace temp table fast as {fast}")
     conn.execute(f"insert into raw_{stream.name} select {names}, ?, line from fast where ok", [rel])
-    _mark_dirty(conn, stream, "fast", "ok", [])
+    if track:
+        _mark_dirty(conn, stream, "fast", "ok", [])
     accepted, others = conn.execute(
         "select count(*) filter (where ok), count(*) filter (where not ok) from fast"
     ).fetchall()[0]
@@ -321,7 +323,8 @@ def _load_lines(
         f"insert into raw_{stream.name} select {names}, file, line from validated "
         f"where reason is null"
     )
-    _mark_dirty(conn, stream, "validated", "reason is null", [])
+    if track:
+        _mark_dirty(conn, stream, "validated", "reason is null", [])
     conn.execute(
         "insert into rejects select ?, file, line, text, reason, ? from validated "
         "where reason is not null",
@@ -335,7 +338,7 @@ def _load_lines(
 
 
 def _load_parquet(
-    conn: duckdb.DuckDBPyConnection, stream: Stream, raw_file: RawFile, run_id: str
+    conn: duckdb.DuckDBPyConnection, stream: Stream, raw_file: RawFile, run_id: str, track: bool
 ) -> tuple[int, int]:
     """Load a Parquet file: typed columns checked as they are, each row numbered from 1."""
     scan = f"read_parquet({_sql_str(str(raw_file.path))}, file_row_number = true)"
@@ -352,7 +355,7 @@ def _load_parquet(
             f"where file_row_number + 1 in (select line from fast where not ok))"
         )
         fast = parquet_fast_sql(stream, source, columns)
-        return _load_lines(conn, stream, raw_file.rel, fast, failing, run_id)
+        return _load_lines(conn, stream, raw_file.rel, fast, failing, run_id, track)
     except (duckdb.IOException, duckdb.InvalidInputException) as error:
         raise CorruptFile(str(error).splitlines()[0]) from error
 
@@ -364,23 +367,25 @@ def load_file(
     run_id: str,
     chunk_bytes: int,
     new: bool = False,
+    track: bool = True,
 ) -> tuple[int, int]:
     """Load one new or changed file, replacing its earlier records. Returns (accepted, rejected).
 
     A `new` file (one the manifest does not know) has no earlier records to replace: records,
     rejects and counts are only written in the transaction that adds their file to the manifest.
+    `track` records the keys added and removed for the incremental transform.
     """
     stream = STREAMS[raw_file.stream]
     if not new:
-        _forget(conn, raw_file)
+        _forget(conn, raw_file, track)
     accepted = rejected = blank = 0
     if raw_file.format == "parquet":
-        accepted, rejected = _load_parquet(conn, stream, raw_file, run_id)
+        accepted, rejected = _load_parquet(conn, stream, raw_file, run_id, track)
     else:
         for block in _prefetched(jsonl_blocks(raw_file, chunk_bytes)):
             conn.register("block", block)
             counts = _load_lines(
-                conn, stream, raw_file.rel, fast_sql(stream, "block"), block, run_id
+                conn, stream, raw_file.rel, fast_sql(stream, "block"), block, run_id, track
             )
             conn.unregister("block")
             accepted += counts[0]
@@ -406,11 +411,12 @@ def _mark_dirty(
     )
 
 
-def _forget(conn: duckdb.DuckDBPyConnection, raw_file: RawFile) -> None:
+def _forget(conn: duckdb.DuckDBPyConnection, raw_file: RawFile, track: bool = True) -> None:
     """Remove every record, reject and count of a file's earlier content."""
-    _mark_dirty(
-        conn, STREAMS[raw_file.stream], f"raw_{raw_file.stream}", "_file = ?", [raw_file.rel]
-    )
+    if track:
+        _mark_dirty(
+            conn, STREAMS[raw_file.stream], f"raw_{raw_file.stream}", "_file = ?", [raw_file.rel]
+        )
     conn.execute(f"delete from raw_{raw_file.stream} where _file = ?", [raw_file.rel])
     conn.execute("delete from rejects where file = ?", [raw_file.rel])
     conn.execute("delete from file_stats where file = ?", [raw_file.rel])
@@ -468,8 +474,10 @@ def ingest(
     found: Discovery,
     run_id: str,
     chunk_bytes: int,
+    track: bool = True,
 ) -> dict[str, LoadStats]:
-    """Load every new or changed file; return per-stream counts for this run."""
+    """Load every new or changed file; return per-stream counts for this run. `track` records
+    changed keys for the incremental transform (useless when the transform rebuilds in full)."""
     stats: dict[str, LoadStats] = {}
     todo = plan(conn, found)
     # new files are hashed by a helper thread (hashlib releases the GIL), ahead of their load
@@ -478,9 +486,9 @@ def ingest(
         digests = [digest or hasher.submit(file_sha256, raw_file.path) for raw_file, digest in todo]
         for (raw_file, _), digest in zip(todo, digests, strict=True):
             if isinstance(digest, str):
-                _load_one(conn, raw_file, digest, run_id, chunk_bytes, stats, new=False)
+                _load_one(conn, raw_file, digest, run_id, chunk_bytes, stats, False, track)
             else:
-                _load_one(conn, raw_file, digest.result(), run_id, chunk_bytes, stats, new=True)
+                _load_one(conn, raw_file, digest.result(), run_id, chunk_bytes, stats, True, track)
     finally:
         hasher.shutdown(wait=False, cancel_futures=True)
     return stats
@@ -494,11 +502,12 @@ def _load_one(
     chunk_bytes: int,
     stats: dict[str, LoadStats],
     new: bool,
+    track: bool,
 ) -> None:
     """Load one file in its own transaction and add its counts to `stats`."""
     conn.execute("begin transaction")
     try:
-        accepted, rejected = load_file(conn, raw_file, digest, run_id, chunk_bytes, new)
+        accepted, rejected = load_file(conn, raw_file, digest, run_id, chunk_bytes, new, track)
     except CorruptFile as error:
         conn.execute("rollback")
         conn.execute("begin transaction")

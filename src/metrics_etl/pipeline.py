@@ -116,14 +116,17 @@ def ingest_task(
     """Load new or changed raw files; returns how many were loaded."""
     started = time.monotonic()
     if summary.full_refresh:
+        _set_state(conn, "all_dirty", "true")  # kept if the run stops: the next one is full too
         ingest.reset_state(conn)
+    # changed keys only matter to an incremental transform; a full one reads everything
+    track = can_run_incrementally(conn, summary.full_refresh)
     found = ingest.discover(raw)
     if not found.files and not found.skipped:
         raise UserError(
             f"raw folder {raw} is empty; put files under {raw}/<stream>/ or run `metrics-etl generate`"
         )
     summary.skipped_files = [list(s) for s in found.skipped]
-    stats = ingest.ingest(conn, found, summary.run_id, chunk_bytes)
+    stats = ingest.ingest(conn, found, summary.run_id, chunk_bytes, track)
     summary.streams = {name: vars(s) for name, s in sorted(stats.items())}
     summary.seconds["ingest"] = round(time.monotonic() - started, 3)
     return sum(s.files for s in stats.values())
