@@ -576,7 +576,7 @@ class Reader:
         people = [names.get(u, unnamed) for u in user_ids]
         rows = zip(*columns, user_ids, [p[0] for p in people], [p[1] for p in people], strict=True)
         keys = (*chosen, "user_id", "first_name", "last_name")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        return [dict(zip(keys, row, strict=False)) for row in rows]  # rows are full-length
 
     @staticmethod
     def _awareness_edges(
