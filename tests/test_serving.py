@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metrics_etl.serving import Codes, Distinct, Sorted, largest_first, totals_by
+from metrics_etl.serving import (
+    Codes,
+    Distinct,
+    ReportStats,
+    Sorted,
+    largest_first,
+    totals_by,
+)
 
 keys = st.lists(st.integers(-5, 5), max_size=40)
 
@@ -64,3 +72,36 @@ def test_codes_find_known_and_unknown_ids() -> None:
     codes, encoded = Codes.of(np.array([30, 10, 30, 20], dtype=np.int64))
     assert encoded.tolist() == [2, 0, 2, 1]
     assert [codes.find(v) for v in (10, 20, 30, 15, 99, -1)] == [0, 1, 2, -1, -1, -1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 3), st.booleans()), max_size=30),
+    st.integers(1, 4),
+    st.data(),
+)
+def test_report_stats_pages_match_brute_force(
+    reports: list[tuple[int, bool]], chunk: int, data
+) -> None:
+    """Pages of all or shared reports, over a table held in several Arrow chunks."""
+    reports.sort(key=lambda r: r[0])
+    ids = list(range(100, 100 + len(reports)))
+    emails = [[f"u{i}@x", "z@x"][: i % 3] for i in ids]
+    schema = pa.schema([("report_id", pa.int64()), ("emails", pa.list_(pa.string()))])
+    batches = [
+        pa.record_batch([ids[k : k + chunk], emails[k : k + chunk]], schema=schema)
+        for k in range(0, len(ids), chunk)
+    ]
+    account = np.array([a for a, _ in reports], dtype=np.int64)
+    shared = np.flatnonzero(np.array([s for _, s in reports], dtype=bool))
+    stats = ReportStats(pa.Table.from_batches(batches, schema), account, shared, account[shared])
+    who = data.draw(st.integers(0, 4))
+    spaces = data.draw(st.booleans())
+    first = data.draw(st.integers(1, 12))
+    size = data.draw(st.integers(1, 5))
+    rows = [
+        (i, e)
+        for i, e, (a, s) in zip(ids, emails, reports, strict=True)
+        if a == who and (spaces or s)
+    ]
+    assert stats.page(who, first, size, spaces) == (len(rows), rows[first - 1 : first - 1 + size])

@@ -255,7 +255,10 @@ class ReportStats:
         picked = chosen[first - 1 : first - 1 + size]
         if not len(picked):
             return len(chosen), []
-        table = self.rows.take(picked)
+        lo, hi = int(picked[0]), int(picked[-1]) + 1
+        table = self.rows.slice(lo, hi - lo)  # zero-copy; a take over the whole table is O(n)
+        if hi - lo != len(picked):
+            table = table.take(picked - lo)
         columns = [table.column(k).to_pylist() for k in table.column_names]
         return len(chosen), list(zip(*columns, strict=True))
 
