@@ -537,6 +537,34 @@ def test_reads_before_their_report(tmp_path: Path) -> None:
     assert_same_answers(inc, full, hand_requests())
 
 
+def test_keys_left_unrecorded_make_the_next_transform_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that loads files without recording their keys (its models had changed, so its
+    transform would be full) and stops before transforming: the next run, with the models as
+    they were, still rebuilds in full and misses nothing."""
+    from metrics_etl import pipeline, transform
+
+    r1, r2, inc = tmp_path / "r1", tmp_path / "r2", tmp_path / "inc"
+    base_world(r1)
+    jsonl(r1 / "reports/r.jsonl", [report(40, "2016-11-07T14:03:11.250Z")])
+    jsonl(r1 / "reads/a.jsonl", reads([1, 2], 40))
+    build(r1, inc, HAND_AS_OF)
+    jsonl(r2 / "reads/b.jsonl", reads([3, 4], 40, user_id=3))
+    with monkeypatch.context() as patch:
+        patch.setattr(transform, "models_hash", lambda root=None: "other models")
+        conn = pipeline.open_writer(inc)
+        try:  # the run's load step alone: it stops before its transform
+            pipeline.ingest_task.fn(conn, r2, pipeline.new_summary(HAND_AS_OF, False), 1 << 20)
+            assert conn.execute("select count(*) from dirty_keys").fetchall() == [(0,)]
+        finally:
+            conn.close()
+    summary = build(r2, inc, HAND_AS_OF)
+    assert summary.transform_mode == "full"
+    assert reads_of(inc, 1)["total_reads"] == 4
+    assert_same_tables(inc, full_rebuild([r1, r2], tmp_path / "all", tmp_path / "full"))
+
+
 def test_changed_file_replaces_its_earlier_content(tmp_path: Path) -> None:
     """A path loaded again with new content: its old records and rejects are gone, as in a rebuild."""
     r1, r2, inc = tmp_path / "r1", tmp_path / "r2", tmp_path / "inc"

@@ -115,11 +115,14 @@ def ingest_task(
 ) -> int:
     """Load new or changed raw files; returns how many were loaded."""
     started = time.monotonic()
-    if summary.full_refresh:
-        _set_state(conn, "all_dirty", "true")  # kept if the run stops: the next one is full too
-        ingest.reset_state(conn)
-    # changed keys only matter to an incremental transform; a full one reads everything
+    # changed keys only matter to an incremental transform; a full one reads everything. When
+    # they go unrecorded, the warehouse is marked first, so that whichever run transforms next
+    # rebuilds in full, even if this one stops before its transform.
     track = can_run_incrementally(conn, summary.full_refresh)
+    if not track:
+        _set_state(conn, "all_dirty", "true")
+    if summary.full_refresh:
+        ingest.reset_state(conn)
     found = ingest.discover(raw)
     if not found.files and not found.skipped:
         raise UserError(
