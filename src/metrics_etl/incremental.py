@@ -44,6 +44,7 @@ from metrics_etl.transform import (
     BY_ACCOUNTS,
     STATS_EVENTS,
     Model,
+    build_model,
     load_models,
     record_sorted,
     sorted_rows,
@@ -133,10 +134,8 @@ def _mark(conn: duckdb.DuckDBPyConnection, table: str, relation: str) -> None:
 
 def _rebuild(conn: duckdb.DuckDBPyConnection, model: Model) -> None:
     """Rebuild one model in full, stored in its publishing order."""
-    order = storage_order(model.name)
-    query = f"select * from ({model.sql}) order by {order}" if order else model.sql
     conn.execute("set preserve_insertion_order = true")
-    conn.execute(f"create or replace table {model.name} as {query}")
+    build_model(conn, model)
     conn.execute("set preserve_insertion_order = false")
 
 

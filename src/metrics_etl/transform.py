@@ -14,8 +14,6 @@ from metrics_etl.publish import storage_order
 from metrics_etl.settings import crash_point
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
-# Models built a batch of accounts at a time, with the report-keyed inputs that are filtered
-# to each batch (everything else they read is small: users, accounts).
 # Staging tables whose events or versions count in report_stats through their report_id.
 STATS_EVENTS = (
     "stg_reads",
@@ -24,6 +22,8 @@ STATS_EVENTS = (
     "stg_explorations",
     "stg_schedules",
 )
+# Models built a batch of accounts at a time, with the report-keyed inputs that are filtered
+# to each batch (everything else they read is small: users, accounts).
 BY_ACCOUNTS = {"report_stats": ("int_current_reports", "int_report_positions", *STATS_EVENTS)}
 REPORT_BYTES = 2048  # memory per report a batch of report_stats may take (measured ~1 KiB)
 MIN_BATCH_REPORTS = 10_000
@@ -69,6 +69,13 @@ def substitute(sql: str, replacements: dict[str, str]) -> str:
     return sql
 
 
+def in_storage_order(model: Model, sql: str | None = None) -> str:
+    """A model's query (or `sql` in its place), ordered as the model's table is stored."""
+    sql = sql or model.sql
+    order = storage_order(model.name)
+    return f"select * from ({sql}) order by {order}" if order else sql
+
+
 def install_macros(conn: duckdb.DuckDBPyConnection, root: Path | None = None) -> None:
     """Create the shared SQL macros."""
     root = root or sql_dir()
@@ -103,18 +110,21 @@ def run_models(conn: duckdb.DuckDBPyConnection, as_of: str) -> list[str]:
     built = []
     conn.execute("set preserve_insertion_order = true")
     for model in load_models():
-        if model.name in BY_ACCOUNTS:
-            build_by_accounts(conn, model)
-        else:
-            order = storage_order(model.name)
-            query = f"select * from ({model.sql}) order by {order}" if order else model.sql
-            conn.execute(f"create or replace table {model.name} as {query}")
+        build_model(conn, model)
         built.append(model.name)
         if model.layer == "marts":
             crash_point("transform")
     conn.execute("set preserve_insertion_order = false")
     record_sorted(conn, built)
     return built
+
+
+def build_model(conn: duckdb.DuckDBPyConnection, model: Model) -> None:
+    """(Re)build one model's table in full, in its storage order (with insertion order kept)."""
+    if model.name in BY_ACCOUNTS:
+        build_by_accounts(conn, model)
+    else:
+        conn.execute(f"create or replace table {model.name} as {in_storage_order(model)}")
 
 
 def memory_limit_bytes(conn: duckdb.DuckDBPyConnection) -> int:
@@ -148,9 +158,7 @@ def build_by_accounts(conn: duckdb.DuckDBPyConnection, model: Model) -> int:
             "(select report_id from int_current_reports where account_id in "
             "(select account_id from report_batches where batch = getvariable('batch')))"
         )
-    sql = substitute(model.sql, {t: f"batch_{t}" for t in inputs})
-    order = storage_order(model.name)
-    query = f"select * from ({sql}) order by {order}" if order else sql
+    query = in_storage_order(model, substitute(model.sql, {t: f"batch_{t}" for t in inputs}))
     conn.execute("set variable batch = -1")
     conn.execute(f"create or replace table {model.name} as {query}")
     for (batch,) in batches:
