@@ -411,7 +411,7 @@ def _mark_dirty(
     )
 
 
-def _forget(conn: duckdb.DuckDBPyConnection, raw_file: RawFile, track: bool = True) -> None:
+def _forget(conn: duckdb.DuckDBPyConnection, raw_file: RawFile, track: bool) -> None:
     """Remove every record, reject and count of a file's earlier content."""
     if track:
         _mark_dirty(
@@ -456,10 +456,11 @@ def record_corrupt(
     run_id: str,
     error: str,
     new: bool = False,
+    track: bool = True,
 ) -> tuple[int, int]:
     """A file that cannot be decoded loads nothing and counts as one reject at line 0."""
     if not new:
-        _forget(conn, raw_file)
+        _forget(conn, raw_file, track)
     reason = f"unreadable file ({error}); replace it with a complete {raw_file.format} file"
     conn.execute(
         "insert into rejects values (?, ?, 0, '', ?, ?)",
@@ -485,10 +486,9 @@ def ingest(
     try:
         digests = [digest or hasher.submit(file_sha256, raw_file.path) for raw_file, digest in todo]
         for (raw_file, _), digest in zip(todo, digests, strict=True):
-            if isinstance(digest, str):
-                _load_one(conn, raw_file, digest, run_id, chunk_bytes, stats, False, track)
-            else:
-                _load_one(conn, raw_file, digest.result(), run_id, chunk_bytes, stats, True, track)
+            new = not isinstance(digest, str)  # the manifest does not know it
+            text = digest if isinstance(digest, str) else digest.result()
+            _load_one(conn, raw_file, text, run_id, chunk_bytes, stats, new, track)
     finally:
         hasher.shutdown(wait=False, cancel_futures=True)
     return stats
@@ -511,7 +511,7 @@ def _load_one(
     except CorruptFile as error:
         conn.execute("rollback")
         conn.execute("begin transaction")
-        accepted, rejected = record_corrupt(conn, raw_file, digest, run_id, str(error), new)
+        accepted, rejected = record_corrupt(conn, raw_file, digest, run_id, str(error), new, track)
     except BaseException:
         conn.execute("rollback")
         raise
