@@ -543,7 +543,7 @@ def test_keys_left_unrecorded_make_the_next_transform_full(
     """A run that loads files without recording their keys (its models had changed, so its
     transform would be full) and stops before transforming: the next run, with the models as
     they were, still rebuilds in full and misses nothing."""
-    from metrics_etl import pipeline, transform
+    from metrics_etl import ingest, pipeline, progress, transform
 
     r1, r2, inc = tmp_path / "r1", tmp_path / "r2", tmp_path / "inc"
     base_world(r1)
@@ -553,12 +553,15 @@ def test_keys_left_unrecorded_make_the_next_transform_full(
     jsonl(r2 / "reads/b.jsonl", reads([3, 4], 40, user_id=3))
     with monkeypatch.context() as patch:
         patch.setattr(transform, "models_hash", lambda root=None: "other models")
-        conn = pipeline.open_writer(inc)
-        try:  # the run's load step alone: it stops before its transform
-            pipeline.ingest_task.fn(conn, r2, pipeline.new_summary(HAND_AS_OF, False), 1 << 20)
-            assert conn.execute("select count(*) from dirty_keys").fetchall() == [(0,)]
+        writer = pipeline.Writer(inc)
+        try:  # the run's load steps alone: it stops before its transform
+            summary = pipeline.new_summary(HAND_AS_OF, False)
+            todo, track = pipeline.plan_task.fn(writer, pipeline.discover(r2, summary), summary)
+            for stream, files in ingest.by_stream(todo).items():
+                pipeline.ingest_stream.fn(writer, stream, files, summary, track, progress.Bar())
+            assert writer.conn.execute("select count(*) from dirty_keys").fetchall() == [(0,)]
         finally:
-            conn.close()
+            writer.close()
     summary = build(r2, inc, HAND_AS_OF)
     assert summary.transform_mode == "full"
     assert reads_of(inc, 1)["total_reads"] == 4

@@ -6,10 +6,12 @@ import argparse
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from metrics_etl import __version__
 from metrics_etl import settings as settings_mod
 from metrics_etl.errors import UserError
 from metrics_etl.timeparse import parse_instant
@@ -34,48 +36,100 @@ def _instant(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{error}; use e.g. 2017-01-01T00:00:00Z") from None
 
 
-def _positive(text: str) -> int:
-    """argparse type for positive integers."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' must be at least 1")
-    return value
+def _at_least(low: int) -> Callable[[str], int]:
+    """argparse type for integers of at least `low`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"'{text}' must be at least {low}")
+        return value
+
+    return parse
+
+
+_positive = _at_least(1)
+
+
+def _setting(text: str, name: str) -> str:
+    """Help text naming a setting's default and its environment variable."""
+    env, default = settings_mod.ENV[name]
+    return f"{text} (default: {default}; env {env})"
+
+
+def _default(text: str, default: object) -> str:
+    """Help text naming a flag's default."""
+    return f"{text} (default: {default})"
 
 
 def build_parser() -> Parser:
     """The argument parser for every command."""
     cfg = settings_mod.load()
     parser = Parser(prog="metrics-etl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"metrics-etl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    raw_help = _setting("raw folder: <raw>/<stream>/*.jsonl|.jsonl.gz|.parquet", "raw")
+    wh_help = _setting("warehouse folder (snapshots, state, keys)", "warehouse")
 
     gen = sub.add_parser("generate", help="write deterministic synthetic raw data")
-    gen.add_argument("--raw", type=Path, default=cfg.raw)
-    gen.add_argument("--events", type=_positive, default=20_000)
-    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--raw", type=Path, default=cfg.raw, help=raw_help)
+    gen.add_argument(
+        "--events",
+        type=_at_least(settings_mod.MIN_EVENTS),
+        default=20_000,
+        help=_default(f"how many events to write, at least {settings_mod.MIN_EVENTS:,}", "20,000"),
+    )
+    gen.add_argument("--seed", type=int, default=7, help=_default("random seed", 7))
 
     run = sub.add_parser("run", help="run the ETL flow once (load, transform, audit, publish)")
-    run.add_argument("--raw", type=Path, default=cfg.raw)
-    run.add_argument("--warehouse", type=Path, default=cfg.warehouse)
+    run.add_argument("--raw", type=Path, default=cfg.raw, help=raw_help)
+    run.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
     run.add_argument(
-        "--as-of", type=_instant, default=None, help="as-of time of report stats (default: now)"
+        "--as-of",
+        type=_instant,
+        default=None,
+        metavar="TS",
+        help="as-of time of report stats, ISO 8601 (default: now; a run with nothing new "
+        "keeps the as-of time of the current snapshot)",
     )
-    run.add_argument("--full-refresh", action="store_true", help="rebuild from every raw file")
+    run.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="forget what was loaded and rebuild from every raw file (default: off)",
+    )
 
     sql = sub.add_parser("sql", help="run ad-hoc SQL over the published tables")
-    sql.add_argument("--warehouse", type=Path, default=cfg.warehouse)
-    sql.add_argument("query")
+    sql.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
+    sql.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help=_default("output format; json is an array of objects", "table"),
+    )
+    sql.add_argument(
+        "--max-rows",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="print at most N rows (default: all rows)",
+    )
+    sql.add_argument("query", help="DuckDB SQL over the current snapshot's tables")
 
     serve = sub.add_parser("serve", help="serve the APIs over HTTP")
-    serve.add_argument("--warehouse", type=Path, default=cfg.warehouse)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_positive, default=8000)
+    serve.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
+    serve.add_argument("--host", default="127.0.0.1", help=_default("address to bind", "127.0.0.1"))
+    serve.add_argument("--port", type=_positive, default=8000, help=_default("port", 8000))
 
-    get = sub.add_parser("get", help="answer one API request in-process and print the JSON")
-    get.add_argument("--warehouse", type=Path, default=cfg.warehouse)
-    get.add_argument("--account-id", type=int, required=True)
+    get = sub.add_parser(
+        "get", help="answer one API request in-process; prints the JSON body on stdout"
+    )
+    get.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
+    get.add_argument(
+        "--account-id", type=int, required=True, help="the caller's account (required)"
+    )
     get.add_argument("path", help="e.g. '/api/v4/analytics/reports_per_user?channel_id=1&...'")
 
     keys = sub.add_parser("keys", help="manage API keys")
@@ -110,25 +164,34 @@ def load_flow():  # type: ignore[no-untyped-def]
     return module.etl
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run the flow once and print its summary."""
-    from metrics_etl import ingest, pipeline
-
-    ingest.discover(args.raw)  # fail fast, before Prefect starts, on a missing raw folder
+def quiet_prefect() -> None:
+    """Prefect settings for a local run: no telemetry or analytics (no network here), and a
+    patient start-up of its temporary server on a busy machine; each is kept if already set."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the flow once and print its summary (at once, without a flow, when nothing is new)."""
+    from metrics_etl import state
+
+    idle = state.check(args.raw, args.warehouse, args.as_of, args.full_refresh)
+    if idle is not None:
+        print(state.format_summary(idle))
+        return 0
+    quiet_prefect()
     etl = load_flow()
-    state = etl(
+    result = etl(
         raw=str(args.raw),
         warehouse=str(args.warehouse),
         as_of=args.as_of,
         full_refresh=args.full_refresh,
         return_state=True,
     )
-    if state.is_failed():
-        raise UserError(state.message or "the run failed; see the log above")
-    summary = pipeline.RunSummary(**state.result())
-    print(pipeline.format_summary(summary))
+    if result.is_failed():
+        raise UserError(result.message or "the run failed; see the log above")
+    print(state.format_summary(state.RunSummary(**result.result())))
     return 0
 
 
@@ -141,24 +204,65 @@ def cmd_sql(args: argparse.Namespace) -> int:
     with open_snapshot(args.warehouse) as snap:
         try:
             relation = snap.conn.sql(args.query)
+            if relation is None:
+                print("ok")
+                return 0
+            if args.max_rows is not None:
+                relation = relation.limit(args.max_rows)
+            PRINTERS[args.format](relation)
         except duckdb.Error as error:
             raise UserError(str(error).replace("\n", " ")) from None
-        if relation is None:
-            print("ok")
-        else:
-            relation.show(max_rows=100, max_width=200)
     return 0
 
 
+def _print_table(relation: Any) -> None:
+    """Every row of a relation as a table (DuckDB's box rendering)."""
+    rows = relation.aggregate("count(*)").fetchall()[0][0]
+    relation.show(max_rows=max(rows, 1), max_width=10_000)
+
+
+def _print_csv(relation: Any) -> None:
+    """A relation as CSV with a header, streamed in batches."""
+    import csv
+
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(relation.columns)
+    while batch := relation.fetchmany(10_000):
+        out.writerows(batch)
+
+
+def _print_json(relation: Any) -> None:
+    """A relation as a JSON array of objects, streamed in batches."""
+    import orjson
+
+    columns = relation.columns
+    sys.stdout.write("[")
+    first = True
+    while batch := relation.fetchmany(10_000):
+        for row in batch:
+            item = orjson.dumps(dict(zip(columns, row, strict=True)), default=str).decode()
+            sys.stdout.write(("\n" if first else ",\n") + item)
+            first = False
+    sys.stdout.write("\n]\n")
+
+
+PRINTERS: dict[str, Callable[[Any], None]] = {
+    "table": _print_table,
+    "csv": _print_csv,
+    "json": _print_json,
+}
+
+
 def cmd_get(args: argparse.Namespace) -> int:
-    """Answer one request in-process and print the status and JSON body."""
+    """Answer one request in-process: the JSON body on stdout, the status on stderr; exit 0 only
+    for a 200."""
     import json
 
     from metrics_etl.reader import Reader
 
     status, body = Reader(args.warehouse).get(args.path, args.account_id)
-    print(status)
     print(json.dumps(body, indent=2))
+    sys.stderr.write(f"HTTP {status}\n")
     return 0 if status == 200 else 1
 
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from metrics_etl.errors import UserError
+from metrics_etl.settings import MIN_EVENTS
 
 # --------------------------------------------------------------------------- constants
 
@@ -45,7 +46,6 @@ AS_OF = _us("2018-02-01T00:00:00Z")
 AS_OF_ISO = "2018-02-01T00:00:00Z"
 
 CHUNK_ROWS = 1_000_000
-MIN_EVENTS = 1_000
 FORMATS = ("jsonl.gz", "parquet", "jsonl")
 ORPHAN_BASE = 900_000_000_000
 BAD_KEY_BASE = 800_000_000_000

@@ -33,6 +33,7 @@ rewritten in order once its deleted and appended rows pass COMPACT_RATIO of its 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import duckdb
@@ -45,7 +46,7 @@ from metrics_etl.transform import (
     STATS_EVENTS,
     Model,
     build_model,
-    load_models,
+    layers,
     record_sorted,
     sorted_rows,
     substitute,
@@ -475,26 +476,48 @@ def run_incremental(conn: duckdb.DuckDBPyConnection, previous_as_of: str | None)
 
     `previous_as_of` is the as-of time the models were last built with (None: unknown).
     """
-    run = Run(conn, previous_as_of)
+    run = begin(conn, previous_as_of)
+    try:
+        built = [name for models in layers().values() for name in build_models(run, models)]
+        finish(conn, built)
+    finally:
+        end(conn)
+    return built
+
+
+def begin(conn: duckdb.DuckDBPyConnection, previous_as_of: str | None) -> Run:
+    """Start an incremental transform: its state, and checkpoints deferred to its end."""
     # Rows replaced here leave deleted rows scattered over the row groups of big tables; merging
     # those row groups on every checkpoint ("vacuum") would rewrite most of each table, every run.
     # They are left in place instead, and a table is rewritten once they pass COMPACT_RATIO.
     conn.execute("set max_vacuum_tasks = 0")
     conn.execute("set checkpoint_threshold = '1GB'")  # one checkpoint, at the end
-    built = []
-    models = sorted(load_models(), key=lambda m: m.layer != "staging")  # stable: topo order kept
-    try:
-        for model in models:
-            run.build(model)
-            built.append(model.name)
-            if model.layer == "marts":
-                crash_point("transform")
-        compact(conn, [m.name for m in models])
-        conn.execute("checkpoint")
-    finally:
-        conn.execute("reset checkpoint_threshold")
-        conn.execute("reset max_vacuum_tasks")
-    return built
+    return Run(conn, previous_as_of)
+
+
+def build_models(
+    run: Run, models: list[Model], on_model: Callable[[str], None] | None = None
+) -> list[str]:
+    """Bring models up to date, in order (staging before marts); returns their names."""
+    for model in models:
+        run.build(model)
+        if model.layer == "marts":
+            crash_point("transform")
+        if on_model:
+            on_model(model.name)
+    return [m.name for m in models]
+
+
+def finish(conn: duckdb.DuckDBPyConnection, built: list[str]) -> None:
+    """Compact the tables that need it and checkpoint once."""
+    compact(conn, built)
+    conn.execute("checkpoint")
+
+
+def end(conn: duckdb.DuckDBPyConnection) -> None:
+    """Restore the checkpoint settings `begin` changed."""
+    conn.execute("reset checkpoint_threshold")
+    conn.execute("reset max_vacuum_tasks")
 
 
 def compact(conn: duckdb.DuckDBPyConnection, tables: list[str]) -> list[str]:

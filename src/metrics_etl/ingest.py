@@ -6,7 +6,7 @@ import gzip
 import hashlib
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -479,8 +479,30 @@ def ingest(
 ) -> dict[str, LoadStats]:
     """Load every new or changed file; return per-stream counts for this run. `track` records
     changed keys for the incremental transform (useless when the transform rebuilds in full)."""
+    return load(conn, plan(conn, found), run_id, chunk_bytes, track)
+
+
+def by_stream(
+    todo: list[tuple[RawFile, str | None]],
+) -> dict[str, list[tuple[RawFile, str | None]]]:
+    """Planned files grouped by stream, in stream order, each group in the plan's order."""
+    groups: dict[str, list[tuple[RawFile, str | None]]] = {}
+    for item in sorted(todo, key=lambda item: item[0].stream):
+        groups.setdefault(item[0].stream, []).append(item)
+    return groups
+
+
+def load(
+    conn: duckdb.DuckDBPyConnection,
+    todo: list[tuple[RawFile, str | None]],
+    run_id: str,
+    chunk_bytes: int,
+    track: bool = True,
+    on_file: Callable[[RawFile], None] | None = None,
+) -> dict[str, LoadStats]:
+    """Load planned files (see `plan`), each in its own transaction; per-stream counts.
+    `on_file` is told of each file once it is loaded."""
     stats: dict[str, LoadStats] = {}
-    todo = plan(conn, found)
     # new files are hashed by a helper thread (hashlib releases the GIL), ahead of their load
     hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-hash")
     try:
@@ -489,6 +511,8 @@ def ingest(
             new = not isinstance(digest, str)  # the manifest does not know it
             text = digest if isinstance(digest, str) else digest.result()
             _load_one(conn, raw_file, text, run_id, chunk_bytes, stats, new, track)
+            if on_file:
+                on_file(raw_file)
     finally:
         hasher.shutdown(wait=False, cancel_futures=True)
     return stats

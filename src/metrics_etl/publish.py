@@ -244,20 +244,20 @@ def write_catalog(snapshot_dir: Path, warehouse: Path, manifest: dict) -> None:
     os.replace(tmp, snapshot_dir / "catalog.duckdb")
 
 
-def publish(
+def write_tables(
     conn: duckdb.DuckDBPyConnection,
     warehouse: Path,
     tables: list[str],
     snapshot_id: str,
-    info: dict,
     dirty: dict[str, set[str]] | None = None,
+    into: PublishResult | None = None,
 ) -> PublishResult:
-    """Write a new snapshot (sharing unchanged partitions) and switch `current` to it.
+    """Write the changed partitions of tables (sharing unchanged ones) into a snapshot's listing.
 
-    `dirty` maps tables maintained incrementally to the partitions they changed in.
+    `dirty` maps tables maintained incrementally to the partitions they changed in; `into` is a
+    listing to add the tables to (a snapshot written in several steps).
     """
-    manifest: dict = {"snapshot_id": snapshot_id, **info, "tables": {}}
-    written = reused = 0
+    result = into or PublishResult(snapshot_id, 0, 0, {"tables": {}})
     previous = previous_parts(warehouse) if dirty else {}
     conn.execute("set preserve_insertion_order = true")
     for table in tables:
@@ -267,11 +267,22 @@ def publish(
             hint = known = None
         files, w, r = publish_table(conn, warehouse, table, snapshot_id, hint, known)
         rows = conn.execute(f"select count(*) from {table}").fetchall()[0][0]
-        manifest["tables"][table] = {"files": files, "rows": rows, "columns": _columns(conn, table)}
-        written += w
-        reused += r
+        result.manifest["tables"][table] = {
+            "files": files,
+            "rows": rows,
+            "columns": _columns(conn, table),
+        }
+        result.written += w
+        result.reused += r
     conn.execute("set preserve_insertion_order = false")
-    snapshot_dir = warehouse / "snapshots" / snapshot_id
+    return result
+
+
+def finish(warehouse: Path, result: PublishResult, info: dict) -> None:
+    """Write a snapshot's catalog and manifest aside, then switch `current` to it."""
+    manifest = {"snapshot_id": result.snapshot_id, **info, "tables": result.manifest["tables"]}
+    result.manifest = manifest
+    snapshot_dir = warehouse / "snapshots" / result.snapshot_id
     snapshot_dir.mkdir(parents=True, exist_ok=True)
     write_catalog(snapshot_dir, warehouse, manifest)
     tmp_manifest = snapshot_dir / ".manifest.json.tmp"
@@ -281,9 +292,22 @@ def publish(
     os.replace(tmp_manifest, snapshot_dir / "manifest.json")
     _fsync_dir(snapshot_dir)
     crash_point("before-switch")
-    switch_current(warehouse, snapshot_id)
+    switch_current(warehouse, result.snapshot_id)
     crash_point("after-switch")
-    return PublishResult(snapshot_id, written, reused, manifest)
+
+
+def publish(
+    conn: duckdb.DuckDBPyConnection,
+    warehouse: Path,
+    tables: list[str],
+    snapshot_id: str,
+    info: dict,
+    dirty: dict[str, set[str]] | None = None,
+) -> PublishResult:
+    """Write a new snapshot (sharing unchanged partitions) and switch `current` to it."""
+    result = write_tables(conn, warehouse, tables, snapshot_id, dirty)
+    finish(warehouse, result, info)
+    return result
 
 
 def switch_current(warehouse: Path, snapshot_id: str) -> None:

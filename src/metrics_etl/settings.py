@@ -28,20 +28,44 @@ class Settings:
     demo_events: int
 
 
+# The smallest synthetic data set that holds every messy behaviour of the raw contract.
+MIN_EVENTS = 1_000
+
+# Each setting's environment variable and local default (the README lists them).
+ENV: dict[str, tuple[str, str]] = {
+    "raw": ("METRICS_ETL_RAW", "data/raw"),
+    "warehouse": ("METRICS_ETL_WAREHOUSE", "data/warehouse"),
+    "memory_limit": ("METRICS_ETL_MEMORY_LIMIT", "4GB"),
+    "threads": ("METRICS_ETL_THREADS", str(os.cpu_count() or 2)),
+    "temp_dir": ("METRICS_ETL_TEMP_DIR", ""),
+    "retention_minutes": ("METRICS_ETL_RETENTION_MINUTES", "60"),
+    "keep_snapshots": ("METRICS_ETL_KEEP_SNAPSHOTS", "3"),
+    "read_chunk_bytes": ("METRICS_ETL_READ_CHUNK_BYTES", str(64 * 1024 * 1024)),
+    "lock_timeout_s": ("METRICS_ETL_LOCK_TIMEOUT_S", "0"),
+    "demo_events": ("METRICS_ETL_DEMO_EVENTS", "50000"),
+}
+
+
+def _get(name: str) -> str:
+    """A setting's value from its environment variable, else its default."""
+    env, default = ENV[name]
+    return _env(env, default)
+
+
 def load() -> Settings:
     """Build the settings from the environment."""
-    temp = _env("METRICS_ETL_TEMP_DIR", "")
+    temp = _get("temp_dir")
     return Settings(
-        raw=Path(_env("METRICS_ETL_RAW", "data/raw")),
-        warehouse=Path(_env("METRICS_ETL_WAREHOUSE", "data/warehouse")),
-        memory_limit=_env("METRICS_ETL_MEMORY_LIMIT", "4GB"),
-        threads=int(_env("METRICS_ETL_THREADS", str(os.cpu_count() or 2))),
+        raw=Path(_get("raw")),
+        warehouse=Path(_get("warehouse")),
+        memory_limit=_get("memory_limit"),
+        threads=int(_get("threads")),
         temp_dir=Path(temp) if temp else None,
-        retention_minutes=float(_env("METRICS_ETL_RETENTION_MINUTES", "60")),
-        keep_snapshots=int(_env("METRICS_ETL_KEEP_SNAPSHOTS", "3")),
-        read_chunk_bytes=int(_env("METRICS_ETL_READ_CHUNK_BYTES", str(64 * 1024 * 1024))),
-        lock_timeout_s=float(_env("METRICS_ETL_LOCK_TIMEOUT_S", "0")),
-        demo_events=int(_env("METRICS_ETL_DEMO_EVENTS", "50000")),
+        retention_minutes=float(_get("retention_minutes")),
+        keep_snapshots=int(_get("keep_snapshots")),
+        read_chunk_bytes=int(_get("read_chunk_bytes")),
+        lock_timeout_s=float(_get("lock_timeout_s")),
+        demo_events=int(_get("demo_events")),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -104,19 +105,39 @@ def prepare(conn: duckdb.DuckDBPyConnection, as_of: str) -> None:
     conn.execute("set variable as_of = ?", [as_of])
 
 
+def layers() -> dict[str, list[Model]]:
+    """The models of each layer, staging first, each in dependency order."""
+    found: dict[str, list[Model]] = {"staging": [], "marts": []}
+    for model in load_models():
+        found[model.layer].append(model)
+    return found
+
+
 def run_models(conn: duckdb.DuckDBPyConnection, as_of: str) -> list[str]:
     """Rebuild every model as a table; returns the model names in build order."""
     prepare(conn, as_of)
-    built = []
-    conn.execute("set preserve_insertion_order = true")
-    for model in load_models():
-        build_model(conn, model)
-        built.append(model.name)
-        if model.layer == "marts":
-            crash_point("transform")
-    conn.execute("set preserve_insertion_order = false")
+    built = [name for models in layers().values() for name in build_models(conn, models)]
     record_sorted(conn, built)
     return built
+
+
+def build_models(
+    conn: duckdb.DuckDBPyConnection,
+    models: list[Model],
+    on_model: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Rebuild models in full, in order (insertion order kept); returns their names."""
+    conn.execute("set preserve_insertion_order = true")
+    try:
+        for model in models:
+            build_model(conn, model)
+            if model.layer == "marts":
+                crash_point("transform")
+            if on_model:
+                on_model(model.name)
+    finally:
+        conn.execute("set preserve_insertion_order = false")
+    return [m.name for m in models]
 
 
 def build_model(conn: duckdb.DuckDBPyConnection, model: Model) -> None:
