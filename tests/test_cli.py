@@ -74,7 +74,7 @@ def test_run_flow_then_sql_and_keys(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert secret.startswith("mk_")
     assert main(["keys", "list", "--warehouse", str(wh)]) == 0
     listing = capsys.readouterr().out
-    assert "account 1" in listing and secret not in listing
+    assert listing.splitlines()[1].split()[1] == "1" and secret not in listing  # account_id
     assert (
         main(["get", "--warehouse", str(wh), "--account-id", "1", "/batch/acme/report_stats"]) == 0
     )
