@@ -128,8 +128,8 @@ def ingest_task(
         raise UserError(
             f"raw folder {raw} is empty; put files under {raw}/<stream>/ or run `metrics-etl generate`"
         )
-    summary.skipped_files = [list(s) for s in found.skipped]
     stats = ingest.ingest(conn, found, summary.run_id, chunk_bytes, track)
+    summary.skipped_files = [list(s) for s in found.skipped]  # ingest adds files it could not read
     summary.streams = {name: vars(s) for name, s in sorted(stats.items())}
     summary.seconds["ingest"] = round(time.monotonic() - started, 3)
     return sum(s.files for s in stats.values())
