@@ -104,6 +104,27 @@ def test_every_raw_file_is_read_as_exactly_that_file_whatever_its_name(tmp_path:
     assert conn.execute("select count(*) from rejects").fetchall() == [(0,)]
 
 
+def test_a_corrupt_parquet_file_with_a_pattern_name_is_one_reject_under_its_name(
+    tmp_path: Path,
+) -> None:
+    raw = tmp_path / "raw"
+    base_world(raw)
+    write_read(raw / "reads/broken1.parquet", 1)
+    (raw / "reads/broken*.parquet").write_bytes(b"PAR1" + b"x" * 100 + b"not a footer")
+    conn, _, _ = ingest_once(raw, tmp_path / "wh")
+    assert records_by_file(conn) == {"reads/broken1.parquet": [1]}
+    assert accounting(conn) == {
+        "reads/broken1.parquet": (1, 1, 0),
+        "reads/broken*.parquet": (1, 0, 1),
+    }
+    [(line, reason)] = conn.execute(
+        "select line, reason from rejects where file = 'reads/broken*.parquet'"
+    ).fetchall()
+    assert line == 0
+    assert reason.startswith("unreadable file (")
+    assert "/fd/" not in reason
+
+
 # ------------------------------------------------- 2. only regular files; one bad entry never stops
 
 
@@ -270,7 +291,7 @@ def test_symlinks_to_regular_files_are_read_under_their_own_name(tmp_path: Path)
     }
     assert dict(found.skipped) == {
         "reads/linked_again/": "symlink to a folder already read as reads/linked/",
-        "reads/up/": "symlink to a folder already read as .",
+        "reads/up/": "symlink to a folder already read as the raw folder",
     }
 
 

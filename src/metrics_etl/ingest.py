@@ -85,7 +85,7 @@ def discover(raw: Path) -> Discovery:
         )
     found = Discovery()
     top = raw.stat()
-    folders: dict[tuple[int, int], str] = {(top.st_dev, top.st_ino): "."}
+    folders: dict[tuple[int, int], str] = {(top.st_dev, top.st_ino): "the raw folder"}
 
     def unlisted(error: OSError) -> None:
         """A folder that cannot be listed is skipped with its reason."""
@@ -533,7 +533,8 @@ def _load_parquet(
     DuckDB reads it through the name of its open descriptor: the file's own name could be taken
     as a glob pattern (`part-*.parquet`, `[ab].parquet`), and the descriptor is the file checked.
     """
-    scan = f"read_parquet({_sql_str(f'{FD_DIR}/{fd}')}, file_row_number = true)"
+    fd_path = f"{FD_DIR}/{fd}"
+    scan = f"read_parquet({_sql_str(fd_path)}, file_row_number = true)"
     try:
         described = conn.execute(f"describe select * from {scan}").fetchall()
         columns = {row[0]: row[1] for row in described if row[0] != "file_row_number"}
@@ -549,7 +550,8 @@ def _load_parquet(
         fast = parquet_fast_sql(stream, source, columns)
         return _load_lines(conn, stream, raw_file.rel, fast, failing, run_id, track)
     except (duckdb.IOException, duckdb.InvalidInputException) as error:
-        raise CorruptFile(str(error).splitlines()[0]) from error
+        # DuckDB names the descriptor it read: the reason names the file
+        raise CorruptFile(str(error).splitlines()[0].replace(fd_path, raw_file.rel)) from error
 
 
 def load_file(
