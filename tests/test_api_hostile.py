@@ -20,6 +20,7 @@ from metrics_etl.reader import ANALYTICS, Reader
 from metrics_etl.server import create_app
 from rawkit import T0, base_world, jsonl, report
 from reference import Reference
+from snapshots import assert_same_tables
 
 AS_OF = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
 FIRST = "0001-01-01T00:00:00Z"
@@ -111,14 +112,21 @@ def hostile_raw(raw: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory):
-    """The built warehouse, its reference, an in-process reader and an HTTP client with keys."""
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The hostile raw folder and its warehouse, built once."""
     root = tmp_path_factory.mktemp("hostile")
     raw, wh = root / "raw", root / "wh"
     hostile_raw(raw)
     summary = build(raw, wh, AS_OF)
     assert summary.status == "published"
     assert all(s["rejected"] == 0 for s in summary.streams.values()), summary.streams
+    return raw, wh
+
+
+@pytest.fixture(scope="module")
+def world(built: tuple[Path, Path]):
+    """The reference, an in-process reader and an HTTP client with keys per account."""
+    raw, wh = built
     store = KeyStore(wh)
     keys = {account: store.create(account)[1] for account in (1, 2, 3)}
     reader = Reader(wh)
@@ -319,6 +327,19 @@ def test_the_end_of_year_9999_in_kathmandu_is_local_year_10000(world) -> None:
             }
         ],
     )
+
+
+def test_incremental_equals_full_at_the_edges(built, tmp_path: Path) -> None:
+    """Slots at years 1 and 9999 (per second before 1980) come out the same when the reports
+    arrive in a later, incremental run."""
+    _, full = built
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    hostile_raw(raw)
+    (raw / "reports").rename(tmp_path / "reports")
+    build(raw, wh, AS_OF)
+    (tmp_path / "reports").rename(raw / "reports")
+    assert build(raw, wh, AS_OF).transform_mode == "incremental"
+    assert_same_tables(wh, full)
 
 
 # -- property: arbitrary query strings, header values and extreme dates --------------------
