@@ -417,7 +417,7 @@ def _chunks(raw_file: RawFile, fd: int, chunk_bytes: int) -> Iterator[bytes]:
     """The (decompressed) bytes of an open JSONL file, chunk_bytes at a time."""
     try:
         if raw_file.format == "jsonl.gz":
-            with gzip.GzipFile(fileobj=_Reader(fd), mode="rb") as handle:  # type: ignore[arg-type]
+            with gzip.GzipFile(fileobj=_Reader(fd), mode="rb") as handle:  # type: ignore[call-overload]
                 while chunk := handle.read(chunk_bytes):
                     yield chunk
         else:
