@@ -40,7 +40,7 @@ from metrics_etl.serving import (
     to_us,
     totals_by,
 )
-from metrics_etl.timeparse import format_instant, parse_instant
+from metrics_etl.timeparse import format_instant, parse_instant, shown
 
 LOG = logging.getLogger(__name__)
 INT_RE = re.compile(r"[+-]?[0-9]+")  # ASCII digits only (`\d` matches any script's)
@@ -142,13 +142,6 @@ def _param(params: dict[str, list[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
-def shown(raw: str, limit: int = 60) -> str:
-    """A parameter value as quoted in a one-line message: control characters escaped, cut to
-    `limit` characters."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw[: limit + 1])
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def int64(raw: str) -> int | None:
     """A base-10 integer in ASCII digits within the signed 64-bit range, or None. Never calls
     int() on more than 20 digits (CPython refuses more than 4300)."""
@@ -186,8 +179,8 @@ def parse_date(params: dict[str, list[str]], name: str) -> datetime:
         return parse_instant(raw.replace(" ", "+"))
     except ValueError as error:
         raise bad_request(
-            f"{name} must be an ISO 8601 date or date-time from 0001-01-01 to 9999-12-31 "
-            f"(e.g. 2016-11-07 or 2016-11-07T10:15:00Z), got '{shown(raw)}': {error}"
+            f"{name}: {error}; use an ISO 8601 date or date-time from 0001-01-01 to "
+            "9999-12-31, e.g. 2016-11-07 or 2016-11-07T10:15:00Z"
         ) from None
 
 

@@ -15,23 +15,33 @@ FIRST = "0001-01-01T00:00:00Z"
 LAST = "9999-12-31T23:59:59.999999Z"
 
 
+def shown(raw: str, limit: int = 60) -> str:
+    """A value as quoted in a one-line message: control characters escaped, cut to `limit`
+    characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw[: limit + 1])
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def parse_instant(text: str) -> datetime:
     """Parse an ISO 8601 date or date-time; no offset means UTC. Raises ValueError, saying
     why, for anything that is not a real instant from 0001-01-01 to 9999-12-31 in UTC."""
     match = _INSTANT.fullmatch(text)
     if not match:
-        raise ValueError("not an ISO 8601 date or date-time")
+        raise ValueError(f"'{shown(text)}' is not an ISO 8601 date or date-time")
     year, month, day = (int(x) for x in match["date"].split("-"))
     fraction = (match["f"] or "0")[:6].ljust(6, "0")
-    value = datetime(  # raises ValueError for year 0, month 13, hour 24, second 60, ...
-        year,
-        month,
-        day,
-        int(match["h"] or 0),
-        int(match["m"] or 0),
-        int(match["s"] or 0),
-        int(fraction),
-    )
+    try:  # year 0, month 13, hour 24, second 60, ...
+        value = datetime(
+            year,
+            month,
+            day,
+            int(match["h"] or 0),
+            int(match["m"] or 0),
+            int(match["s"] or 0),
+            int(fraction),
+        )
+    except ValueError as error:
+        raise ValueError(f"'{shown(text)}' is not a real date and time ({error})") from None
     tz = match["tz"]
     if not tz or tz == "Z":
         return value.replace(tzinfo=UTC)
@@ -39,12 +49,12 @@ def parse_instant(text: str) -> datetime:
     digits = tz[1:].replace(":", "")
     hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
     if hours > 23 or minutes > 59:
-        raise ValueError("the offset is out of range (at most ±23:59)")
+        raise ValueError(f"'{shown(text)}' has an offset beyond ±23:59")
     offset = timedelta(hours=hours, minutes=minutes)
     try:
         return value.replace(tzinfo=timezone(sign * offset)).astimezone(UTC)
     except OverflowError:
-        raise ValueError(f"the instant is outside {FIRST} … {LAST}") from None
+        raise ValueError(f"'{shown(text)}' is outside {FIRST} … {LAST}") from None
 
 
 def format_instant(value: datetime) -> str:
