@@ -431,7 +431,10 @@ def parse_api_date(value: str) -> datetime | None:
 def parse_api_int(value: str | None) -> int | None:
     if value is None or not _INT_STR_RE.fullmatch(value):
         return None
-    n = int(value)
+    digits = value.lstrip("+-").lstrip("0")
+    if len(digits) > 19:  # int() refuses more than 4300 digits
+        return None
+    n = int(digits or "0") * (-1 if value[0] == "-" else 1)
     if not INT64_MIN <= n <= INT64_MAX:
         return None
     return n
@@ -486,7 +489,27 @@ def _local_midnight_utc(d: date, zone: zoneinfo.ZoneInfo) -> datetime:
     return datetime(d.year, d.month, d.day, tzinfo=zone, fold=0).astimezone(UTC)
 
 
+# 400 Gregorian years: dates, weekdays and every zone's rules (constant LMT before its first
+# transition, the yearly rule after its last) repeat, so years 1 and 9999, whose local time may
+# fall outside Python's years 1-9999, are worked out 400 years away.
+_CYCLE = timedelta(days=146097)
+_FIRST = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def _cycle_shift(t: datetime) -> timedelta:
+    return _CYCLE if t.year == 1 else -_CYCLE if t.year == 9999 else timedelta(0)
+
+
+def local_time(t: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
+    """t's wall-clock time in zone (400 years later or earlier in years 1 and 9999)."""
+    return (t + _cycle_shift(t)).astimezone(zone)
+
+
 def bucket_start(t: datetime, width: str, zone: zoneinfo.ZoneInfo) -> datetime:
+    shift = _cycle_shift(t)
+    if shift:  # a bucket starting before 0001-01-01T00:00Z starts then (README)
+        moved = bucket_start(t + shift, width, zone)
+        return (max(moved, _FIRST + shift) if t.year == 1 else moved) - shift
     local = t.astimezone(zone)
     if width == "hour":
         return t - timedelta(
@@ -862,7 +885,7 @@ class Reference:
         if endpoint == "reports_per_day_hour":
             counts_h: dict[int, int] = defaultdict(int)
             for r in R:
-                counts_h[r["created_at"].astimezone(zone).hour] += 1
+                counts_h[local_time(r["created_at"], zone).hour] += 1
             return 200, [
                 {"account_id": account_id, "hour": h, "report_count": counts_h[h]}
                 for h in sorted(counts_h)
@@ -871,7 +894,7 @@ class Reference:
         if endpoint == "reports_per_week_day":
             counts_d: dict[int, int] = defaultdict(int)
             for r in R:
-                dow = (r["created_at"].astimezone(zone).weekday() + 1) % 7  # 0 = Sunday
+                dow = (local_time(r["created_at"], zone).weekday() + 1) % 7  # 0 = Sunday
                 counts_d[dow] += 1
             return 200, [
                 {"account_id": account_id, "dow": d, "report_count": counts_d[d]}

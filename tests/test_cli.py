@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,7 @@ def test_run_flow_then_sql_and_keys(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert secret.startswith("mk_")
     assert main(["keys", "list", "--warehouse", str(wh)]) == 0
     listing = capsys.readouterr().out
-    assert "account 1" in listing and secret not in listing
+    assert listing.splitlines()[1].split()[1] == "1" and secret not in listing  # account_id
     assert (
         main(["get", "--warehouse", str(wh), "--account-id", "1", "/batch/acme/report_stats"]) == 0
     )
@@ -91,21 +92,23 @@ def test_second_run_is_a_noop_and_says_so(tmp_path: Path) -> None:
     assert "no new or changed raw files" in second.message
 
 
-def test_schedule_builds_a_cron_deployment_of_the_flow(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [(["--cron", "*/15 * * * *"], {"cron": "*/15 * * * *"}), (["--interval", "90"], {})],
+)
+def test_schedule_builds_a_deployment_of_the_flow(
+    tmp_path: Path, when: list[str], expected: dict[str, str]
+) -> None:
     args = build_parser().parse_args(
-        [
-            "schedule",
-            "--cron",
-            "*/15 * * * *",
-            "--raw",
-            str(tmp_path / "raw"),
-            "--warehouse",
-            str(tmp_path / "wh"),
-        ]
+        ["schedule", *when, "--raw", str(tmp_path / "raw"), "--warehouse", str(tmp_path / "wh")]
     )
     deployment = build_deployment(args)
     assert deployment.entrypoint == "flows/etl.py:etl"
-    assert deployment.schedules[0].schedule.cron == "*/15 * * * *"
+    schedule = deployment.schedules[0].schedule
+    if "cron" in expected:
+        assert schedule.cron == expected["cron"]
+    else:
+        assert schedule.interval == dt.timedelta(seconds=90)
     assert deployment.parameters == {
         "raw": str(tmp_path / "raw"),
         "warehouse": str(tmp_path / "wh"),
@@ -142,4 +145,9 @@ def test_each_run_is_recorded_in_runs_and_as_a_prefect_artifact(
         "sort": "CREATED_DESC",
     }
     artifacts = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
-    assert any("published snapshot" in str(a["data"]) for a in artifacts)
+    latest = artifacts[0]  # a table: one row per stream loaded, then the totals
+    assert latest["type"] == "table" and "published snapshot" in latest["description"]
+    assert json.loads(latest["data"]) == [
+        {"stream": "reports", "files": 1, "lines": 1, "accepted": 1, "rejected": 0},
+        {"stream": "total", "files": 1, "lines": 1, "accepted": 1, "rejected": 0},
+    ]

@@ -100,6 +100,26 @@ def test_unknown_path_is_json_404_and_docs_exist(served) -> None:
     assert "reports_per_user" in client.get("/openapi.json").text
 
 
+def test_small_http_edges(served) -> None:
+    """A trailing slash is a 404, not a 307; the organization is percent-decoded once; a 401
+    names the Bearer scheme and a 405 the allowed method."""
+    client, _, _, key1, _, _ = served
+    users = f"/api/v4/analytics/reports_per_user?channel_id=1&{RANGE}"
+    for path in [users.replace("?", "/?"), "/batch/acme/report_stats/", "/api/v4/analytics/"]:
+        response = client.get(path, headers=auth(key1), follow_redirects=False)
+        assert response.status_code == 404, path
+        assert response.json()["error"] == "not_found" and "location" not in response.headers
+    assert client.get("/batch/ac%6De/report_stats", headers=auth(key1)).status_code == 200
+    twice = client.get("/batch/ac%256De/report_stats", headers=auth(key1))  # once: 'ac%6De'
+    assert twice.status_code == 404 and "ac%6De" in twice.json()["message"]
+    for headers in [{}, auth("nope"), {"Authorization": key1}]:
+        response = client.get(users, headers=headers)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    for method in ("POST", "PUT", "DELETE", "HEAD"):
+        response = client.request(method, users, headers=auth(key1))
+        assert response.status_code == 405 and response.headers["allow"] == "GET", method
+
+
 def test_new_snapshot_is_served_without_restart(served) -> None:
     client, raw, wh, key1, _, _ = served
     url = f"/batch/acme/report_stats?{RANGE}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -137,14 +138,26 @@ def build_parser() -> Parser:
     create = keys_sub.add_parser("create", help="create a key for an account (printed last)")
     create.add_argument("--warehouse", type=Path, default=cfg.warehouse)
     create.add_argument("--account-id", type=int, required=True)
+    create.add_argument(
+        "--allow-unknown-account",
+        action="store_true",
+        help="create the key even if the current snapshot has no such account (or none is published)",
+    )
     listing = keys_sub.add_parser("list", help="list keys (ids, accounts, status)")
     listing.add_argument("--warehouse", type=Path, default=cfg.warehouse)
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("--warehouse", type=Path, default=cfg.warehouse)
     revoke.add_argument("key_id")
 
-    sched = sub.add_parser("schedule", help="run the flow on a cron schedule (Prefect serve)")
-    sched.add_argument("--cron", required=True)
+    sched = sub.add_parser(
+        "schedule",
+        help="run the flow on a schedule until stopped (Prefect serve; starts a Prefect "
+        "server unless PREFECT_API_URL names one)",
+    )
+    when = sched.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help="cron expression, e.g. '*/15 * * * *'")
+    when.add_argument("--interval", type=_positive, metavar="SECONDS", help="seconds between runs")
     sched.add_argument("--raw", type=Path, default=cfg.raw)
     sched.add_argument("--warehouse", type=Path, default=cfg.warehouse)
     sched.add_argument("--name", default="metrics-etl-scheduled")
@@ -272,18 +285,31 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     store = keys.KeyStore(args.warehouse)
     if args.keys_command == "create":
+        if not args.allow_unknown_account:
+            keys.require_account(args.warehouse, args.account_id)
         key_id, secret = store.create(args.account_id)
         print(f"created key {key_id} for account {args.account_id}; it is shown only once:")
         print(secret)
     elif args.keys_command == "list":
-        for row in store.list():
+        rows = store.list()
+        if args.json:
+            import json
+
+            print(json.dumps(rows, indent=1))
+            return 0
+        print(f"{'key_id':<8}  {'account_id':>10}  {'status':<7}  {'created_at':<25}  revoked_at")
+        for row in rows:
             status = "revoked" if row["revoked_at"] else "active"
             print(
-                f"{row['key_id']}  account {row['account_id']}  {status}  created {row['created_at']}"
+                f"{row['key_id']:<8}  {row['account_id']:>10}  {status:<7}  "
+                f"{row['created_at']:<25}  {row['revoked_at'] or '-'}"
             )
     else:
-        store.revoke(args.key_id)
-        print(f"revoked key {args.key_id}")
+        revoked_at = store.revoke(args.key_id)
+        if revoked_at is None:
+            print(f"revoked key {args.key_id}")
+        else:
+            print(f"key {args.key_id} was already revoked at {revoked_at}; nothing changed")
     return 0
 
 
@@ -298,30 +324,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_deployment(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """A Prefect deployment of the flow on the given cron schedule."""
+    """A Prefect deployment of the flow on the given cron or interval schedule."""
     from prefect.client.schemas.schedules import CronSchedule
 
-    try:
-        CronSchedule(cron=args.cron)
-    except ValueError:
-        raise UserError(
-            f"--cron '{args.cron}' is not a valid cron expression, e.g. '*/15 * * * *'"
-        ) from None
+    if args.cron is not None:
+        try:
+            CronSchedule(cron=args.cron)
+        except ValueError:
+            raise UserError(
+                f"--cron '{args.cron}' is not a valid cron expression, e.g. '*/15 * * * *'"
+            ) from None
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    when = {"cron": args.cron} if args.cron is not None else {"interval": args.interval}
     return load_flow().to_deployment(
         name=args.name,
-        cron=args.cron,
         parameters={"raw": str(args.raw.resolve()), "warehouse": str(args.warehouse.resolve())},
+        **when,
     )
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    """Serve the flow on a cron schedule until interrupted (Prefect `serve`)."""
-    from prefect import serve
+    """Serve the flow on its schedule until SIGINT (exit 130) or SIGTERM (exit 143)."""
+    from metrics_etl import prefect_server
 
     deployment = build_deployment(args)
-    serve(deployment)
-    return 0
+    every = f"cron '{args.cron}'" if args.cron is not None else f"every {args.interval} s"
+    try:
+        with prefect_server.stop_signals_raise(), prefect_server.prefect_api() as api_url:
+            dashboard = api_url.removesuffix("/api")
+            print(
+                f"serving flow 'metrics-etl', deployment '{args.name}', {every}, on the Prefect "
+                f"API {api_url} (dashboard {dashboard}); Ctrl-C to stop",
+                flush=True,
+            )
+            signum = prefect_server.serve(deployment)
+    except prefect_server.Stopped as stop:
+        signum = stop.signum
+    sys.stderr.write(f"metrics-etl schedule: stopped by {signal.Signals(signum).name}\n")
+    return 128 + signum
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

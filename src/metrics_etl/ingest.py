@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
+import stat
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -66,7 +68,13 @@ def _ignored(rel_parts: tuple[str, ...]) -> bool:
 
 
 def discover(raw: Path) -> Discovery:
-    """Walk the raw folder and classify every file."""
+    """Walk the raw folder and classify every entry, opening none of them.
+
+    Symlinks are followed, to files and folders, inside or outside `raw`; a folder reached a
+    second time (a symlink loop, or two names for one folder) is read once. An entry that cannot
+    be loaded (a dangling symlink, a loop, a FIFO, a device, a file that cannot be read) is
+    skipped with its reason; it never stops the run.
+    """
     if not raw.exists():
         raise UserError(
             f"raw folder {raw} does not exist; pass --raw DIR or run `metrics-etl generate` first"
@@ -76,43 +84,209 @@ def discover(raw: Path) -> Discovery:
             f"raw path {raw} is not a folder; pass --raw DIR pointing at the raw folder"
         )
     found = Discovery()
-    for dirpath, dirnames, filenames in os.walk(raw):
-        dirnames.sort()
+    top = raw.stat()
+    folders: dict[tuple[int, int], str] = {(top.st_dev, top.st_ino): "the raw folder"}
+
+    def unlisted(error: OSError) -> None:
+        """A folder that cannot be listed is skipped with its reason."""
+        rel = Path(error.filename).relative_to(raw).as_posix() if error.filename else "."
+        found.skipped.append((_printable(rel + "/"), f"cannot list this folder: {_why(error)}"))
+
+    for dirpath, dirnames, filenames in os.walk(raw, onerror=unlisted, followlinks=True):
+        dirnames[:] = _folders_to_walk(raw, Path(dirpath), dirnames, folders, found)
         for name in sorted(filenames):
             path = Path(dirpath) / name
             rel_path = path.relative_to(raw)
             rel = rel_path.as_posix()
             if _ignored(rel_path.parts):
                 continue
-            if len(rel_path.parts) == 1:
-                found.skipped.append((rel, "not inside a stream folder"))
+            st = _misplaced(rel_path) or _regular(path)
+            if isinstance(st, str):
+                found.skipped.append((_printable(rel), st))
                 continue
-            stream = rel_path.parts[0]
-            if stream not in STREAMS:
-                found.skipped.append((rel, f"unknown stream folder '{stream}'"))
-                continue
-            fmt = _format_of(name)
-            if fmt is None:
-                found.skipped.append(
-                    (rel, "unsupported extension (use .jsonl, .jsonl.gz or .parquet)")
+            found.files.append(
+                RawFile(
+                    path,
+                    rel,
+                    rel_path.parts[0],
+                    _format_of(name) or "",
+                    st.st_size,
+                    st.st_mtime_ns,
                 )
-                continue
-            if not os.access(path, os.R_OK):
-                raise UserError(
-                    f"cannot read raw file {path}: permission denied; fix its permissions or move it out of {raw}"
-                )
-            st = path.stat()
-            found.files.append(RawFile(path, rel, stream, fmt, st.st_size, st.st_mtime_ns))
+            )
     return found
 
 
-def file_sha256(path: Path) -> str:
-    """Content hash of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
+def _folders_to_walk(
+    raw: Path,
+    dirpath: Path,
+    dirnames: list[str],
+    folders: dict[tuple[int, int], str],
+    found: Discovery,
+) -> list[str]:
+    """The subfolders to walk into, sorted: not ignored, not already walked under another name."""
+    keep = []
+    for name in sorted(dirnames):
+        if name.startswith(("_", ".")):
+            continue
+        path = dirpath / name
+        rel = path.relative_to(raw).as_posix() + "/"
+        try:
+            st = path.stat()
+        except OSError as error:
+            found.skipped.append((_printable(rel), _why(error, path)))
+            continue
+        seen = folders.setdefault((st.st_dev, st.st_ino), rel)
+        if seen != rel:
+            found.skipped.append(
+                (_printable(rel), f"symlink to a folder already read as {_printable(seen)}")
+            )
+            continue
+        keep.append(name)
+    return keep
+
+
+def _misplaced(rel_path: Path) -> str | None:
+    """Why a file's place or name keeps it from loading, or None."""
+    if len(rel_path.parts) == 1:
+        return "not inside a stream folder"
+    stream = rel_path.parts[0]
+    if stream not in STREAMS:
+        return f"unknown stream folder '{_printable(stream)}'"
+    if _format_of(rel_path.name) is None:
+        return "unsupported extension (use .jsonl, .jsonl.gz or .parquet)"
+    if _printable(rel_path.as_posix()) != rel_path.as_posix():
+        return "its name is not valid UTF-8; rename it"
+    return None
+
+
+# What a file that is not regular is, by the type bits of its mode.
+KINDS: dict[int, str] = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFDIR: "folder",
+}
+
+
+def _kind(mode: int) -> str:
+    """A name for the type of a file that is not regular."""
+    return KINDS.get(stat.S_IFMT(mode), "special file")
+
+
+def _regular(path: Path) -> os.stat_result | str:
+    """The stat of a readable regular file (symlinks followed), or why it is not one."""
+    try:
+        st = path.stat()
+    except OSError as error:
+        return _why(error, path)
+    if not stat.S_ISREG(st.st_mode):
+        return f"not a regular file ({_kind(st.st_mode)})"
+    if not os.access(path, os.R_OK):
+        return PERMISSION_DENIED
+    return st
+
+
+PERMISSION_DENIED = "permission denied: fix its permissions or move it out of the raw folder"
+
+
+def _why(error: OSError, path: Path | None = None) -> str:
+    """The reason, for the run summary, why a raw path could not be read."""
+    if error.errno == errno.ELOOP:
+        return "symlink loop"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return PERMISSION_DENIED
+    if error.errno == errno.ENOENT:
+        if path is not None and path.is_symlink():
+            return "dangling symlink (its target does not exist)"
+        return "vanished before it was read; it is read by a later run if it comes back"
+    return f"cannot read it ({error.strerror or error}); a later run tries again"
+
+
+def _printable(text: str) -> str:
+    """A path as text that can be printed and stored (bytes that are not UTF-8 escaped)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+class Unreadable(Exception):
+    """A raw file that cannot be read in this run (gone, not regular, failing): skipped, retried."""
+
+
+@dataclass
+class Opened:
+    """A raw file opened once: every read (hash, load) goes through this descriptor."""
+
+    fd: int
+    size: int
+    mtime_ns: int
+    digest: str = ""
+
+
+# Where this process's open descriptors have names (DuckDB reads a Parquet file through one).
+FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+
+
+def open_raw(raw_file: RawFile) -> Opened:
+    """Open a raw file without blocking and check it is a regular file; raises Unreadable."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(raw_file.path, flags)
+    except OSError as error:
+        raise Unreadable(_why(error, raw_file.path)) from error
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise Unreadable(f"not a regular file ({_kind(st.st_mode)})")
+    return Opened(fd, st.st_size, st.st_mtime_ns)
+
+
+def hashed(raw_file: RawFile) -> Opened:
+    """Open a raw file and hash its content; the caller closes the descriptor."""
+    opened = open_raw(raw_file)
+    try:
+        digest = hashlib.sha256()
+        for block in _pread_blocks(opened.fd, 1 << 20):
             digest.update(block)
-    return digest.hexdigest()
+    except OSError as error:
+        os.close(opened.fd)
+        raise Unreadable(_why(error)) from error
+    except BaseException:
+        os.close(opened.fd)
+        raise
+    opened.digest = digest.hexdigest()
+    return opened
+
+
+def _pread_blocks(fd: int, block_bytes: int) -> Iterator[bytes]:
+    """The bytes of an open file from its start, block_bytes at a time (its offset untouched)."""
+    offset = 0
+    while data := os.pread(fd, block_bytes, offset):
+        offset += len(data)
+        yield data
+
+
+class _Reader:
+    """A read-only stream over an open descriptor from its start, for gzip (reads with pread)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to size bytes (all the rest when size < 0)."""
+        if size < 0:
+            return b"".join(iter(lambda: self.read(1 << 20), b""))
+        data = os.pread(self.fd, size, self.offset)
+        self.offset += len(data)
+        return data
+
+
+def _unchanged(raw_file: RawFile, opened: Opened) -> None:
+    """Raise Unreadable when a file's size or mtime moved while it was read."""
+    st = os.fstat(opened.fd)
+    if (st.st_size, st.st_mtime_ns) != (opened.size, opened.mtime_ns):
+        raise Unreadable("changed while it was read; a later run reads it again")
 
 
 def create_state_tables(conn: duckdb.DuckDBPyConnection) -> None:
@@ -149,33 +323,54 @@ def reset_state(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(f"delete from raw_{stream.name}")
 
 
-def plan(conn: duckdb.DuckDBPyConnection, found: Discovery) -> list[tuple[RawFile, str | None]]:
-    """Files that are new or whose content changed, each with its content hash.
+def _loaded(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int, str]]:
+    """Every loaded file's size, mtime and hash, by name."""
+    rows = conn.execute("select file, size, mtime_ns, sha256 from manifest").fetchall()
+    return {row[0]: row[1:] for row in rows}
 
-    A file the manifest does not know is new whatever its hash: its hash is None here, to be
-    computed while earlier files load.
-    """
-    known = {
-        row[0]: row[1:]
-        for row in conn.execute("select file, size, mtime_ns, sha256 from manifest").fetchall()
-    }
+
+def _to_load(
+    loaded: dict[str, tuple[int, int, str]], files: list[RawFile]
+) -> list[tuple[RawFile, str | None]]:
+    """Files that are new, or whose size or mtime changed, each with the hash it was loaded with."""
     todo: list[tuple[RawFile, str | None]] = []
-    for raw_file in found.files:
-        seen = known.get(raw_file.rel)
+    for raw_file in files:
+        seen = loaded.get(raw_file.rel)
         if not seen:
             todo.append((raw_file, None))
-            continue
-        if seen[0] == raw_file.size and seen[1] == raw_file.mtime_ns:
-            continue
-        digest = file_sha256(raw_file.path)
-        if seen[2] == digest:
-            conn.execute(
-                "update manifest set size = ?, mtime_ns = ? where file = ?",
-                [raw_file.size, raw_file.mtime_ns, raw_file.rel],
-            )
-            continue
-        todo.append((raw_file, digest))
+        elif (seen[0], seen[1]) != (raw_file.size, raw_file.mtime_ns):
+            todo.append((raw_file, seen[2]))
     return todo
+
+
+def plan(conn: duckdb.DuckDBPyConnection, found: Discovery) -> list[tuple[RawFile, str | None]]:
+    """Files that are new, or whose size or mtime changed, each with the hash it was loaded with.
+
+    A file the manifest does not know is new: its hash is None. A file whose size and mtime are
+    those it was loaded with is not read again. Files loaded earlier that are no longer in the
+    folder keep their records (the result is that of a rebuild from all files loaded so far):
+    they are listed in `found.skipped` so the run summary says so.
+    """
+    loaded = _loaded(conn)
+    todo = _to_load(loaded, found.files)
+    gone = sorted(set(loaded) - {f.rel for f in found.files} - {rel for rel, _ in found.skipped})
+    if gone:
+        name = gone[0] if len(gone) == 1 else f"{gone[0]} and {len(gone) - 1} more loaded earlier"
+        found.skipped.append((name, GONE))
+    return todo
+
+
+def still_to_load(
+    conn: duckdb.DuckDBPyConnection, todo: list[tuple[RawFile, str | None]]
+) -> list[tuple[RawFile, str | None]]:
+    """The planned files not loaded yet (a retried load skips those an earlier attempt did)."""
+    return _to_load(_loaded(conn), [raw_file for raw_file, _ in todo])
+
+
+GONE = (
+    "no longer in the raw folder: the records loaded from it are kept, as the raw contract "
+    "asks; run with --full-refresh to rebuild from the files there now"
+)
 
 
 # Rows per Arrow batch handed to DuckDB: batches are scanned in parallel.
@@ -234,15 +429,19 @@ class CorruptFile(Exception):
     """A raw file whose bytes cannot be decoded (broken gzip or Parquet)."""
 
 
-def _chunks(raw_file: RawFile, chunk_bytes: int) -> Iterator[bytes]:
-    """The (decompressed) bytes of a JSONL file, chunk_bytes at a time."""
-    opener = gzip.open if raw_file.format == "jsonl.gz" else open
+def _chunks(raw_file: RawFile, fd: int, chunk_bytes: int) -> Iterator[bytes]:
+    """The (decompressed) bytes of an open JSONL file, chunk_bytes at a time."""
     try:
-        with opener(raw_file.path, "rb") as handle:
-            while chunk := handle.read(chunk_bytes):
-                yield chunk
-    except (OSError, EOFError, zlib.error) as error:
+        if raw_file.format == "jsonl.gz":
+            with gzip.GzipFile(fileobj=_Reader(fd), mode="rb") as handle:  # type: ignore[call-overload]
+                while chunk := handle.read(chunk_bytes):
+                    yield chunk
+        else:
+            yield from _pread_blocks(fd, chunk_bytes)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise CorruptFile(f"{type(error).__name__}: {error}") from error
+    except OSError as error:  # the bytes could not be read, not decoded: try again later
+        raise Unreadable(_why(error)) from error
 
 
 def _prefetched(items: Iterator[pa.Table]) -> Iterator[pa.Table]:
@@ -258,11 +457,11 @@ def _prefetched(items: Iterator[pa.Table]) -> Iterator[pa.Table]:
             yield item
 
 
-def jsonl_blocks(raw_file: RawFile, chunk_bytes: int) -> Iterator[pa.Table]:
-    """Read a JSONL (or gzip JSONL) file as blocks of whole numbered lines."""
+def jsonl_blocks(raw_file: RawFile, fd: int, chunk_bytes: int) -> Iterator[pa.Table]:
+    """Read an open JSONL (or gzip JSONL) file as blocks of whole numbered lines."""
     next_line = 1
     rest = b""
-    for chunk in _chunks(raw_file, chunk_bytes):
+    for chunk in _chunks(raw_file, fd, chunk_bytes):
         cut = chunk.rfind(b"\n") + 1
         if not cut:  # no line ends in this chunk: keep reading
             rest += chunk
@@ -338,10 +537,20 @@ def _load_lines(
 
 
 def _load_parquet(
-    conn: duckdb.DuckDBPyConnection, stream: Stream, raw_file: RawFile, run_id: str, track: bool
+    conn: duckdb.DuckDBPyConnection,
+    stream: Stream,
+    raw_file: RawFile,
+    fd: int,
+    run_id: str,
+    track: bool,
 ) -> tuple[int, int]:
-    """Load a Parquet file: typed columns checked as they are, each row numbered from 1."""
-    scan = f"read_parquet({_sql_str(str(raw_file.path))}, file_row_number = true)"
+    """Load an open Parquet file: typed columns checked as they are, each row numbered from 1.
+
+    DuckDB reads it through the name of its open descriptor: the file's own name could be taken
+    as a glob pattern (`part-*.parquet`, `[ab].parquet`), and the descriptor is the file checked.
+    """
+    fd_path = f"{FD_DIR}/{fd}"
+    scan = f"read_parquet({_sql_str(fd_path)}, file_row_number = true)"
     try:
         described = conn.execute(f"describe select * from {scan}").fetchall()
         columns = {row[0]: row[1] for row in described if row[0] != "file_row_number"}
@@ -357,19 +566,20 @@ def _load_parquet(
         fast = parquet_fast_sql(stream, source, columns)
         return _load_lines(conn, stream, raw_file.rel, fast, failing, run_id, track)
     except (duckdb.IOException, duckdb.InvalidInputException) as error:
-        raise CorruptFile(str(error).splitlines()[0]) from error
+        # DuckDB names the descriptor it read: the reason names the file
+        raise CorruptFile(str(error).splitlines()[0].replace(fd_path, raw_file.rel)) from error
 
 
 def load_file(
     conn: duckdb.DuckDBPyConnection,
     raw_file: RawFile,
-    digest: str,
+    opened: Opened,
     run_id: str,
     chunk_bytes: int,
     new: bool = False,
     track: bool = True,
 ) -> tuple[int, int]:
-    """Load one new or changed file, replacing its earlier records. Returns (accepted, rejected).
+    """Load one new or changed open file, replacing its earlier records; (accepted, rejected).
 
     A `new` file (one the manifest does not know) has no earlier records to replace: records,
     rejects and counts are only written in the transaction that adds their file to the manifest.
@@ -380,9 +590,9 @@ def load_file(
         _forget(conn, raw_file, track)
     accepted = rejected = blank = 0
     if raw_file.format == "parquet":
-        accepted, rejected = _load_parquet(conn, stream, raw_file, run_id, track)
+        accepted, rejected = _load_parquet(conn, stream, raw_file, opened.fd, run_id, track)
     else:
-        for block in _prefetched(jsonl_blocks(raw_file, chunk_bytes)):
+        for block in _prefetched(jsonl_blocks(raw_file, opened.fd, chunk_bytes)):
             conn.register("block", block)
             counts = _load_lines(
                 conn, stream, raw_file.rel, fast_sql(stream, "block"), block, run_id, track
@@ -392,7 +602,7 @@ def load_file(
             rejected += counts[1]
             blank += pc.sum(block["blank"]).as_py() or 0
     conn.execute("drop table if exists fast; drop table if exists validated")
-    _remember(conn, raw_file, digest, run_id, (accepted, rejected, blank))
+    _remember(conn, raw_file, opened.digest, run_id, (accepted, rejected, blank))
     return accepted, rejected
 
 
@@ -478,8 +688,23 @@ def ingest(
     track: bool = True,
 ) -> dict[str, LoadStats]:
     """Load every new or changed file; return per-stream counts for this run. `track` records
-    changed keys for the incremental transform (useless when the transform rebuilds in full)."""
-    return load(conn, plan(conn, found), run_id, chunk_bytes, track)
+    changed keys for the incremental transform (useless when the transform rebuilds in full).
+
+    A file that cannot be read now (it vanished, is no longer a regular file, a read failed, it
+    changed while read) is added to `found.skipped` and left out of the manifest: a later run
+    tries it again.
+    """
+    return load(conn, plan(conn, found), found.skipped, run_id, chunk_bytes, track)
+
+
+def loaded_by(conn: duckdb.DuckDBPyConnection, run_id: str, stream: str) -> LoadStats:
+    """The files and lines of a stream that a run loaded."""
+    row = conn.execute(
+        "select count(*), sum(lines_read), sum(accepted), sum(rejected) from file_stats "
+        "where run_id = ? and stream = ?",
+        [run_id, stream],
+    ).fetchall()[0]
+    return LoadStats(*(int(value or 0) for value in row))
 
 
 def by_stream(
@@ -495,47 +720,101 @@ def by_stream(
 def load(
     conn: duckdb.DuckDBPyConnection,
     todo: list[tuple[RawFile, str | None]],
+    skipped: list[tuple[str, str]],
     run_id: str,
     chunk_bytes: int,
     track: bool = True,
     on_file: Callable[[RawFile], None] | None = None,
 ) -> dict[str, LoadStats]:
     """Load planned files (see `plan`), each in its own transaction; per-stream counts.
-    `on_file` is told of each file once it is loaded."""
+
+    Files that cannot be read now are added to `skipped` with the reason; `on_file` is told of
+    each file once it is done with.
+    """
     stats: dict[str, LoadStats] = {}
-    # new files are hashed by a helper thread (hashlib releases the GIL), ahead of their load
+    # the next file is opened and hashed by a helper thread (hashlib releases the GIL) while one
+    # loads: at most two files are open at a time
     hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-hash")
+    ahead = hasher.submit(hashed, todo[0][0]) if todo else None
     try:
-        digests = [digest or hasher.submit(file_sha256, raw_file.path) for raw_file, digest in todo]
-        for (raw_file, _), digest in zip(todo, digests, strict=True):
-            new = not isinstance(digest, str)  # the manifest does not know it
-            text = digest if isinstance(digest, str) else digest.result()
-            _load_one(conn, raw_file, text, run_id, chunk_bytes, stats, new, track)
-            if on_file:
-                on_file(raw_file)
+        for index, (raw_file, loaded_digest) in enumerate(todo):
+            current, ahead = ahead, None
+            if index + 1 < len(todo):
+                ahead = hasher.submit(hashed, todo[index + 1][0])
+            try:
+                opened = current.result() if current else hashed(raw_file)
+            except Unreadable as error:
+                skipped.append((raw_file.rel, str(error)))
+                if on_file:
+                    on_file(raw_file)
+                continue
+            try:
+                _load_or_touch(
+                    conn, raw_file, opened, loaded_digest, run_id, chunk_bytes, stats, track
+                )
+            except Unreadable as error:
+                skipped.append((raw_file.rel, str(error)))
+            finally:
+                os.close(opened.fd)
+                if on_file:
+                    on_file(raw_file)
     finally:
+        if ahead is not None and not ahead.cancel() and ahead.exception() is None:
+            os.close(ahead.result().fd)
         hasher.shutdown(wait=False, cancel_futures=True)
     return stats
+
+
+def _load_or_touch(
+    conn: duckdb.DuckDBPyConnection,
+    raw_file: RawFile,
+    opened: Opened,
+    loaded_digest: str | None,
+    run_id: str,
+    chunk_bytes: int,
+    stats: dict[str, LoadStats],
+    track: bool,
+) -> None:
+    """Load an opened file, or only note its new size and mtime when its content is unchanged."""
+    if opened.digest == loaded_digest:
+        conn.execute(
+            "update manifest set size = ?, mtime_ns = ? where file = ?",
+            [opened.size, opened.mtime_ns, raw_file.rel],
+        )
+        return
+    # the manifest remembers the size and mtime of the bytes read, not those seen by discovery
+    as_opened = replace(raw_file, size=opened.size, mtime_ns=opened.mtime_ns)
+    new = loaded_digest is None  # the manifest does not know it
+    _load_one(conn, as_opened, opened, run_id, chunk_bytes, stats, new, track)
 
 
 def _load_one(
     conn: duckdb.DuckDBPyConnection,
     raw_file: RawFile,
-    digest: str,
+    opened: Opened,
     run_id: str,
     chunk_bytes: int,
     stats: dict[str, LoadStats],
     new: bool,
     track: bool,
 ) -> None:
-    """Load one file in its own transaction and add its counts to `stats`."""
+    """Load one file in its own transaction and add its counts to `stats`.
+
+    Bytes that cannot be decoded are recorded as a corrupt file; a file that could not be read,
+    or changed while it was read, raises Unreadable with nothing recorded.
+    """
     conn.execute("begin transaction")
     try:
-        accepted, rejected = load_file(conn, raw_file, digest, run_id, chunk_bytes, new, track)
-    except CorruptFile as error:
-        conn.execute("rollback")
-        conn.execute("begin transaction")
-        accepted, rejected = record_corrupt(conn, raw_file, digest, run_id, str(error), new, track)
+        try:
+            accepted, rejected = load_file(conn, raw_file, opened, run_id, chunk_bytes, new, track)
+        except CorruptFile as error:
+            _unchanged(raw_file, opened)  # a file rewritten while read is not corrupt
+            conn.execute("rollback")
+            conn.execute("begin transaction")
+            accepted, rejected = record_corrupt(
+                conn, raw_file, opened.digest, run_id, str(error), new, track
+            )
+        _unchanged(raw_file, opened)
     except BaseException:
         conn.execute("rollback")
         raise

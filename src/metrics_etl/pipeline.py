@@ -150,6 +150,7 @@ def plan_task(
         if summary.full_refresh:
             ingest.reset_state(conn)
         todo = ingest.plan(conn, found)
+    summary.skipped_files = [list(item) for item in found.skipped]  # with files loaded earlier
     _log().info(
         "%d of %d raw files are new or changed (%d skipped)",
         len(todo),
@@ -171,10 +172,16 @@ def ingest_stream(
     """Load one stream's new or changed raw files, each in its own transaction."""
     started = time.monotonic()
     cfg = settings_mod.load()
+    skipped: list[tuple[str, str]] = []
     with writer.attempt() as conn:
-        stats = ingest.load(
-            conn, todo, summary.run_id, cfg.read_chunk_bytes, track, on_file=bar.advance
-        ).get(stream, ingest.LoadStats())
+        pending = ingest.still_to_load(conn, todo)  # a retry goes on where the failure was
+        for raw_file, _ in todo[: len(todo) - len(pending)]:
+            bar.advance(raw_file)
+        ingest.load(
+            conn, pending, skipped, summary.run_id, cfg.read_chunk_bytes, track, bar.advance
+        )
+        stats = ingest.loaded_by(conn, summary.run_id, stream)  # earlier attempts' files too
+    summary.skipped_files += [list(item) for item in skipped]
     summary.streams[stream] = vars(stats)
     _log().info(
         "%s: %d files, %s lines: %s accepted, %s rejected in %.1f s",

@@ -19,10 +19,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote
 
 import duckdb
 import numpy as np
@@ -40,13 +40,16 @@ from metrics_etl.serving import (
     to_us,
     totals_by,
 )
-from metrics_etl.timeparse import format_instant, parse_instant
+from metrics_etl.timeparse import format_instant, parse_instant, shown
 
 LOG = logging.getLogger(__name__)
-INT_RE = re.compile(r"[+-]?\d+")
+INT_RE = re.compile(r"[+-]?[0-9]+")  # ASCII digits only (`\d` matches any script's)
 PARAM_RE = re.compile(r"\$([a-z][a-z0-9_]*)")
-INT64_MAX = 2**63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FIRST_US = to_us(datetime(1, 1, 1, tzinfo=UTC))  # 0001-01-01T00:00:00Z, the first instant written
 WIDTHS = ("hour", "day", "week", "month")
+PAGE_RULE = "an integer >= 1"
+PER_PAGE_RULE = "an integer from 1 to 1000"
 READ_FIELDS = ("total_reads", "unique_reads", "report_readers", "reports_seen")
 AWARENESS_FIELDS = ("total_alerts", "unique_alerts", "alert_source_reports", "alerts_opened")
 SELECTABLE_FIELD_TYPES = ("Category", "DropDown", "Radio")
@@ -139,16 +142,32 @@ def _param(params: dict[str, list[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
-def parse_int(params: dict[str, list[str]], name: str, default: int | None = None) -> int:
-    """A required (or defaulted) integer parameter."""
+def int64(raw: str) -> int | None:
+    """A base-10 integer in ASCII digits within the signed 64-bit range, or None. Never calls
+    int() on more than 20 digits (CPython refuses more than 4300)."""
+    if not INT_RE.fullmatch(raw):
+        return None
+    digits = raw.lstrip("+-").lstrip("0")
+    if len(digits) > 19:
+        return None
+    value = (-1 if raw[0] == "-" else 1) * int(digits or "0")
+    return value if INT64_MIN <= value <= INT64_MAX else None
+
+
+def parse_int(
+    params: dict[str, list[str]], name: str, default: int | None = None, rule: str = ""
+) -> int:
+    """A required (or defaulted) integer parameter; `rule` words its range in messages."""
     raw = _param(params, name)
     if raw is None:
         if default is not None:
             return default
         raise bad_request(f"{name} is required (an integer)")
-    if not INT_RE.fullmatch(raw.strip()) or abs(int(raw)) > INT64_MAX:
-        raise bad_request(f"{name} must be an integer, got '{raw}'")
-    return int(raw)
+    value = int64(raw)
+    if value is None:
+        rule = rule or f"an integer from {INT64_MIN} to {INT64_MAX}"
+        raise bad_request(f"{name} must be {rule} in ASCII digits, got '{shown(raw)}'")
+    return value
 
 
 def parse_date(params: dict[str, list[str]], name: str) -> datetime:
@@ -158,10 +177,10 @@ def parse_date(params: dict[str, list[str]], name: str) -> datetime:
         raise bad_request(f"{name} is required (ISO 8601, e.g. 2016-11-07T00:00:00Z)")
     try:
         return parse_instant(raw.replace(" ", "+"))
-    except (ValueError, OverflowError):
+    except ValueError as error:
         raise bad_request(
-            f"{name} must be an ISO 8601 date or date-time (e.g. 2016-11-07 or "
-            f"2016-11-07T10:15:00Z), got '{raw}'"
+            f"{name}: {error}; use an ISO 8601 date or date-time from 0001-01-01 to "
+            "9999-12-31, e.g. 2016-11-07 or 2016-11-07T10:15:00Z"
         ) from None
 
 
@@ -171,7 +190,9 @@ def parse_fields(params: dict[str, list[str]], allowed: tuple[str, ...]) -> list
     names = {item.strip() for item in raw.split(",") if item.strip()}
     unknown = sorted(names - set(allowed))
     if unknown:
-        raise bad_request(f"fields has unknown names {unknown}; allowed: {', '.join(allowed)}")
+        raise bad_request(
+            f"fields has unknown names {shown(str(unknown))}; allowed: {', '.join(allowed)}"
+        )
     return [name for name in allowed if name in names] or [allowed[0]]
 
 
@@ -273,13 +294,13 @@ class Reader:
 
     def _dispatch(self, path_and_query: str, account_id: int) -> Any:
         """Route a request to its endpoint after validating its parameters."""
-        url = urlsplit(path_and_query)
-        params = parse_qs(url.query, keep_blank_values=True)
-        parts = url.path.split("/")[1:]
+        path, _, query = path_and_query.partition("?")
+        params = parse_qs(query, keep_blank_values=True)
+        parts = [unquote(part) for part in path.split("/")[1:]]  # each segment decoded once
         if len(parts) == 3 and parts[0] == "batch" and parts[1] and parts[2] == "report_stats":
-            return self._report_stats_request(unquote(parts[1]), params, account_id)
+            return self._report_stats_request(parts[1], params, account_id)
         if len(parts) != 4 or parts[:3] != ["api", "v4", "analytics"] or parts[3] not in ANALYTICS:
-            raise not_found(f"no endpoint at {url.path}; see /docs for the endpoints")
+            raise not_found(f"no endpoint at {shown(path, 200)}; see /docs for the endpoints")
         return self._analytics_request(parts[3], params, account_id)
 
     def _analytics_request(
@@ -298,7 +319,7 @@ class Reader:
             width = _param(params, "datetime_range_width")
             if width is not None and width not in WIDTHS:
                 raise bad_request(
-                    f"datetime_range_width must be one of {', '.join(WIDTHS)}, got '{width}'"
+                    f"datetime_range_width must be one of {', '.join(WIDTHS)}, got '{shown(width)}'"
                 )
             return self.reports_over_time(account_id, channel_id, start, end, width)
         if endpoint == "reports_read":
@@ -367,7 +388,8 @@ class Reader:
         return [
             {
                 "account_id": account,
-                "datetime_range_start": format_instant(from_us(bucket)),
+                # a bucket whose local start falls before year 1 starts at 0001-01-01T00:00Z
+                "datetime_range_start": format_instant(from_us(max(bucket, FIRST_US))),
                 "report_count": count,
                 "datetime_range_width": width,
             }
@@ -619,18 +641,19 @@ class Reader:
     ) -> dict:
         """Validate report-stats parameters in order, then answer."""
         if self._part("dims").organizations.get(organization) != account_id:
-            raise not_found(f"organization '{organization}' not found")
+            raise not_found(f"organization '{shown(organization)}' not found")
         include = _param(params, "include_spaces")
         if include is not None and include != "all":
-            raise bad_request(f"include_spaces must be 'all' when given, got '{include}'")
-        page = parse_int(params, "page", default=1)
+            raise bad_request(f"include_spaces must be 'all' when given, got '{shown(include)}'")
+        page = parse_int(params, "page", 1, PAGE_RULE)
         if page < 1:
-            raise bad_request(f"page must be an integer >= 1, got '{_param(params, 'page')}'")
-        per_page = parse_int(params, "per_page", default=1000)
-        if not 1 <= per_page <= 1000:
             raise bad_request(
-                f"per_page must be an integer from 1 to 1000, got '{_param(params, 'per_page')}'"
+                f"page must be {PAGE_RULE}, got '{shown(_param(params, 'page') or '')}'"
             )
+        per_page = parse_int(params, "per_page", 1000, PER_PAGE_RULE)
+        if not 1 <= per_page <= 1000:
+            raw = shown(_param(params, "per_page") or "")
+            raise bad_request(f"per_page must be {PER_PAGE_RULE}, got '{raw}'")
         return self.report_stats(account_id, organization, page, per_page, include == "all")
 
     def report_stats(

@@ -6,6 +6,7 @@ import contextlib
 import threading
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import orjson
 from fastapi import FastAPI, Header, Query, Request
@@ -14,15 +15,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from metrics_etl.keys import KeyStore
-from metrics_etl.reader import ANALYTICS, ApiError, Reader
+from metrics_etl.reader import ANALYTICS, ApiError, Reader, shown
 
 AuthHeader = Annotated[str | None, Header(description="Bearer <API key>")]
 OptionalQuery = Annotated[str | None, Query()]
+# Printable ASCII is passed to the reader as sent (percent escapes included, decoded there once);
+# other bytes of the request target (raw UTF-8, say) are percent-encoded first.
+URL_SAFE = bytes(range(0x21, 0x7F)).decode("ascii")
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """A JSON error answer."""
-    return JSONResponse({"error": code, "message": message}, status_code=status)
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+def request_target(request: Request) -> str:
+    """The path and query as the client sent them, not yet percent-decoded (Starlette's
+    `request.url.path` is decoded, and the reader decodes each path segment itself)."""
+    path = quote(request.scope.get("raw_path") or request.url.path.encode(), safe=URL_SAFE)
+    query = quote(request.scope.get("query_string", b""), safe=URL_SAFE)
+    return path + (f"?{query}" if query else "")
 
 
 def _warm(reader: Reader) -> None:
@@ -37,6 +51,7 @@ def create_app(warehouse: Path) -> FastAPI:
     threading.Thread(target=_warm, args=(reader,), daemon=True).start()
     store = KeyStore(Path(warehouse))
     app = FastAPI(
+        redirect_slashes=False,  # a trailing slash is a 404 (README), not a 307 redirect
         title="metrics-etl API",
         description="Analytics API v4 and report-stats batch API, served from published snapshots. "
         "Authenticate with `Authorization: Bearer <key>` (see `metrics-etl keys create`).",
@@ -49,10 +64,12 @@ def create_app(warehouse: Path) -> FastAPI:
         account_id = store.account_for(secret.strip()) if scheme.lower() == "bearer" else None
         if account_id is None:
             return _error(
-                401, "unauthorized", "missing or invalid API key; send Authorization: Bearer <key>"
+                401,
+                "unauthorized",
+                "missing or invalid API key; send Authorization: Bearer <key>",
+                {"WWW-Authenticate": "Bearer"},
             )
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        status, body = reader.get(target, account_id)
+        status, body = reader.get(request_target(request), account_id)
         return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
     for endpoint in ANALYTICS:
@@ -71,7 +88,9 @@ def create_app(warehouse: Path) -> FastAPI:
             handler
         )
 
-    @app.get("/batch/{organization}/report_stats", summary="report stats")
+    # `:path` so that an organization holding an encoded slash (%2F) reaches the reader, which
+    # splits the raw path and decodes each segment once.
+    @app.get("/batch/{organization:path}/report_stats", summary="report stats")
     def report_stats(
         request: Request,
         organization: Annotated[str, PathParam(description="organization username")],
@@ -90,11 +109,11 @@ def create_app(warehouse: Path) -> FastAPI:
 
     @app.exception_handler(404)
     async def missing(request: Request, exc: Exception) -> JSONResponse:
-        return _error(404, "not_found", f"no endpoint at {request.url.path}; see /docs")
+        return _error(404, "not_found", f"no endpoint at {shown(request.url.path, 200)}; see /docs")
 
     @app.exception_handler(405)
     async def method(request: Request, exc: Exception) -> JSONResponse:
-        return _error(405, "method_not_allowed", "only GET is supported")
+        return _error(405, "method_not_allowed", "only GET is supported", {"Allow": "GET"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -21,6 +21,7 @@ import numpy as np
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
+HOUR_US = 3_600_000_000
 NO_ID = np.iinfo(np.int64).min  # stands for NULL in id columns
 
 
@@ -189,12 +190,10 @@ class Pair:
         """Rollup rows [i, j) of the whole local hours in [start, end), and the fact rows of the
         partial hours at its edges (facts inside [start, end) whose hour is not whole)."""
         s, e = to_us(start), to_us(end)
-        last = e - 3_600_000_000
+        last = e - HOUR_US
         i, j = self.rollup.span(channel, s, last + 1)
-        if start + timedelta(hours=1) >= end - timedelta(hours=1):
-            windows = [(s, e)]
-        else:
-            windows = [(s, s + 3_600_000_000), (last, e)]
+        # in microseconds: datetime arithmetic would overflow within an hour of 0001 / 9999
+        windows = [(s, e)] if s + HOUR_US >= last else [(s, s + HOUR_US), (last, e)]
         hours = self.facts.cols["hour"]
         parts = []
         for lo, hi in windows:

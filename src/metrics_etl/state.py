@@ -213,7 +213,6 @@ def discover(raw: Path, summary: RunSummary) -> ingest.Discovery:
         raise UserError(
             f"raw folder {raw} is empty; put files under {raw}/<stream>/ or run `metrics-etl generate`"
         )
-    summary.skipped_files = [list(s) for s in found.skipped]
     return found
 
 
@@ -259,6 +258,7 @@ def check(
                 return None
         finally:
             conn.close()
+    summary.skipped_files = [list(item) for item in found.skipped]  # with files loaded earlier
     summary.seconds["total"] = round(time.monotonic() - started, 3)
     return no_op(summary)
 
