@@ -5,7 +5,7 @@ UV := $(TOOLS)/bin/uv
 RUN := $(UV) run --frozen --no-sync
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
-export PREFECT_HOME := $(CURDIR)/.prefect
+export DO_NOT_TRACK := 1
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 
 .PHONY: setup demo test lint format bench clean
@@ -16,8 +16,10 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==0.13.9"
 
+# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as here) nothing is ever cached, and
+# every command would compile the whole stack from source (a no-op run 12-13 s instead of 7 s)
 .venv/.synced: $(UV) uv.lock pyproject.toml
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --compile-bytecode
 	touch $@
 
 demo: setup
@@ -39,4 +41,4 @@ bench: setup
 	$(RUN) python benchmarks/run.py
 
 clean:
-	rm -rf data/raw data/warehouse .prefect
+	rm -rf data/raw data/warehouse

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+# the tests' Prefect home (and its database) is their own, never the user's ~/.prefect
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="metrics-etl-tests-prefect-"))
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 os.environ.setdefault("METRICS_ETL_MEMORY_LIMIT", "2GB")
 os.environ.setdefault("METRICS_ETL_RETENTION_MINUTES", "0")

@@ -556,7 +556,7 @@ def test_keys_left_unrecorded_make_the_next_transform_full(
         writer = pipeline.Writer(inc)
         try:  # the run's load steps alone: it stops before its transform
             summary = pipeline.new_summary(HAND_AS_OF, False)
-            todo, track = pipeline.plan_task.fn(writer, pipeline.discover(r2, summary), summary)
+            todo, track = pipeline.plan_task.fn(writer, pipeline.discover(r2), summary)
             for stream, files in ingest.by_stream(todo).items():
                 pipeline.ingest_stream.fn(writer, stream, files, summary, track, progress.Bar())
             assert writer.conn.execute("select count(*) from dirty_keys").fetchall() == [(0,)]

@@ -668,19 +668,24 @@ def test_keys_are_tracked_only_for_an_incremental_transform(
     tracked.close()
 
     calls: list[bool] = []
-    real = ingest.ingest
+    real = ingest.load
 
     def spy(*args, **kwargs):
-        calls.append(args[4])
+        calls.append(args[5])  # track
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest, "ingest", spy)
+    def tracked_in(*args) -> set[bool]:
+        calls.clear()
+        pipeline.run(*args)
+        return set(calls)
+
+    monkeypatch.setattr(ingest, "load", spy)
     warehouse = tmp_path / "wh"
-    pipeline.run(raw, warehouse, AS_OF, False)  # first build: full
+    full = tracked_in(raw, warehouse, AS_OF, False)  # first build: full
     jsonl(
         raw / "reads/late.jsonl",
         [{"read_id": 99, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}],
     )
-    pipeline.run(raw, warehouse, AS_OF, False)  # incremental
-    pipeline.run(raw, warehouse, AS_OF, True)  # --full-refresh
-    assert calls == [False, True, False]
+    incremental = tracked_in(raw, warehouse, AS_OF, False)
+    refresh = tracked_in(raw, warehouse, AS_OF, True)  # --full-refresh
+    assert (full, incremental, refresh) == ({False}, {True}, {False})

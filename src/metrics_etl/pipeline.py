@@ -352,7 +352,7 @@ def run(raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool) 
     cfg = settings_mod.load()
     summary = new_summary(as_of, full_refresh)
     started = time.monotonic()
-    found = discover(raw, summary)
+    found = discover(raw)
     try:
         with writer_lock(warehouse, cfg.lock_timeout_s), progress.Display() as display:
             writer = Writer(warehouse)

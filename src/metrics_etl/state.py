@@ -206,8 +206,8 @@ def mark_published(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("commit")
 
 
-def discover(raw: Path, summary: RunSummary) -> ingest.Discovery:
-    """The raw folder's files; the skipped ones go into the summary."""
+def discover(raw: Path) -> ingest.Discovery:
+    """The raw folder's files; an error when it holds none."""
     found = ingest.discover(raw)
     if not found.files and not found.skipped:
         raise UserError(
@@ -248,7 +248,7 @@ def check(
     cfg = settings_mod.load()
     summary = new_summary(as_of, full_refresh)
     started = time.monotonic()
-    found = discover(raw, summary)
+    found = discover(raw)
     if full_refresh or publish.current_snapshot(warehouse) is None:
         return None
     with writer_lock(warehouse, cfg.lock_timeout_s):
