@@ -20,7 +20,7 @@ import math
 import os
 import re
 import zoneinfo
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -222,6 +222,29 @@ class BadRecord(Exception):
     """A record that must go to the rejects list."""
 
 
+class JsonObject(dict):
+    """A decoded JSON object that remembers which keys were written more than once."""
+
+    repeated: frozenset[str] = frozenset()
+
+
+def _object_from_pairs(pairs: list[tuple[str, Any]]) -> JsonObject:
+    """object_pairs_hook for json.loads: keep every key, note the repeated ones."""
+    obj = JsonObject(pairs)
+    if len(obj) < len(pairs):
+        counts = Counter(k for k, _ in pairs)
+        obj.repeated = frozenset(k for k, n in counts.items() if n > 1)
+    return obj
+
+
+def _check_repeated(obj: dict, names: tuple[str, ...] | list[str], where: str) -> None:
+    """A key the contract reads, written twice in one object, is ambiguous: a bad record."""
+    repeated = getattr(obj, "repeated", frozenset())
+    for name in names:
+        if name in repeated:
+            raise BadRecord(f"key {name} appears more than once {where}")
+
+
 # --------------------------------------------------------------------------
 # Value parsing
 # --------------------------------------------------------------------------
@@ -318,6 +341,7 @@ def parse_selections(value: Any) -> list[dict]:
     for el in value:
         if not isinstance(el, dict):
             raise BadRecord("selection element is not an object")
+        _check_repeated(el, ("field_id", "value"), "in an element of selections")
         out.append(
             {
                 "field_id": _sub_required(el, "field_id", parse_int),
@@ -334,6 +358,7 @@ def parse_options(value: Any) -> list[dict]:
     for el in value:
         if not isinstance(el, dict):
             raise BadRecord("option element is not an object")
+        _check_repeated(el, ("value", "name"), "in an element of options")
         out.append(
             {
                 "value": _sub_required(el, "value", parse_string),
@@ -346,6 +371,7 @@ def parse_options(value: Any) -> list[dict]:
 def parse_styles(value: Any) -> dict:
     if not isinstance(value, dict):
         raise BadRecord("styles is not an object")
+    _check_repeated(value, ("thumb", "medium"), "in styles")
     return {
         "thumb": _sub_required(value, "thumb", parse_string),
         "medium": _sub_required(value, "medium", parse_string),
@@ -370,6 +396,7 @@ def validate_record(stream: str, obj: Any) -> dict:
     if not isinstance(obj, dict):
         raise BadRecord(f"record is not a JSON object ({type(obj).__name__})")
     _, fields = ALL_STREAMS[stream]
+    _check_repeated(obj, [name for name, _, _ in fields], "in the object")
     out: dict[str, Any] = {}
     for name, typ, required in fields:
         if name not in obj:
@@ -396,7 +423,9 @@ def _reject_constant(name: str) -> Any:
 
 def decode_json_line(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(
+            text, parse_constant=_reject_constant, object_pairs_hook=_object_from_pairs
+        )
     except (ValueError, RecursionError) as e:
         raise BadRecord(f"invalid JSON: {e}") from None
 

@@ -9,8 +9,22 @@ import duckdb
 
 from metrics_etl.contract import ALLOWED_VALUES, DUCKDB_TYPES, Field, Stream
 
-TS_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)"
+# A timestamp string: year 0001-9999, hour 00-23, minute and second 00-59, an offset of at most
+# ±23:59 (DuckDB's cast alone takes hour 24, offset +24:00 or +99:99, and year 0000, and moves
+# the instant). The cast then checks that the day exists in its month.
+TS_OFFSET_PATTERN = r"([Zz]|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)"
+TS_PATTERN = (
+    r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?" + TS_OFFSET_PATTERN
+)
+# The shape alone, digits unchecked: a value of this shape that is not a TS_PATTERN is out of range.
+TS_SHAPE_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)"
 NAIVE_TS_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
+# Instants are kept within years 0001-9999 in UTC too (0001-01-01T00:30:00+01:00 is not).
+TS_RANGE = (
+    "timestamptz '0001-01-01 00:00:00+00'",
+    "timestamptz '9999-12-31 23:59:59.999999+00'",
+)
 
 MACROS = """
 create or replace temp macro v_is_int(v) as coalesce(
@@ -67,7 +81,7 @@ SCALAR_CHECKS: dict[str, str] = {
     "ts": (
         "({c} is not null and regexp_full_match({v}, '"
         + TS_PATTERN.replace("{", "{{").replace("}", "}}")
-        + "'))"
+        + f"') and {{c}} between {TS_RANGE[0]} and {TS_RANGE[1]})"
     ),
     "tz": "({t} = 'VARCHAR' and list_contains(getvariable('known_tz'), {v}))",
 }
@@ -91,6 +105,13 @@ NESTED_CONVERSIONS: dict[str, str] = {
     "selections": "v_as_selections({j})",
     "options": "v_as_options({j})",
     "styles": "v_as_styles({j})",
+}
+
+# The keys the contract reads inside each nested value (an element of a list, or the object).
+NESTED_KEYS: dict[str, tuple[str, ...]] = {
+    "selections": ("field_id", "value"),
+    "options": ("value", "name"),
+    "styles": ("thumb", "medium"),
 }
 
 
@@ -153,9 +174,19 @@ def _reason(stream: Stream, field: Field, index: int) -> str:
     expected = _sql_str(f"field {field.name}: expected {EXPECTED[field.type]}, got ")
     problem = f"{expected} || {preview}"
     if field.type == "ts":
+        shaped = f"{t} = 'VARCHAR' and regexp_full_match({v}, '{TS_SHAPE_PATTERN}')"
+        name = field.name
         problem = (
             f"case when {t} = 'VARCHAR' and regexp_full_match({v}, '{NAIVE_TS_PATTERN}') "
-            f"then 'field {field.name}: timestamp has no offset (add Z or an offset such as +05:45): ' "
+            f"then 'field {name}: timestamp has no offset (add Z or an offset such as +05:45): ' "
+            f"|| {preview} "
+            f"when {shaped} and not regexp_matches({v}, '{TS_OFFSET_PATTERN}$') "
+            f"then 'field {name}: offset ' || regexp_extract({v}, '[+-][0-9:]+$') "
+            f"|| ' is out of range (hours 00-23, minutes 00-59, so at most ±23:59): ' || {preview} "
+            f"when {shaped} and regexp_full_match({v}, '{TS_PATTERN}') and c{index} is not null "
+            f"then 'field {name}: the instant is outside years 0001-9999 in UTC: ' || {preview} "
+            f"when {shaped} then 'field {name}: not a real date and time (year 0001-9999, "
+            f"month 01-12, a day of that month, hour 00-23, minute and second 00-59): ' "
             f"|| {preview} else {problem} end"
         )
     parts.append(f"when not {_check(field, index)} then {problem}")
@@ -165,6 +196,53 @@ def _reason(stream: Stream, field: Field, index: int) -> str:
         msg = _sql_str(f"field {field.name}: must be one of {', '.join(allowed)}, got ")
         parts.append(f"when {v} not in ({values}) then {msg} || {preview}")
     return "case " + " ".join(parts) + " end"
+
+
+def _sql_list(items: tuple[str, ...] | list[str]) -> str:
+    """A list of our constant strings as a SQL list literal."""
+    return "[" + ", ".join(_sql_str(i) for i in items) + "]"
+
+
+def _first_repeated(names: tuple[str, ...] | list[str], keys: str) -> str:
+    """SQL: the first of `names` that the key list `keys` holds more than once, or null."""
+    return (
+        f"list_filter({_sql_list(names)}, "
+        f"lambda k: len(list_filter({keys}, lambda x: x = k)) > 1)[1]"
+    )
+
+
+def _repeated_keys(stream: Stream) -> tuple[list[str], list[str]]:
+    """SQL columns naming a repeated contract key (null if none), and the reasons they give.
+
+    A key the contract reads that appears twice in one object makes the record ambiguous (which
+    value counts?): in the record itself, in `styles`, or in an element of `selections` or
+    `options`. Keys the contract does not read are ignored, repeated or not.
+    """
+    found = {0: _first_repeated([f.name for f in stream.fields], "json_keys(text)")}
+    where = {0: "in the object"}
+    for i, f in enumerate(stream.fields, start=1):
+        names = NESTED_KEYS.get(f.type)
+        if names is None:
+            continue
+        if f.type == "styles":
+            found[i] = _first_repeated(names, f"json_keys(text, '$.{f.name}')")
+            where[i] = f"in {f.name}"
+        else:
+            found[i] = (
+                f"list_filter({_sql_list(names)}, lambda k: list_bool_or(list_transform("
+                f"json_keys(text, '$.{f.name}[*]'), "
+                f"lambda e: len(list_filter(e, lambda x: x = k)) > 1)))[1]"
+            )
+            where[i] = f"in an element of {f.name}"
+    columns = [
+        f"case when root_type = 'OBJECT' then {sql} end as rk{i}" for i, sql in found.items()
+    ]
+    reasons = [
+        f"when rk{i} is not null then "
+        f"'key ' || rk{i} || ' appears more than once {where[i]}; write each key once'"
+        for i in found
+    ]
+    return columns, reasons
 
 
 def validated_sql(stream: Stream, source: str) -> str:
@@ -178,6 +256,9 @@ def validated_sql(stream: Stream, source: str) -> str:
     conversions = ",\n        ".join(
         f"{_conversion(f, i)} as c{i}" for i, f in fields if f.type in SCALAR_CONVERSIONS
     )
+    key_columns, key_reasons = _repeated_keys(stream)
+    repeated = ",\n        ".join(key_columns)
+    repeated_reasons = "\n            ".join(key_reasons)
     return f"""
 with nonblank as (
     select
@@ -200,7 +281,8 @@ extracted as (
     select
         *,
         case when root_type = 'OBJECT' then json_type(text, {paths}) end as t,
-        case when root_type = 'OBJECT' then json_extract_string(text, {paths}) end as v
+        case when root_type = 'OBJECT' then json_extract_string(text, {paths}) end as v,
+        {repeated}
     from shaped
 ),
 
@@ -218,6 +300,7 @@ checked as (
             when bad_utf8 then 'line is not valid UTF-8'
             when root_type is null then 'invalid JSON: ' || left(text, 80)
             when root_type <> 'OBJECT' then 'not a JSON object: got ' || lower(root_type)
+            {repeated_reasons}
             else coalesce(
                 {reasons}
             )
@@ -334,7 +417,10 @@ def _fast_field(stream: Stream, field: Field, index: int, ref: str, null_type: s
         check = f"{ref} in ('true', 'false')"
     elif field.type == "ts":
         conversion = f"try_cast(upper({ref}) as timestamptz)"
-        check = f"(regexp_full_match({ref}, '{TS_PATTERN}') and {v} is not null)"
+        check = (
+            f"(regexp_full_match({ref}, '{TS_PATTERN}') "
+            f"and {v} between {TS_RANGE[0]} and {TS_RANGE[1]})"
+        )
     elif field.type == "tz":
         conversion = ref
         check = f"list_contains(getvariable('known_tz'), {ref})"
@@ -368,10 +454,20 @@ def _finish(
 
 
 def _fast_query(
-    stream: Stream, source: str, parsed: str, fields: list[FastField], guard: str = "true"
+    stream: Stream,
+    source: str,
+    parsed: str,
+    fields: list[FastField],
+    guard: str = "true",
+    extra: tuple[str, ...] = (),
 ) -> str:
-    """SQL (line, ok, typed fields) over the columns `parsed` reads from `source`."""
-    conversions = ",\n        ".join(f"{f.conversion} as v{i}" for i, f in enumerate(fields, 1))
+    """SQL (line, ok, typed fields) over the columns `parsed` reads from `source`.
+
+    `extra` are more columns computed next to the conversions, for `guard` to use.
+    """
+    conversions = ",\n        ".join(
+        [*(f"{f.conversion} as v{i}" for i, f in enumerate(fields, 1)), *extra]
+    )
     checks = "\n        and ".join([guard, *(f.check for f in fields)])
     typed = ", ".join(f"v{i} as {f.name}" for i, f in enumerate(stream.fields, 1))
     return f"""
@@ -398,6 +494,35 @@ from converted
 """
 
 
+def _fast_keys(stream: Stream) -> tuple[str, str]:
+    """A column `ks` of a parsed line's keys, and a check over it that no contract key repeats.
+
+    The keys (and those of `styles`) are read once more with json_keys. When there are as many
+    as non-null contract fields, each is a different field's key; otherwise they must all differ
+    (a repeated extra key, which is allowed, is left to the detailed validation). A list element
+    the fast pass takes holds both contract keys; with as many keys as that, none repeats.
+    """
+    styles = [f.name for f in stream.fields if f.type == "styles"]
+    if styles:
+        keys = f"json_keys(text, {_sql_list(['$', *(f'$.{n}' for n in styles)])})"
+        top = "ks[1]"
+    else:
+        keys, top = "json_keys(text)", "ks"
+    present = " + ".join(f"(j.{f.name} is not null)::int" for f in stream.fields)
+    checks = [
+        f"case when len({top}) = {present} then true else list_unique({top}) = len({top}) end"
+    ]
+    checks += [f"(j.{n} is null or len(ks[{k}]) = 2)" for k, n in enumerate(styles, start=2)]
+    for f in stream.fields:
+        if f.type in ("selections", "options"):
+            count = len(NESTED_KEYS[f.type])
+            checks.append(
+                f"case when len(j.{f.name}) > 0 then len(flatten(json_keys(text, '$.{f.name}[*]')))"
+                f" = {count} * len(j.{f.name}) else true end"
+            )
+    return f"case when j is not null then {keys} end as ks", " and ".join(checks)
+
+
 def fast_sql(stream: Stream, source: str) -> str:
     """Fast pass over `source(line, text, bad_utf8, blank)` of JSON lines: (line, ok, fields).
 
@@ -408,9 +533,17 @@ def fast_sql(stream: Stream, source: str) -> str:
         _fast_field(stream, f, i, f"j.{f.name}", f"try(json_type(text, '$.{f.name}'))")
         for i, f in enumerate(stream.fields, 1)
     ]
-    parsed = f"line, text, case when not bad_utf8 then try(from_json(text, '{struct}')) end as j"
+    source = f"{source} where not blank"
+    if all(f.required for f in stream.fields):
+        # The strict read fails (no j) when a key of the struct, also inside a nested value, is
+        # repeated, as well as when one is missing: every field is required here anyway.
+        read = f"try(json_transform_strict(text, '{struct}'))"
+        parsed = f"line, text, case when not bad_utf8 then {read} end as j"
+        return _fast_query(stream, source, parsed, fields, "j is not null")
     # a line that does not parse has no j; a JSON value that is not an object has no key
-    return _fast_query(stream, f"{source} where not blank", parsed, fields, "j is not null")
+    parsed = f"line, text, case when not bad_utf8 then try(from_json(text, '{struct}')) end as j"
+    keys, keys_ok = _fast_keys(stream)
+    return _fast_query(stream, source, parsed, fields, f"j is not null and {keys_ok}", (keys,))
 
 
 # Parquet columns whose values the fast pass takes as they are. Their JSON rendering (what the
@@ -427,11 +560,6 @@ PARQUET_NATIVE: dict[str, tuple[str, ...]] = {
     "options": ('STRUCT("value" VARCHAR, "name" VARCHAR)[]',),
     "styles": ("STRUCT(thumb VARCHAR, medium VARCHAR)",),
 }
-
-TS_RENDERED_RANGE = (
-    "timestamptz '0001-01-01 00:00:00+00'",
-    "timestamptz '9999-12-31 23:59:59.999999+00'",
-)
 
 
 def quote_ident(name: str) -> str:
@@ -461,7 +589,7 @@ def _parquet_field(
         if field.type == "styles":
             check = f"{ref}.thumb is not null and {ref}.medium is not null"
         elif field.type == "ts":
-            check = f"{ref} between {TS_RENDERED_RANGE[0]} and {TS_RENDERED_RANGE[1]}"
+            check = f"{ref} between {TS_RANGE[0]} and {TS_RANGE[1]}"
         elif field.type == "tz":
             check = f"list_contains(getvariable('known_tz'), {ref})"
         return _finish(stream, field, index, ref, ref, check), f"{col} as {ref}"
