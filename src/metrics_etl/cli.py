@@ -136,19 +136,23 @@ def build_parser() -> Parser:
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=Parser)
     create = keys_sub.add_parser("create", help="create a key for an account (printed last)")
-    create.add_argument("--warehouse", type=Path, default=cfg.warehouse)
-    create.add_argument("--account-id", type=int, required=True)
+    create.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
+    create.add_argument(
+        "--account-id", type=int, required=True, help="the account the key reads (required)"
+    )
     create.add_argument(
         "--allow-unknown-account",
         action="store_true",
         help="create the key even if the current snapshot has no such account (or none is published)",
     )
     listing = keys_sub.add_parser("list", help="list keys (ids, accounts, status)")
-    listing.add_argument("--warehouse", type=Path, default=cfg.warehouse)
-    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    listing.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
+    listing.add_argument(
+        "--json", action="store_true", help="print a JSON array (default: a table with a header)"
+    )
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("--warehouse", type=Path, default=cfg.warehouse)
-    revoke.add_argument("key_id")
+    revoke.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
+    revoke.add_argument("key_id", help="the id `keys list` shows")
 
     sched = sub.add_parser(
         "schedule",
