@@ -155,6 +155,26 @@ def hostile_world(raw: Path) -> dict[tuple[str, int], str | None]:
     for row in range(len(BAD_TS) + 1, len(values) + 1):
         expected[("reads/ts.parquet", row)] = None
 
+    # a timestamp column: the first and last microsecond of years 0001-9999, and one beyond each
+    first, last = -62135596800 * 10**6, 253402300799999999
+    edges = [first, first - 1, last, last + 1]
+    parquet(
+        raw / "reads/edges.parquet",
+        pa.table(
+            {
+                "read_id": pa.array(range(400, 404), pa.int64()),
+                "account_id": pa.array([1] * 4, pa.int64()),
+                "report_id": pa.array([1] * 4, pa.int64()),
+                "user_id": pa.array([3] * 4, pa.int64()),
+                "read_at": pa.array(edges, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            }
+        ),
+    )
+    outside = "field read_at: the instant is outside years 0001-9999 in UTC"
+    expected.update(
+        {("reads/edges.parquet", n): outside if n % 2 == 0 else None for n in (1, 2, 3, 4)}
+    )
+
     jsonl(raw / "reads/keys.jsonl", [line for line, _ in READ_KEYS])
     for n, (_, reason) in enumerate(READ_KEYS, start=1):
         expected[("reads/keys.jsonl", n)] = reason
@@ -218,6 +238,8 @@ def test_accepted_edge_instants_and_records_equal_the_reference(loaded) -> None:
     for i, (_, instant) in enumerate(GOOD_TS):
         assert got[200 + i] == instant
         assert got[300 + len(BAD_TS) + i] == instant
+    assert got[400] == dt.datetime(1, 1, 1, tzinfo=UTC)
+    assert got[402] == dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     current = ref.current("reads")
     assert {k: v["read_at"] for k, v in current.items()} == got
     for read_id in (506, 507, 508):

@@ -19,6 +19,8 @@ TS_PATTERN = (
 )
 # The shape alone, digits unchecked: a value of this shape that is not a TS_PATTERN is out of range.
 TS_SHAPE_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)"
+# How DuckDB renders a timestamp column's instant beyond those years (to_json of a Parquet row).
+TS_FAR_PATTERN = r"([0-9]{5,}-[0-9]{2}-[0-9]{2}|[0-9]{4}-[0-9]{2}-[0-9]{2} \(BC\)) .*"
 NAIVE_TS_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
 # Instants are kept within years 0001-9999 in UTC too (0001-01-01T00:30:00+01:00 is not).
 TS_RANGE = (
@@ -183,7 +185,8 @@ def _reason(stream: Stream, field: Field, index: int) -> str:
             f"when {shaped} and not regexp_matches({v}, '{TS_OFFSET_PATTERN}$') "
             f"then 'field {name}: offset ' || regexp_extract({v}, '[+-][0-9:]+$') "
             f"|| ' is out of range (hours 00-23, minutes 00-59, so at most ±23:59): ' || {preview} "
-            f"when {shaped} and regexp_full_match({v}, '{TS_PATTERN}') and c{index} is not null "
+            f"when ({shaped} and regexp_full_match({v}, '{TS_PATTERN}') and c{index} is not null) "
+            f"or ({t} = 'VARCHAR' and regexp_full_match({v}, '{TS_FAR_PATTERN}')) "
             f"then 'field {name}: the instant is outside years 0001-9999 in UTC: ' || {preview} "
             f"when {shaped} then 'field {name}: not a real date and time (year 0001-9999, "
             f"month 01-12, a day of that month, hour 00-23, minute and second 00-59): ' "
