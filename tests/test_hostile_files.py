@@ -16,7 +16,7 @@ import pytest
 
 from conftest import build
 from metrics_etl import ingest, pipeline
-from rawkit import base_world, jsonl, parquet
+from rawkit import base_world, jsonl, parquet, report
 
 AS_OF = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
 
@@ -391,3 +391,43 @@ def test_a_file_changed_in_place_with_the_same_size_and_mtime_is_not_read_again(
     ingest.reset_state(conn)  # what --full-refresh does first
     ingest.ingest(conn, ingest.discover(raw), "r3", 1 << 20)
     assert records_by_file(conn) == {"reads/r.jsonl": [2]}
+
+
+def test_a_warehouse_folder_named_like_a_pattern_reads_its_own_files(tmp_path: Path) -> None:
+    """DuckDB reads every path as a glob: a warehouse at `wh*` next to a copy of it
+    (`wh-copy`, which the pattern matches) must read its own Parquet files once, not both
+    copies, in the API and in the catalog of views."""
+    import shutil
+
+    import duckdb
+
+    from metrics_etl.reader import Reader, open_snapshot
+
+    raw = tmp_path / "raw"
+    base_world(raw)
+    jsonl(raw / "reports/r.jsonl", [report(1, "2016-11-07T14:00:00Z")])
+    jsonl(raw / "reads/r.jsonl", [read_row(1)])
+    odd = tmp_path / "wh*"
+    build(raw, odd, AS_OF)
+    shutil.copytree(odd, tmp_path / "wh-copy", symlinks=True)  # a backup beside it
+    path = "/api/v4/analytics/reports_read?channel_id=1&start_date=2016-01-01&end_date=2017-01-01"
+    status, body = Reader(odd).get(path, 1)
+    assert (status, body["total_reads"]) == (200, 1)
+    with open_snapshot(odd) as snap:
+        assert snap.conn.execute("select count(*) from fct_reads").fetchall() == [(1,)]
+    with duckdb.connect(str(odd / "current" / "catalog.duckdb"), read_only=True) as cat:
+        assert cat.execute("select count(*) from fct_reads").fetchall() == [(1,)]
+
+
+def test_a_warehouse_path_with_a_question_mark_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DuckDB reads what follows '?' in a database path as options: say so, before any work."""
+    from metrics_etl.cli import main
+
+    raw = tmp_path / "raw"
+    base_world(raw)
+    assert main(["run", "--raw", str(raw), "--warehouse", str(tmp_path / "w?x")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("metrics-etl run: error: the warehouse path") and "'?'" in err[-1]
+    assert not (tmp_path / "w?x").exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 
 from metrics_etl import settings as settings_mod
+from metrics_etl.errors import UserError
 
 
 def state_dir(warehouse: Path) -> Path:
@@ -27,9 +28,19 @@ def configure(conn: duckdb.DuckDBPyConnection, temp_dir: Path | None = None) -> 
     conn.execute("set preserve_insertion_order = false")
 
 
+def check_warehouse_path(warehouse: Path) -> Path:
+    """The warehouse path, if DuckDB can keep a database under it (else a UserError)."""
+    if "?" in str(warehouse.absolute()):  # DuckDB reads what follows '?' in a database path
+        raise UserError(
+            f"the warehouse path {warehouse} contains '?', which DuckDB cannot open a database "
+            "under; choose a warehouse folder without '?'"
+        )
+    return warehouse
+
+
 def connect_writer(warehouse: Path) -> duckdb.DuckDBPyConnection:
     """Open the writer's DuckDB file with spilling configured."""
-    folder = state_dir(warehouse)
+    folder = state_dir(check_warehouse_path(warehouse))
     folder.mkdir(parents=True, exist_ok=True)
     conn = duckdb.connect(str(folder / "warehouse.duckdb"))
     configure(conn, folder / "spill")

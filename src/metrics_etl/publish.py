@@ -11,6 +11,7 @@ Layout under the warehouse folder:
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -232,15 +233,22 @@ def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[list[str]]:
     return [[row[0], row[1]] for row in conn.execute(f"describe {table}").fetchall()]
 
 
+def parquet_scan(paths: list[Path]) -> str:
+    """SQL reading exactly these Parquet files: DuckDB takes each path as a glob pattern, so
+    `*`, `?` and `[` in a folder name (a warehouse at `/data/wh[1]`) are escaped, and the paths
+    are quoted as SQL strings."""
+    escaped = (glob.escape(str(path)).replace("'", "''") for path in paths)
+    return "read_parquet([" + ", ".join(f"'{path}'" for path in escaped) + "])"
+
+
 def write_catalog(snapshot_dir: Path, warehouse: Path, manifest: dict) -> None:
     """A DuckDB file of views over the snapshot's Parquet files, for ad-hoc SQL."""
     tmp = snapshot_dir / ".catalog.duckdb.tmp"
     tmp.unlink(missing_ok=True)
     with duckdb.connect(str(tmp)) as cat:
         for table, info in manifest["tables"].items():
-            paths = [str((warehouse / f).resolve()) for f in info["files"]]
-            listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-            cat.execute(f"create view {table} as select * from read_parquet([{listing}])")
+            paths = [(warehouse / f).resolve() for f in info["files"]]
+            cat.execute(f"create view {table} as select * from {parquet_scan(paths)}")
     os.replace(tmp, snapshot_dir / "catalog.duckdb")
 
 

@@ -28,7 +28,7 @@ import duckdb
 import numpy as np
 
 from metrics_etl.errors import UserError
-from metrics_etl.publish import current_snapshot
+from metrics_etl.publish import current_snapshot, parquet_scan
 from metrics_etl.serving import (
     NO_ID,
     Index,
@@ -117,9 +117,8 @@ def _open(warehouse: Path, folder: Path) -> Snapshot:
     conn.execute("set TimeZone = 'UTC'")
     conn.execute("set threads = 2")
     for table, info in manifest["tables"].items():
-        paths = [str(warehouse / f) for f in info["files"]]
-        listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-        conn.execute(f"create view {table} as select * from read_parquet([{listing}])")
+        scan = parquet_scan([warehouse / f for f in info["files"]])
+        conn.execute(f"create view {table} as select * from {scan}")
     return Snapshot(folder.name, folder, manifest, conn, lease, Index(conn))
 
 

@@ -249,6 +249,7 @@ def check(
     summary = new_summary(as_of, full_refresh)
     started = time.monotonic()
     found = discover(raw)
+    db.check_warehouse_path(warehouse)
     if full_refresh or publish.current_snapshot(warehouse) is None:
         return None
     with writer_lock(warehouse, cfg.lock_timeout_s):
