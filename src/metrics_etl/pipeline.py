@@ -91,8 +91,9 @@ EXPECTED = (UserError, AuditFailed)
 
 
 def transient(task: object, task_run: object, state: State) -> bool:
-    """Prefect retry condition: retry I/O failures, never bad input or a failed audit."""
-    return not isinstance(state.data, EXPECTED)
+    """Prefect retry condition: retry I/O failures, never bad input, a failed audit, or a query
+    interrupted because the run is being cancelled (a retry would publish a cancelled run)."""
+    return not isinstance(state.data, (*EXPECTED, duckdb.InterruptException))
 
 
 class QuietExpected(logging.Filter):
