@@ -74,8 +74,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _answers(api_url: str) -> str | None:
-    """None if the Prefect API answers its health check, else what went wrong."""
+def _api_problem() -> str | None:
+    """None if the configured Prefect API answers its health check, else what went wrong."""
     from prefect.client.orchestration import get_client
 
     try:
@@ -168,7 +168,7 @@ def prefect_api() -> Iterator[str]:
 
     configured = PREFECT_API_URL.value()
     if configured:
-        problem = _answers(configured)
+        problem = _api_problem()
         if problem:
             raise UserError(
                 f"the Prefect API at {configured} (PREFECT_API_URL) does not answer ({problem}); "
@@ -223,13 +223,14 @@ async def _serve(deployment: Any, limit: int) -> int:
         loop.add_signal_handler(s, on_signal, s)
     try:
         runner = Runner(name=deployment.name, limit=limit, pause_on_shutdown=True)
-        await runner.add_deployment(deployment)
-        running = asyncio.ensure_future(runner.start())
+        await runner.add_deployment(deployment)  # type: ignore[misc]  # async_dispatch
+        running: asyncio.Future[Any] = asyncio.ensure_future(runner.start())
         # Runner.start sets a SIGTERM handler of its own (it exits 0 and leaves `astop`
         # un-awaited) before its first await: after one turn of the loop, put ours back.
         await asyncio.sleep(0)
         loop.add_signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
-        await asyncio.wait({received, running}, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {received, running}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if not received.done():
             running.result()  # the runner stopped by itself: raise what stopped it
             raise UserError("the Prefect runner stopped unexpectedly")
@@ -241,7 +242,7 @@ async def _serve(deployment: Any, limit: int) -> int:
     return received.result()
 
 
-async def _stop_runner(runner: Any, running: asyncio.Future[None]) -> None:
+async def _stop_runner(runner: Any, running: asyncio.Future[Any]) -> None:
     """Stop a runner (a signal during its start-up waits for the start), bounded in time."""
     deadline = loop_time() + STOP_TIMEOUT_S
     while not runner.started and not running.done() and loop_time() < deadline:
