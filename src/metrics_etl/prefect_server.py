@@ -74,8 +74,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _answers(api_url: str) -> str | None:
-    """None if the Prefect API answers its health check, else what went wrong."""
+def _api_problem() -> str | None:
+    """None if the configured Prefect API answers its health check, else what went wrong."""
     from prefect.client.orchestration import get_client
 
     try:
@@ -168,7 +168,7 @@ def prefect_api() -> Iterator[str]:
 
     configured = PREFECT_API_URL.value()
     if configured:
-        problem = _answers(configured)
+        problem = _api_problem()
         if problem:
             raise UserError(
                 f"the Prefect API at {configured} (PREFECT_API_URL) does not answer ({problem}); "
@@ -211,30 +211,52 @@ async def _serve(deployment: Any, limit: int) -> int:
     """Run a Prefect Runner for one deployment until a stop signal, then stop it cleanly."""
     from prefect.runner import Runner
 
-    runner = Runner(name=deployment.name, limit=limit, pause_on_shutdown=True)
-    await runner.add_deployment(deployment)
     loop = asyncio.get_running_loop()
     received: asyncio.Future[int] = loop.create_future()
-    running = asyncio.ensure_future(runner.start())
-    # Runner.start installs a SIGTERM handler that exits 0 and leaves `astop` un-awaited;
-    # it does so before its first await, so after one turn of the loop ours replace it.
-    await asyncio.sleep(0)
+
+    def on_signal(signum: int) -> None:
+        """Record the first stop signal; later ones change nothing."""
+        if not received.done():
+            received.set_result(signum)
+
     for s in STOP_SIGNALS:
-        loop.add_signal_handler(s, lambda s=s: received.done() or received.set_result(s))
+        loop.add_signal_handler(s, on_signal, s)
     try:
-        await asyncio.wait({received, running}, return_when=asyncio.FIRST_COMPLETED)
+        runner = Runner(name=deployment.name, limit=limit, pause_on_shutdown=True)
+        await runner.add_deployment(deployment)  # type: ignore[misc]  # async_dispatch
+        running: asyncio.Future[Any] = asyncio.ensure_future(runner.start())
+        # Runner.start sets a SIGTERM handler of its own (it exits 0 and leaves `astop`
+        # un-awaited) before its first await: after one turn of the loop, put ours back.
+        await asyncio.sleep(0)
+        loop.add_signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
+        either: set[asyncio.Future[Any]] = {received, running}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if not received.done():
             running.result()  # the runner stopped by itself: raise what stopped it
             raise UserError("the Prefect runner stopped unexpectedly")
-        with suppress(RuntimeError):  # not started yet: nothing to stop
-            await runner.astop()
-        with suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(running, STOP_TIMEOUT_S)
+        await _stop_runner(runner, running)
         await _flush_to_api()
     finally:
         for s in STOP_SIGNALS:
             loop.remove_signal_handler(s)
     return received.result()
+
+
+async def _stop_runner(runner: Any, running: asyncio.Future[Any]) -> None:
+    """Stop a runner (a signal during its start-up waits for the start), bounded in time."""
+    deadline = loop_time() + STOP_TIMEOUT_S
+    while not runner.started and not running.done() and loop_time() < deadline:
+        await asyncio.sleep(0.1)
+    if runner.started:
+        await runner.astop()  # cancels runs in flight, pauses the schedule, closes the client
+    with suppress(Exception, asyncio.CancelledError):
+        # Prefect gives a cancelled run's process 30 s to exit before it kills it.
+        await asyncio.wait_for(running, STOP_TIMEOUT_S + 30)
+
+
+def loop_time() -> float:
+    """The running event loop's clock."""
+    return asyncio.get_running_loop().time()
 
 
 async def _flush_to_api() -> None:

@@ -498,32 +498,32 @@ from converted
 
 
 def _fast_keys(stream: Stream) -> tuple[str, str]:
-    """A column `ks` of a parsed line's keys, and a check over it that no contract key repeats.
+    """A column `nk`, how many keys a parsed line has, and a check that no contract key repeats.
 
-    The keys (and those of `styles`) are read once more with json_keys. When there are as many
-    as non-null contract fields, each is a different field's key; otherwise they must all differ
-    (a repeated extra key, which is allowed, is left to the detailed validation). A list element
-    the fast pass takes holds both contract keys; with as many keys as that, none repeats.
+    The keys are read once more with json_keys. When there are as many as non-null contract
+    fields, each is a different field's key; otherwise they must all differ (a repeated extra
+    key, which is allowed, is left to the detailed validation). A list element or `styles`
+    object the fast pass takes holds both its contract keys: with just two keys, none repeats.
+    Each json_keys sits in a `case` that runs it only on lines that parsed.
     """
-    styles = [f.name for f in stream.fields if f.type == "styles"]
-    if styles:
-        keys = f"json_keys(text, {_sql_list(['$', *(f'$.{n}' for n in styles)])})"
-        top = "ks[1]"
-    else:
-        keys, top = "json_keys(text)", "ks"
     present = " + ".join(f"(j.{f.name} is not null)::int" for f in stream.fields)
     checks = [
-        f"case when len({top}) = {present} then true else list_unique({top}) = len({top}) end"
+        f"case when nk = {present} then true "
+        f"when nk is not null then list_unique(json_keys(text)) = nk end"
     ]
-    checks += [f"(j.{n} is null or len(ks[{k}]) = 2)" for k, n in enumerate(styles, start=2)]
     for f in stream.fields:
-        if f.type in ("selections", "options"):
-            count = len(NESTED_KEYS[f.type])
+        count = len(NESTED_KEYS.get(f.type, ()))
+        if f.type == "styles":
+            checks.append(
+                f"case when j.{f.name} is not null "
+                f"then len(json_keys(text, '$.{f.name}')) = {count} else true end"
+            )
+        elif f.type in NESTED_KEYS:
             checks.append(
                 f"case when len(j.{f.name}) > 0 then len(flatten(json_keys(text, '$.{f.name}[*]')))"
                 f" = {count} * len(j.{f.name}) else true end"
             )
-    return f"case when j is not null then {keys} end as ks", " and ".join(checks)
+    return "case when j is not null then len(json_keys(text)) end as nk", " and ".join(checks)
 
 
 def fast_sql(stream: Stream, source: str) -> str:
@@ -536,17 +536,13 @@ def fast_sql(stream: Stream, source: str) -> str:
         _fast_field(stream, f, i, f"j.{f.name}", f"try(json_type(text, '$.{f.name}'))")
         for i, f in enumerate(stream.fields, 1)
     ]
-    source = f"{source} where not blank"
-    if all(f.required for f in stream.fields):
-        # The strict read fails (no j) when a key of the struct, also inside a nested value, is
-        # repeated, as well as when one is missing: every field is required here anyway.
-        read = f"try(json_transform_strict(text, '{struct}'))"
-        parsed = f"line, text, case when not bad_utf8 then {read} end as j"
-        return _fast_query(stream, source, parsed, fields, "j is not null")
-    # a line that does not parse has no j; a JSON value that is not an object has no key
+    # A line that does not parse has no j; a JSON value that is not an object has no key. (Not
+    # json_transform_strict, which also fails on repeated keys: a failing row makes try() redo
+    # its whole vector row by row, 5x slower with one record lacking a key in 2,000.)
     parsed = f"line, text, case when not bad_utf8 then try(from_json(text, '{struct}')) end as j"
     keys, keys_ok = _fast_keys(stream)
-    return _fast_query(stream, source, parsed, fields, f"j is not null and {keys_ok}", (keys,))
+    guard = f"j is not null and {keys_ok}"
+    return _fast_query(stream, f"{source} where not blank", parsed, fields, guard, (keys,))
 
 
 # Parquet columns whose values the fast pass takes as they are. Their JSON rendering (what the
