@@ -76,7 +76,7 @@ def build_parser() -> Parser:
     wh_help = _setting("warehouse folder (snapshots, state, keys)", "warehouse")
 
     gen = sub.add_parser("generate", help="write deterministic synthetic raw data")
-    gen.add_argument("--raw", type=Path, default=cfg.raw, help=raw_help)
+    gen.add_argument("--raw", type=Path, default=cfg.raw, help=raw_help, metavar="DIR")
     gen.add_argument(
         "--events",
         type=_at_least(settings_mod.MIN_EVENTS),
@@ -86,8 +86,8 @@ def build_parser() -> Parser:
     gen.add_argument("--seed", type=int, default=7, help=_default("random seed", 7))
 
     run = sub.add_parser("run", help="run the ETL flow once (load, transform, audit, publish)")
-    run.add_argument("--raw", type=Path, default=cfg.raw, help=raw_help)
-    run.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
+    run.add_argument("--raw", type=Path, default=cfg.raw, help=raw_help, metavar="DIR")
+    run.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help, metavar="DIR")
     run.add_argument(
         "--as-of",
         type=_instant,
@@ -103,7 +103,7 @@ def build_parser() -> Parser:
     )
 
     sql = sub.add_parser("sql", help="run ad-hoc SQL over the published tables")
-    sql.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
+    sql.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help, metavar="DIR")
     sql.add_argument(
         "--format",
         choices=("table", "csv", "json"),
@@ -120,14 +120,14 @@ def build_parser() -> Parser:
     sql.add_argument("query", help="DuckDB SQL over the current snapshot's tables")
 
     serve = sub.add_parser("serve", help="serve the APIs over HTTP")
-    serve.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
+    serve.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help, metavar="DIR")
     serve.add_argument("--host", default="127.0.0.1", help=_default("address to bind", "127.0.0.1"))
     serve.add_argument("--port", type=_positive, default=8000, help=_default("port", 8000))
 
     get = sub.add_parser(
         "get", help="answer one API request in-process; prints the JSON body on stdout"
     )
-    get.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
+    get.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help, metavar="DIR")
     get.add_argument(
         "--account-id", type=int, required=True, help="the caller's account (required)"
     )
@@ -136,7 +136,9 @@ def build_parser() -> Parser:
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=Parser)
     create = keys_sub.add_parser("create", help="create a key for an account (printed last)")
-    create.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
+    create.add_argument(
+        "--warehouse", type=Path, default=cfg.warehouse, help=wh_help, metavar="DIR"
+    )
     create.add_argument(
         "--account-id", type=int, required=True, help="the account the key reads (required)"
     )
@@ -146,12 +148,16 @@ def build_parser() -> Parser:
         help="create the key even if the current snapshot has no such account (or none is published)",
     )
     listing = keys_sub.add_parser("list", help="list keys (ids, accounts, status)")
-    listing.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
+    listing.add_argument(
+        "--warehouse", type=Path, default=cfg.warehouse, help=wh_help, metavar="DIR"
+    )
     listing.add_argument(
         "--json", action="store_true", help="print a JSON array (default: a table with a header)"
     )
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help)
+    revoke.add_argument(
+        "--warehouse", type=Path, default=cfg.warehouse, help=wh_help, metavar="DIR"
+    )
     revoke.add_argument("key_id", help="the id `keys list` shows")
 
     sched = sub.add_parser(
@@ -160,11 +166,22 @@ def build_parser() -> Parser:
         "server unless PREFECT_API_URL names one)",
     )
     when = sched.add_mutually_exclusive_group(required=True)
-    when.add_argument("--cron", help="cron expression, e.g. '*/15 * * * *'")
-    when.add_argument("--interval", type=_positive, metavar="SECONDS", help="seconds between runs")
-    sched.add_argument("--raw", type=Path, default=cfg.raw)
-    sched.add_argument("--warehouse", type=Path, default=cfg.warehouse)
-    sched.add_argument("--name", default="metrics-etl-scheduled")
+    when.add_argument(
+        "--cron", help="cron expression, e.g. '*/15 * * * *' (this or --interval is required)"
+    )
+    when.add_argument(
+        "--interval",
+        type=_positive,
+        metavar="SECONDS",
+        help="seconds between runs (this or --cron is required)",
+    )
+    sched.add_argument("--raw", type=Path, default=cfg.raw, help=raw_help, metavar="DIR")
+    sched.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help, metavar="DIR")
+    sched.add_argument(
+        "--name",
+        default="metrics-etl-scheduled",
+        help=_default("the Prefect deployment's name", "metrics-etl-scheduled"),
+    )
     return parser
 
 
