@@ -224,11 +224,13 @@ def transform_layer(
     """Bring one layer's models up to date (incrementally when `run` is given), in order."""
     started = time.monotonic()
     logger = _log()
+    seconds: dict[str, float] = {}
     clock = [started]
 
     def built(name: str) -> None:
         now = time.monotonic()
-        logger.info("%s in %.2f s", name, now - clock[0])
+        seconds[name] = now - clock[0]
+        logger.debug("%s in %.2f s", name, seconds[name])
         clock[0] = now
         bar.advance(name)
 
@@ -237,12 +239,14 @@ def transform_layer(
             names = transform.build_models(conn, models, built)
         else:
             names = incremental.build_models(run, models, built)
+    slowest = sorted(seconds.items(), key=lambda item: -item[1])[:3]
     logger.info(
-        "%s: %d models %s in %.1f s",
+        "%s: %d models %s in %.1f s (slowest: %s)",
         layer,
         len(names),
         "brought up to date" if run else "rebuilt",
         time.monotonic() - started,
+        ", ".join(f"{name} {s:.1f} s" for name, s in slowest),
     )
     return names
 
