@@ -369,6 +369,7 @@ def run(raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool) 
                 summary.streams = dict(sorted(summary.streams.items()))
                 summary.seconds["ingest"] = round(time.monotonic() - started, 3)
                 if nothing_to_publish(writer.conn, warehouse, summary, summary.totals()["files"]):
+                    _log().info("no new or changed raw files: nothing to publish")
                     return no_op(summary)
                 transform_started = time.monotonic()
                 run_state = begin_transform(writer.conn, summary)
