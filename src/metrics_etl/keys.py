@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from metrics_etl.errors import UserError
+from metrics_etl.files import fsync_dir
 
 KEYS_FILE = "keys.json"
 LOCK_FILE = "keys.lock"
@@ -37,15 +38,6 @@ def _hash(secret: str) -> str:
 def _now() -> str:
     """The current UTC time, to the second, ISO 8601."""
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in a folder durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _version(stat: os.stat_result) -> tuple[int, int, int]:
@@ -139,7 +131,7 @@ class KeyStore:
         except BaseException:
             Path(name).unlink(missing_ok=True)
             raise
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
 
     def create(self, account_id: int) -> tuple[str, str]:
         """Create a key for an account; returns (key_id, secret). The secret is not stored."""

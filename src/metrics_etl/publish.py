@@ -23,6 +23,7 @@ from pathlib import Path
 
 import duckdb
 
+from metrics_etl.files import fsync_dir
 from metrics_etl.settings import crash_point
 
 
@@ -115,15 +116,6 @@ def _partition_filter(layout: TableLayout, part: str) -> str:
     return f"{layout.time_column} >= {start} and {layout.time_column} < {start} + interval 1 month"
 
 
-def _fsync_dir(path: Path) -> None:
-    """Flush a directory entry to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _copy_options(conn: duckdb.DuckDBPyConnection, table: str) -> str:
     """Parquet options of a table's files."""
     options = (
@@ -170,7 +162,7 @@ def _write_partition(
         tmp.unlink()
         return rel, False
     os.replace(tmp, target)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     crash_point("parquet")
     return rel, True
 
@@ -298,7 +290,7 @@ def finish(warehouse: Path, result: PublishResult, info: dict) -> None:
     with tmp_manifest.open("rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp_manifest, snapshot_dir / "manifest.json")
-    _fsync_dir(snapshot_dir)
+    fsync_dir(snapshot_dir)
     crash_point("before-switch")
     switch_current(warehouse, result.snapshot_id)
     crash_point("after-switch")
@@ -325,7 +317,7 @@ def switch_current(warehouse: Path, snapshot_id: str) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(Path("snapshots") / snapshot_id, tmp)
     os.replace(tmp, link)
-    _fsync_dir(warehouse)
+    fsync_dir(warehouse)
 
 
 def current_snapshot(warehouse: Path) -> Path | None:
