@@ -178,14 +178,49 @@ days as (
     from local_slots
 ),
 
-day_starts as (
+-- the local midnights buckets start at: each day's, its week's Monday's and its month's first's
+midnights as (
     select
         timezone,
-        local_day,
-        first_instant(timezone, local_day) as day_start,
-        first_instant(timezone, date_trunc('week', local_day)) as week_start,
-        first_instant(timezone, date_trunc('month', local_day)) as month_start
+        local_day as midnight
     from days
+    union
+    select
+        timezone,
+        date_trunc('week', local_day)
+    from days
+    union
+    select
+        timezone,
+        date_trunc('month', local_day)
+    from days
+),
+
+midnight_instants as (
+    select
+        timezone,
+        midnight,
+        first_instant(timezone, midnight) as starts_at
+    from midnights
+),
+
+day_starts as (
+    select
+        days.timezone,
+        days.local_day,
+        day_midnights.starts_at as day_start,
+        week_midnights.starts_at as week_start,
+        month_midnights.starts_at as month_start
+    from days
+    inner join midnight_instants as day_midnights
+        on days.timezone = day_midnights.timezone
+        and days.local_day = day_midnights.midnight
+    inner join midnight_instants as week_midnights
+        on days.timezone = week_midnights.timezone
+        and date_trunc('week', days.local_day) = week_midnights.midnight
+    inner join midnight_instants as month_midnights
+        on days.timezone = month_midnights.timezone
+        and date_trunc('month', days.local_day) = month_midnights.midnight
 ),
 
 final as (
