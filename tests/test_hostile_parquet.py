@@ -69,6 +69,15 @@ def hostile_parquet_world(raw: Path) -> None:
     )
     parquet(raw / "reads/case.parquet", upper)
     EXPECTED["reads/case.parquet"] = {1: None}
+    # a column named file_row_number (DuckDB's name for its row numbers): an extra column
+    parquet(
+        raw / "reads/frn.parquet",
+        _with_column(_reads([90, 91]), "file_row_number", pa.array([7, 7])),
+    )
+    EXPECTED["reads/frn.parquet"] = {1: None, 2: None}
+    far_ms = _reads([92, 93], read_at=_ts([0, 2**62], "ms"))
+    parquet(raw / "reads/frn_ms.parquet", _with_column(far_ms, "file_row_number", pa.array([7, 7])))
+    EXPECTED["reads/frn_ms.parquet"] = {1: None, 2: "field read_at: the instant is outside"}
     # seconds and milliseconds beyond what a microsecond timestamp holds: those rows rejected
     far = "field read_at: the instant is outside years 0001-9999 in UTC"
     for unit in ("s", "ms"):
@@ -130,6 +139,17 @@ def hostile_parquet_world(raw: Path) -> None:
         .set_column(6, "created_at", pa.array([T0, "2016-01-01"]).dictionary_encode()),
     )
     EXPECTED["reports/strings.parquet"] = {1: None, 2: "field created_at: expected an ISO 8601"}
+    # the same odd types in a file read through Arrow (a timestamp in nanoseconds)
+    odd = pa.Table.from_pylist([report(i, T0) for i in (73, 74, 75)])
+    odd = odd.set_column(3, "user_id", pa.array([3, INT64_MAX + 1, 3], pa.uint64()))
+    odd = odd.set_column(
+        5, "token", pa.array(["a", "b", "c"], pa.large_string()).dictionary_encode()
+    )
+    odd = odd.set_column(6, "created_at", _ts([1, 2, -1], "ns"))
+    selections = [[{"field_id": 2, "value": "a"}], None, [{"field_id": 2, "value": None}]]
+    odd = _with_column(odd, "selections", pa.array(selections))
+    parquet(raw / "reports/odd_ns.parquet", _with_column(odd, "selections2", pa.array([1, 2, 3])))
+    EXPECTED["reports/odd_ns.parquet"] = {1: None, 2: "field user_id", 3: "selections"}
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +191,9 @@ def _stats(conn) -> dict[str, tuple[int, int, int]]:
         "reads/dec.parquet",
         "reads/dec0.parquet",
         "reports/strings.parquet",
+        "reports/odd_ns.parquet",
+        "reads/frn.parquet",
+        "reads/frn_ms.parquet",
     ],
 )
 def test_each_row_is_accepted_or_rejected_with_a_reason_as_the_reference(loaded, file) -> None:
@@ -214,12 +237,22 @@ def test_accepted_values_equal_the_reference(loaded) -> None:
     assert got[40] == dt.datetime(2016, 11, 8, 0, 0, 0, 1, tzinfo=UTC)
     assert got[41] == dt.datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     assert got[42] == dt.datetime(1969, 12, 31, 23, 59, 59, 999998, tzinfo=UTC)
-    assert {3, 4, 50, 63, 80} <= set(got) and 99 not in got  # read_id, not READ_ID
+    assert {3, 4, 50, 63, 80, 90, 91, 92} <= set(got) and 99 not in got  # read_id, not READ_ID
     reports = dict(conn.execute("select report_id, deleted_at from raw_reports").fetchall())
     assert reports[20] is None and reports[22] == WHEN
     assert {k: v["deleted_at"] for k, v in ref.current("reports").items()} == reports
     tokens = dict(conn.execute("select report_id, token from raw_reports").fetchall())
-    assert tokens[70] == "t70"
+    assert tokens[70] == "t70" and tokens[73] == "a"
+    columns = ("token", "created_at", "selections")
+    want_reports = {k: tuple(v[c] for c in columns) for k, v in ref.current("reports").items()}
+    got_reports = conn.execute(
+        f"select report_id, {', '.join(columns)} from raw_reports"
+    ).fetchall()
+    assert {r[0]: r[1:] for r in got_reports} == want_reports
+    assert want_reports[73][1:] == (
+        dt.datetime(1970, 1, 1, tzinfo=UTC),
+        [{"field_id": 2, "value": "a"}],
+    )
 
 
 def test_ingest_goes_on_past_a_far_timestamp_in_seconds(tmp_path: Path) -> None:

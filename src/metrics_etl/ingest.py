@@ -564,9 +564,21 @@ def _refuse_repeated(stream: Stream, names: list[str]) -> None:
 
 
 def _columns(conn: duckdb.DuckDBPyConnection, relation: str, names: list[str]) -> list[_Column]:
-    """The columns of a relation over a Parquet file's columns (then file_row_number)."""
+    """The columns of a relation over a Parquet file's columns (then any of ours)."""
     described = conn.execute(f"describe select * from {relation}").fetchall()
     return [_Column(name, row[0], row[1]) for name, row in zip(names, described, strict=False)]
+
+
+def _json_text(columns: list[_Column]) -> str:
+    """SQL of a row as the JSON object of its columns, under their names in the file."""
+    pairs = ", ".join(f"{_sql_str(c.name)}, {quote_ident(c.ident)}" for c in columns)
+    return f"json_object({pairs})::varchar"
+
+
+def _unused(base: str, idents: list[str]) -> str:
+    """A column name like `base` that none of `idents` takes (DuckDB ignores case)."""
+    taken = {i.lower() for i in idents}
+    return next(n for k in range(len(idents) + 1) if (n := base + "_" * k) not in taken)
 
 
 def _load_scan(
@@ -575,10 +587,11 @@ def _load_scan(
     rel: str,
     relation: str,
     columns: list[_Column],
+    row: str,
     run_id: str,
     track: bool,
 ) -> tuple[int, int]:
-    """Load the rows of a relation holding a Parquet file's columns and file_row_number.
+    """Load the rows of a relation holding a Parquet file's columns and `row`, numbered from 0.
 
     Each contract field is read from the column the file names exactly so (DuckDB's own names
     ignore case, and rename a repeated column), and a row the fast pass leaves is read as the
@@ -590,12 +603,12 @@ def _load_scan(
         for f in stream.fields
         if f.name in by_name
     ]
-    source = f"(select {', '.join(['file_row_number + 1 as line', *used])} from {relation})"
-    pairs = ", ".join(f"{_sql_str(c.name)}, {quote_ident(c.ident)}" for c in columns)
+    line = f"{quote_ident(row)} + 1"
+    source = f"(select {', '.join([f'{line} as line', *used])} from {relation})"
     failing = (
-        f"(select file_row_number + 1 as line, json_object({pairs})::varchar as text, "
+        f"(select {line} as line, {_json_text(columns)} as text, "
         f"false as bad_utf8, false as blank from {relation} "
-        f"where file_row_number + 1 in (select line from fast where not ok))"
+        f"where {line} in (select line from fast where not ok))"
     )
     types = {f.name: by_name[f.name].type for f in stream.fields if f.name in by_name}
     fast = parquet_fast_sql(stream, source, types)
@@ -643,12 +656,13 @@ def _in_microseconds(column: pa.Array, name: str, reasons: list[str | None]) -> 
 
 
 def _parquet_batches(
-    stream: Stream, fd_path: str, idents: list[str], reason: str
+    stream: Stream, fd_path: str, idents: list[str], row: str, reason: str
 ) -> Iterator[pa.Table]:
     """A Parquet file read by Arrow in batches, timestamps in microseconds, rows numbered.
 
-    Columns take DuckDB's names (`idents`); `reason` is a column with why a row is rejected
-    already (a timestamp beyond what microseconds hold), null for the others.
+    Columns take DuckDB's names (`idents`); `row` numbers the rows from 0; `reason` is a
+    column with why a row is rejected already (a timestamp beyond what microseconds hold),
+    null for the others.
     """
     names = {f.name for f in stream.fields}
     parquet_file = pq.ParquetFile(fd_path)
@@ -669,7 +683,7 @@ def _parquet_batches(
             first += batch.num_rows
             yield pa.table(
                 [*arrays, numbers, pa.array(reasons, pa.string())],
-                names=[*idents, "file_row_number", reason],
+                names=[*idents, row, reason],
             )
     finally:
         parquet_file.close()
@@ -686,19 +700,17 @@ def _load_batches(
 ) -> tuple[int, int]:
     """Load a Parquet file through Arrow, a row whose timestamp DuckDB cannot hold rejected."""
     idents = [c.ident for c in columns]
-    taken = {i.lower() for i in idents}
-    reason = next(r for n in range(len(idents) + 1) if (r := "_reason" + "_" * n) not in taken)
+    row = _unused("file_row_number", idents)
+    reason = _unused("_reason", [*idents, row])
     accepted = rejected = 0
-    for batch in _parquet_batches(stream, fd_path, idents, reason):
+    for batch in _parquet_batches(stream, fd_path, idents, row, reason):
         conn.register("parquet_batch", batch)
         kept = f"(select * from parquet_batch where {quote_ident(reason)} is null)"
         typed = _columns(conn, "parquet_batch", [c.name for c in columns])
-        counts = _load_scan(conn, stream, raw_file.rel, kept, typed, run_id, track)
-        pairs = ", ".join(f"{_sql_str(c.name)}, {quote_ident(c.ident)}" for c in typed)
+        counts = _load_scan(conn, stream, raw_file.rel, kept, typed, row, run_id, track)
         conn.execute(
-            f"insert into rejects select ?, ?, file_row_number + 1, "
-            f"json_object({pairs})::varchar, {quote_ident(reason)}, ? from parquet_batch "
-            f"where {quote_ident(reason)} is not null",
+            f"insert into rejects select ?, ?, {quote_ident(row)} + 1, {_json_text(typed)}, "
+            f"{quote_ident(reason)}, ? from parquet_batch where {quote_ident(reason)} is not null",
             [stream.name, raw_file.rel, run_id],
         )
         beyond = batch.num_rows - batch[reason].null_count
@@ -722,20 +734,22 @@ def _load_parquet(
     as a glob pattern (`part-*.parquet`, `[ab].parquet`), and the descriptor is the file checked.
     A file whose contract timestamps are in seconds, milliseconds or nanoseconds is read through
     Arrow instead: DuckDB keeps microseconds, and fails on a whole file with one value beyond
-    them.
+    them. So is a file with a column named file_row_number, which DuckDB would not number.
     """
     fd_path = f"{FD_DIR}/{fd}"
-    scan = f"read_parquet({_sql_str(fd_path)}, file_row_number = true)"
     try:
-        described = conn.execute(f"describe select * from {scan}").fetchall()
+        plain = f"read_parquet({_sql_str(fd_path)})"
+        described = conn.execute(f"describe select * from {plain}").fetchall()
         schema = _file_schema(fd_path)
         _refuse_repeated(stream, schema.names)
         columns = [
             _Column(n, row[0], row[1]) for n, row in zip(schema.names, described, strict=False)
         ]
-        if _odd_timestamps(stream, schema):
+        row = "file_row_number"
+        if _odd_timestamps(stream, schema) or _unused(row, [c.ident for c in columns]) != row:
             return _load_batches(conn, stream, raw_file, fd_path, columns, run_id, track)
-        return _load_scan(conn, stream, raw_file.rel, scan, columns, run_id, track)
+        scan = f"read_parquet({_sql_str(fd_path)}, file_row_number = true)"
+        return _load_scan(conn, stream, raw_file.rel, scan, columns, row, run_id, track)
     except (duckdb.IOException, duckdb.InvalidInputException) as error:
         # DuckDB names the descriptor it read: the reason names the file
         raise CorruptFile(str(error).splitlines()[0].replace(fd_path, raw_file.rel)) from error
