@@ -139,6 +139,44 @@ def hostile_parquet_world(raw: Path) -> None:
         .set_column(6, "created_at", pa.array([T0, "2016-01-01"]).dictionary_encode()),
     )
     EXPECTED["reports/strings.parquet"] = {1: None, 2: "field created_at: expected an ISO 8601"}
+    # bytes (binary without a string annotation) and durations are never contract values
+    parquet(raw / "reads/bytes.parquet", _reads([100, 101], user_id=pa.array([b"3", None])))
+    EXPECTED["reads/bytes.parquet"] = {1: 'got {"bytes":"3"}', 2: "required field user_id"}
+    seconds = pa.array([dt.timedelta(seconds=3)], pa.duration("s"))
+    parquet(raw / "reads/duration.parquet", _reads([102], user_id=seconds))
+    EXPECTED["reads/duration.parquet"] = {1: "field user_id"}
+    binary = pa.table({"token": pa.array([b"t", None, b"u"])})
+    bytes_reports = pa.Table.from_pylist([report(i, T0) for i in (103, 104, 105)])
+    parquet(raw / "reports/bytes.parquet", bytes_reports.set_column(5, "token", binary["token"]))
+    EXPECTED["reports/bytes.parquet"] = {
+        1: "field token",
+        2: "required field token",
+        3: "field token",
+    }
+    # a binary contract key inside selections: a bad record, but for a null or empty list
+    kinds = [("field_id", pa.int64()), ("value", pa.binary()), ("x", pa.binary())]
+    element = pa.list_(pa.struct(kinds))
+    sels = [[{"field_id": 2, "value": b"a", "x": b""}], None, [], [{"field_id": 2, "value": None}]]
+    nested = pa.Table.from_pylist([report(i, T0) for i in (106, 107, 108, 109)])
+    parquet(
+        raw / "reports/bytes_nested.parquet",
+        _with_column(nested, "selections", pa.array(sels, element)),
+    )
+    EXPECTED["reports/bytes_nested.parquet"] = {
+        1: "field selections",
+        2: None,
+        3: None,
+        4: "field selections",
+    }
+    extra = pa.list_(
+        pa.struct([("field_id", pa.int64()), ("value", pa.string()), ("x", pa.binary())])
+    )
+    sels = [[{"field_id": 2, "value": "a", "x": b"z"}]]
+    extra_key = _with_column(
+        pa.Table.from_pylist([report(110, T0)]), "selections", pa.array(sels, extra)
+    )
+    parquet(raw / "reports/bytes_extra_key.parquet", extra_key)
+    EXPECTED["reports/bytes_extra_key.parquet"] = {1: None}  # an extra key: ignored
     # the same odd types in a file read through Arrow (a timestamp in nanoseconds)
     odd = pa.Table.from_pylist([report(i, T0) for i in (73, 74, 75)])
     odd = odd.set_column(3, "user_id", pa.array([3, INT64_MAX + 1, 3], pa.uint64()))
@@ -194,6 +232,11 @@ def _stats(conn) -> dict[str, tuple[int, int, int]]:
         "reports/odd_ns.parquet",
         "reads/frn.parquet",
         "reads/frn_ms.parquet",
+        "reads/bytes.parquet",
+        "reads/duration.parquet",
+        "reports/bytes.parquet",
+        "reports/bytes_nested.parquet",
+        "reports/bytes_extra_key.parquet",
     ],
 )
 def test_each_row_is_accepted_or_rejected_with_a_reason_as_the_reference(loaded, file) -> None:
@@ -241,14 +284,18 @@ def test_accepted_values_equal_the_reference(loaded) -> None:
     reports = dict(conn.execute("select report_id, deleted_at from raw_reports").fetchall())
     assert reports[20] is None and reports[22] == WHEN
     assert {k: v["deleted_at"] for k, v in ref.current("reports").items()} == reports
+    assert reports[107] is None and {106, 109} & set(reports) == set()
     tokens = dict(conn.execute("select report_id, token from raw_reports").fetchall())
     assert tokens[70] == "t70" and tokens[73] == "a"
     columns = ("token", "created_at", "selections")
-    want_reports = {k: tuple(v[c] for c in columns) for k, v in ref.current("reports").items()}
+    want_reports = {  # a null list: None or [] (both: none)
+        k: (v["token"], v["created_at"], v["selections"] or [])
+        for k, v in ref.current("reports").items()
+    }
     got_reports = conn.execute(
         f"select report_id, {', '.join(columns)} from raw_reports"
     ).fetchall()
-    assert {r[0]: r[1:] for r in got_reports} == want_reports
+    assert {r[0]: (*r[1:3], r[3] or []) for r in got_reports} == want_reports
     assert want_reports[73][1:] == (
         dt.datetime(1970, 1, 1, tzinfo=UTC),
         [{"field_id": 2, "value": "a"}],

@@ -23,7 +23,13 @@ import pyarrow.parquet as pq
 from metrics_etl.contract import DUCKDB_TYPES, STREAMS, SUFFIXES, Stream
 from metrics_etl.errors import UserError
 from metrics_etl.settings import crash_point
-from metrics_etl.validate import fast_sql, parquet_fast_sql, quote_ident, validated_sql
+from metrics_etl.validate import (
+    NESTED_KEYS,
+    fast_sql,
+    parquet_fast_sql,
+    quote_ident,
+    validated_sql,
+)
 
 
 @dataclass(frozen=True)
@@ -540,11 +546,56 @@ def _load_lines(
 
 @dataclass(frozen=True)
 class _Column:
-    """A top-level column of a Parquet file: its name there, DuckDB's name for it, its type."""
+    """A top-level column of a Parquet file: its name there, DuckDB's name for it, its type.
+
+    `holds` names what it holds when that is never a contract value (bytes, a duration, or a
+    list or struct with such a contract key), which DuckDB alone would read as a string or an
+    integer. Such a value (but a null, or an empty list) is an object saying so: a bad record.
+    """
 
     name: str
     ident: str
     type: str
+    holds: str | None = None
+
+    def value(self) -> str:
+        """SQL of its value: as read, or an object saying what it holds (`{"bytes": "x"}`)."""
+        ref = quote_ident(self.ident)
+        if self.holds is None:
+            return ref
+        said = f"json_object({_sql_str(self.holds)}, {ref}::varchar)"
+        if self.type.endswith("[]"):
+            return f"case when len({ref}) > 0 then {said} else to_json({ref}) end"
+        return f"case when {ref} is not null then {said} end"
+
+
+def _opaque(kind: pa.DataType) -> str | None:
+    """What an Arrow value holds when it is never a contract value (bytes, a duration)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return "bytes"
+    if pa.types.is_fixed_size_binary(kind):
+        return "bytes"
+    if pa.types.is_duration(kind):
+        return "duration"
+    return None
+
+
+def _holds(stream: Stream, column: pa.Field) -> str | None:
+    """What a contract column holds when it is never a contract value, else None."""
+    field = next((f for f in stream.fields if f.name == column.name), None)
+    if field is None or field.type not in NESTED_KEYS:
+        return _opaque(column.type)
+    kind = column.type
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        kind = kind.value_type
+    if not pa.types.is_struct(kind):
+        return None
+    keys = (kind.field(i) for i in range(kind.num_fields))
+    return next(
+        (h for k in keys if k.name in NESTED_KEYS[field.type] and (h := _opaque(k.type))), None
+    )
 
 
 def _file_schema(fd_path: str) -> pa.Schema:
@@ -563,15 +614,17 @@ def _refuse_repeated(stream: Stream, names: list[str]) -> None:
             )
 
 
-def _columns(conn: duckdb.DuckDBPyConnection, relation: str, names: list[str]) -> list[_Column]:
-    """The columns of a relation over a Parquet file's columns (then any of ours)."""
+def _retyped(
+    conn: duckdb.DuckDBPyConnection, relation: str, columns: list[_Column]
+) -> list[_Column]:
+    """The columns with their types in a relation holding them (then any of ours)."""
     described = conn.execute(f"describe select * from {relation}").fetchall()
-    return [_Column(name, row[0], row[1]) for name, row in zip(names, described, strict=False)]
+    return [replace(c, type=row[1]) for c, row in zip(columns, described, strict=False)]
 
 
 def _json_text(columns: list[_Column]) -> str:
     """SQL of a row as the JSON object of its columns, under their names in the file."""
-    pairs = ", ".join(f"{_sql_str(c.name)}, {quote_ident(c.ident)}" for c in columns)
+    pairs = ", ".join(f"{_sql_str(c.name)}, {c.value()}" for c in columns)
     return f"json_object({pairs})::varchar"
 
 
@@ -599,7 +652,7 @@ def _load_scan(
     """
     by_name = {c.name: c for c in columns}
     used = [
-        f"{quote_ident(by_name[f.name].ident)} as {quote_ident(f.name)}"
+        f"{by_name[f.name].value()} as {quote_ident(f.name)}"
         for f in stream.fields
         if f.name in by_name
     ]
@@ -610,7 +663,11 @@ def _load_scan(
         f"false as bad_utf8, false as blank from {relation} "
         f"where {line} in (select line from fast where not ok))"
     )
-    types = {f.name: by_name[f.name].type for f in stream.fields if f.name in by_name}
+    types = {
+        f.name: "JSON" if by_name[f.name].holds else by_name[f.name].type
+        for f in stream.fields
+        if f.name in by_name
+    }
     fast = parquet_fast_sql(stream, source, types)
     return _load_lines(conn, stream, rel, fast, failing, run_id, track)
 
@@ -706,7 +763,7 @@ def _load_batches(
     for batch in _parquet_batches(stream, fd_path, idents, row, reason):
         conn.register("parquet_batch", batch)
         kept = f"(select * from parquet_batch where {quote_ident(reason)} is null)"
-        typed = _columns(conn, "parquet_batch", [c.name for c in columns])
+        typed = _retyped(conn, "parquet_batch", columns)
         counts = _load_scan(conn, stream, raw_file.rel, kept, typed, row, run_id, track)
         conn.execute(
             f"insert into rejects select ?, ?, {quote_ident(row)} + 1, {_json_text(typed)}, "
@@ -743,7 +800,8 @@ def _load_parquet(
         schema = _file_schema(fd_path)
         _refuse_repeated(stream, schema.names)
         columns = [
-            _Column(n, row[0], row[1]) for n, row in zip(schema.names, described, strict=False)
+            _Column(f.name, row[0], row[1], _holds(stream, f))
+            for f, row in zip(schema, described, strict=False)
         ]
         row = "file_row_number"
         if _odd_timestamps(stream, schema) or _unused(row, [c.ident for c in columns]) != row:
