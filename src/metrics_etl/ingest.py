@@ -808,7 +808,13 @@ def _load_parquet(
             return _load_batches(conn, stream, raw_file, fd_path, columns, run_id, track)
         scan = f"read_parquet({_sql_str(fd_path)}, file_row_number = true)"
         return _load_scan(conn, stream, raw_file.rel, scan, columns, row, run_id, track)
-    except (duckdb.IOException, duckdb.InvalidInputException) as error:
+    except (
+        duckdb.IOException,
+        duckdb.InvalidInputException,
+        # a value or type DuckDB cannot read (no known case left): the file, not the run, fails
+        duckdb.ConversionException,
+        duckdb.NotImplementedException,
+    ) as error:
         # DuckDB names the descriptor it read: the reason names the file
         raise CorruptFile(str(error).splitlines()[0].replace(fd_path, raw_file.rel)) from error
     except pa.ArrowException as error:
