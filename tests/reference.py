@@ -611,7 +611,7 @@ class Reference:
             path = self.raw / rel
             try:
                 if ext == ".parquet":
-                    rows = self._parquet_rows(path)
+                    rows = self._parquet_rows(path, [f[0] for f in ALL_STREAMS[stream][1]])
                 else:
                     data = path.read_bytes()
                     if ext == ".jsonl.gz":
@@ -672,14 +672,21 @@ class Reference:
         return out
 
     @staticmethod
-    def _parquet_rows(path: Path):
+    def _parquet_rows(path: Path, contract: list[str]):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        with pq.ParquetFile(path) as parquet_file:  # read_table refuses repeated names
+            table = parquet_file.read()
+        counts = Counter(table.column_names)
+        for name in contract:  # every row would hold two values for it
+            if counts[name] > 1:
+                raise ValueError(f"column {name} appears {counts[name]} times")
         columns: dict[str, list] = {}
-        for name in table.column_names:
-            col = table.column(name)
+        for index, name in enumerate(table.column_names):
+            if counts[name] > 1:  # an extra column written twice: ignored, as extra keys are
+                continue
+            col = table.column(index)
             typ = col.type
             if pa.types.is_timestamp(typ):
                 per_us = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}[typ.unit]
@@ -697,6 +704,8 @@ class Reference:
                         continue
                     vals.append(t if typ.tz is not None else t.replace(tzinfo=None))
                 columns[name] = vals
+            elif pa.types.is_decimal(typ) and typ.scale == 0:  # written as an integer: 3, not 3.0
+                columns[name] = [None if v is None else int(v) for v in col.to_pylist()]
             else:
                 columns[name] = col.to_pylist()
         rows = []

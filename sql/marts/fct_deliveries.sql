@@ -35,6 +35,9 @@ final as (
     -- (zones are coalesced to UTC, event times are required), where a row key would match.
     inner join slots
         on (reports.timezone, quarter_slot(deliveries.sent_at)) = (slots.timezone, slots.slot)
+        -- the part of the slot the instant is in (a slot is cut where an offset changes)
+        and deliveries.sent_at >= slots.starts_at
+        and deliveries.sent_at < slots.ends_at
     left join opened
         on deliveries.delivery_id = opened.delivery_id
 )

@@ -29,6 +29,9 @@ final as (
     -- (zones are coalesced to UTC, event times are required), where a row key would match.
     inner join slots
         on (reports.timezone, quarter_slot(reads.read_at)) = (slots.timezone, slots.slot)
+        -- the part of the slot the instant is in (a slot is cut where an offset changes)
+        and reads.read_at >= slots.starts_at
+        and reads.read_at < slots.ends_at
 )
 
 select * from final

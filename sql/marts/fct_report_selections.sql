@@ -34,6 +34,9 @@ final as (
     -- (zones are coalesced to UTC, event times are required), where a row key would match.
     inner join slots
         on (selections.timezone, quarter_slot(selections.created_at)) = (slots.timezone, slots.slot)
+        -- the part of the slot the instant is in (a slot is cut where an offset changes)
+        and selections.created_at >= slots.starts_at
+        and selections.created_at < slots.ends_at
 )
 
 select * from final

@@ -27,6 +27,9 @@ final as (
     -- one composite key, as in the event facts
     inner join slots
         on (reports.timezone, quarter_slot(reports.created_at)) = (slots.timezone, slots.slot)
+        -- the part of the slot the instant is in (a slot is cut where an offset changes)
+        and reports.created_at >= slots.starts_at
+        and reports.created_at < slots.ends_at
 )
 
 select * from final

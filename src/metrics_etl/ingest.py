@@ -8,6 +8,7 @@ import hashlib
 import os
 import stat
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -17,11 +18,18 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from metrics_etl.contract import DUCKDB_TYPES, STREAMS, SUFFIXES, Stream
 from metrics_etl.errors import UserError
 from metrics_etl.settings import crash_point
-from metrics_etl.validate import fast_sql, parquet_fast_sql, quote_ident, validated_sql
+from metrics_etl.validate import (
+    NESTED_KEYS,
+    fast_sql,
+    parquet_fast_sql,
+    quote_ident,
+    validated_sql,
+)
 
 
 @dataclass(frozen=True)
@@ -536,6 +544,239 @@ def _load_lines(
     return int(accepted + more), int(rejected)
 
 
+@dataclass(frozen=True)
+class _Column:
+    """A top-level column of a Parquet file: its name there, DuckDB's name for it, its type.
+
+    `holds` names what it holds when that is never a contract value (bytes, a duration, or a
+    list or struct with such a contract key), which DuckDB alone would read as a string or an
+    integer. Such a value (but a null, or an empty list) is an object saying so: a bad record.
+    """
+
+    name: str
+    ident: str
+    type: str
+    holds: str | None = None
+
+    def value(self) -> str:
+        """SQL of its value: as read, or an object saying what it holds (`{"bytes": "x"}`)."""
+        ref = quote_ident(self.ident)
+        if self.holds is None:
+            return ref
+        said = f"json_object({_sql_str(self.holds)}, {ref}::varchar)"
+        if self.type.endswith("[]"):
+            return f"case when len({ref}) > 0 then {said} else to_json({ref}) end"
+        return f"case when {ref} is not null then {said} end"
+
+
+def _opaque(kind: pa.DataType) -> str | None:
+    """What an Arrow value holds when it is never a contract value (bytes, a duration)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return "bytes"
+    if pa.types.is_fixed_size_binary(kind):
+        return "bytes"
+    if pa.types.is_duration(kind):
+        return "duration"
+    return None
+
+
+def _holds(stream: Stream, column: pa.Field) -> str | None:
+    """What a contract column holds when it is never a contract value, else None."""
+    field = next((f for f in stream.fields if f.name == column.name), None)
+    if field is None or field.type not in NESTED_KEYS:
+        return _opaque(column.type)
+    kind = column.type
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        kind = kind.value_type
+    if not pa.types.is_struct(kind):
+        return None
+    keys = (kind.field(i) for i in range(kind.num_fields))
+    return next(
+        (h for k in keys if k.name in NESTED_KEYS[field.type] and (h := _opaque(k.type))), None
+    )
+
+
+def _file_schema(fd_path: str) -> pa.Schema:
+    """The Arrow schema of a Parquet file, its columns named as written (DuckDB renames repeats)."""
+    return pq.read_schema(fd_path)
+
+
+def _refuse_repeated(stream: Stream, names: list[str]) -> None:
+    """A contract column written twice makes every row ambiguous: the file is unreadable."""
+    counts = Counter(names)
+    for f in stream.fields:
+        if counts[f.name] > 1:
+            raise CorruptFile(
+                f"column {f.name} appears {counts[f.name]} times, so no row has one value for "
+                f"it; write each column once"
+            )
+
+
+def _retyped(
+    conn: duckdb.DuckDBPyConnection, relation: str, columns: list[_Column]
+) -> list[_Column]:
+    """The columns with their types in a relation holding them (then any of ours)."""
+    described = conn.execute(f"describe select * from {relation}").fetchall()
+    return [replace(c, type=row[1]) for c, row in zip(columns, described, strict=False)]
+
+
+def _json_text(columns: list[_Column]) -> str:
+    """SQL of a row as the JSON object of its columns, under their names in the file."""
+    pairs = ", ".join(f"{_sql_str(c.name)}, {c.value()}" for c in columns)
+    return f"json_object({pairs})::varchar"
+
+
+def _unused(base: str, idents: list[str]) -> str:
+    """A column name like `base` that none of `idents` takes (DuckDB ignores case)."""
+    taken = {i.lower() for i in idents}
+    return next(n for k in range(len(idents) + 1) if (n := base + "_" * k) not in taken)
+
+
+def _load_scan(
+    conn: duckdb.DuckDBPyConnection,
+    stream: Stream,
+    rel: str,
+    relation: str,
+    columns: list[_Column],
+    row: str,
+    run_id: str,
+    track: bool,
+) -> tuple[int, int]:
+    """Load the rows of a relation holding a Parquet file's columns and `row`, numbered from 0.
+
+    Each contract field is read from the column the file names exactly so (DuckDB's own names
+    ignore case, and rename a repeated column), and a row the fast pass leaves is read as the
+    JSON object of its columns under their names in the file.
+    """
+    by_name = {c.name: c for c in columns}
+    used = [
+        f"{by_name[f.name].value()} as {quote_ident(f.name)}"
+        for f in stream.fields
+        if f.name in by_name
+    ]
+    line = f"{quote_ident(row)} + 1"
+    source = f"(select {', '.join([f'{line} as line', *used])} from {relation})"
+    failing = (
+        f"(select {line} as line, {_json_text(columns)} as text, "
+        f"false as bad_utf8, false as blank from {relation} "
+        f"where {line} in (select line from fast where not ok))"
+    )
+    types = {
+        f.name: "JSON" if by_name[f.name].holds else by_name[f.name].type
+        for f in stream.fields
+        if f.name in by_name
+    }
+    fast = parquet_fast_sql(stream, source, types)
+    return _load_lines(conn, stream, rel, fast, failing, run_id, track)
+
+
+# Timestamp units DuckDB does not keep: (microseconds per unit, units per microsecond).
+_TS_UNITS: dict[str, tuple[int, int]] = {"s": (1_000_000, 1), "ms": (1_000, 1), "ns": (1, 1_000)}
+_UNIT_WORDS = {"s": "seconds", "ms": "milliseconds"}
+_INT64_MAX = 2**63 - 1
+
+
+def _odd_timestamps(stream: Stream, schema: pa.Schema) -> bool:
+    """True when a contract column of a Parquet file is a timestamp in s, ms or ns."""
+    names = {f.name for f in stream.fields}
+    return any(
+        f.name in names and pa.types.is_timestamp(f.type) and f.type.unit in _TS_UNITS
+        for f in schema
+    )
+
+
+def _in_microseconds(column: pa.Array, name: str, reasons: list[str | None]) -> pa.Array:
+    """A timestamp column in microseconds; a value beyond them gets a reason in `reasons`.
+
+    Nanoseconds are truncated towards the past (as the digits of a JSON timestamp are).
+    """
+    per_us, units_per_us = _TS_UNITS[column.type.unit]
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    counts = column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    if units_per_us > 1:
+        micros = np.floor_divide(counts, units_per_us)
+        beyond = np.zeros(len(counts), dtype=np.bool_)
+    else:
+        limit = _INT64_MAX // per_us
+        beyond = valid & ((counts > limit) | (counts < -limit))
+        micros = np.where(beyond, 0, counts) * per_us
+    for i in np.flatnonzero(beyond):
+        if reasons[i] is None:
+            reasons[i] = (
+                f"field {name}: the instant is outside years 0001-9999 in UTC: {counts[i]} "
+                f"{_UNIT_WORDS[column.type.unit]} since 1970-01-01"
+            )
+    micros = pa.array(micros, pa.int64(), mask=~valid | beyond)
+    return micros.cast(pa.timestamp("us", tz=column.type.tz))
+
+
+def _parquet_batches(
+    stream: Stream, fd_path: str, idents: list[str], row: str, reason: str
+) -> Iterator[pa.Table]:
+    """A Parquet file read by Arrow in batches, timestamps in microseconds, rows numbered.
+
+    Columns take DuckDB's names (`idents`); `row` numbers the rows from 0; `reason` is a
+    column with why a row is rejected already (a timestamp beyond what microseconds hold),
+    null for the others.
+    """
+    names = {f.name for f in stream.fields}
+    parquet_file = pq.ParquetFile(fd_path)
+    try:
+        first = 0
+        for batch in parquet_file.iter_batches(batch_size=BATCH_ROWS):
+            reasons: list[str | None] = [None] * batch.num_rows
+            arrays = []
+            for column_name, array in zip(batch.schema.names, batch.columns, strict=True):
+                if (
+                    column_name in names
+                    and pa.types.is_timestamp(array.type)
+                    and array.type.unit in _TS_UNITS
+                ):
+                    array = _in_microseconds(array, column_name, reasons)
+                arrays.append(array)
+            numbers = pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64))
+            first += batch.num_rows
+            yield pa.table(
+                [*arrays, numbers, pa.array(reasons, pa.string())],
+                names=[*idents, row, reason],
+            )
+    finally:
+        parquet_file.close()
+
+
+def _load_batches(
+    conn: duckdb.DuckDBPyConnection,
+    stream: Stream,
+    raw_file: RawFile,
+    fd_path: str,
+    columns: list[_Column],
+    run_id: str,
+    track: bool,
+) -> tuple[int, int]:
+    """Load a Parquet file through Arrow, a row whose timestamp DuckDB cannot hold rejected."""
+    idents = [c.ident for c in columns]
+    row = _unused("file_row_number", idents)
+    reason = _unused("_reason", [*idents, row])
+    accepted = rejected = 0
+    for batch in _parquet_batches(stream, fd_path, idents, row, reason):
+        conn.register("parquet_batch", batch)
+        kept = f"(select * from parquet_batch where {quote_ident(reason)} is null)"
+        typed = _retyped(conn, "parquet_batch", columns)
+        counts = _load_scan(conn, stream, raw_file.rel, kept, typed, row, run_id, track)
+        conn.execute(
+            f"insert into rejects select ?, ?, {quote_ident(row)} + 1, {_json_text(typed)}, "
+            f"{quote_ident(reason)}, ? from parquet_batch where {quote_ident(reason)} is not null",
+            [stream.name, raw_file.rel, run_id],
+        )
+        beyond = batch.num_rows - batch[reason].null_count
+        conn.unregister("parquet_batch")
+        accepted += counts[0]
+        rejected += counts[1] + beyond
+    return accepted, rejected
+
+
 def _load_parquet(
     conn: duckdb.DuckDBPyConnection,
     stream: Stream,
@@ -548,25 +789,35 @@ def _load_parquet(
 
     DuckDB reads it through the name of its open descriptor: the file's own name could be taken
     as a glob pattern (`part-*.parquet`, `[ab].parquet`), and the descriptor is the file checked.
+    A file whose contract timestamps are in seconds, milliseconds or nanoseconds is read through
+    Arrow instead: DuckDB keeps microseconds, and fails on a whole file with one value beyond
+    them. So is a file with a column named file_row_number, which DuckDB would not number.
     """
     fd_path = f"{FD_DIR}/{fd}"
-    scan = f"read_parquet({_sql_str(fd_path)}, file_row_number = true)"
     try:
-        described = conn.execute(f"describe select * from {scan}").fetchall()
-        columns = {row[0]: row[1] for row in described if row[0] != "file_row_number"}
-        used = [quote_ident(f.name) for f in stream.fields if f.name in columns]
-        source = f"(select file_row_number + 1 as line, {', '.join(used)} from {scan})"
-        struct = ", ".join(f"{_sql_str(c)}: {quote_ident(c)}" for c in columns)
-        # the rows the fast pass leaves, each as the JSON line the detailed validation reads
-        failing = (
-            f"(select file_row_number + 1 as line, to_json({{{struct}}})::varchar as text, "
-            f"false as bad_utf8, false as blank from {scan} "
-            f"where file_row_number + 1 in (select line from fast where not ok))"
-        )
-        fast = parquet_fast_sql(stream, source, columns)
-        return _load_lines(conn, stream, raw_file.rel, fast, failing, run_id, track)
-    except (duckdb.IOException, duckdb.InvalidInputException) as error:
+        plain = f"read_parquet({_sql_str(fd_path)})"
+        described = conn.execute(f"describe select * from {plain}").fetchall()
+        schema = _file_schema(fd_path)
+        _refuse_repeated(stream, schema.names)
+        columns = [
+            _Column(f.name, row[0], row[1], _holds(stream, f))
+            for f, row in zip(schema, described, strict=False)
+        ]
+        row = "file_row_number"
+        if _odd_timestamps(stream, schema) or _unused(row, [c.ident for c in columns]) != row:
+            return _load_batches(conn, stream, raw_file, fd_path, columns, run_id, track)
+        scan = f"read_parquet({_sql_str(fd_path)}, file_row_number = true)"
+        return _load_scan(conn, stream, raw_file.rel, scan, columns, row, run_id, track)
+    except (
+        duckdb.IOException,
+        duckdb.InvalidInputException,
+        # a value or type DuckDB cannot read (no known case left): the file, not the run, fails
+        duckdb.ConversionException,
+        duckdb.NotImplementedException,
+    ) as error:
         # DuckDB names the descriptor it read: the reason names the file
+        raise CorruptFile(str(error).splitlines()[0].replace(fd_path, raw_file.rel)) from error
+    except pa.ArrowException as error:
         raise CorruptFile(str(error).splitlines()[0].replace(fd_path, raw_file.rel)) from error
 
 
