@@ -45,7 +45,7 @@ slots as (
 utc_days as (
     select distinct
         timezone,
-        date_trunc('day', slot) as utc_day
+        epoch_us(slot) // 86400000000 as utc_day
     from slots
     where slot >= timestamptz '1980-01-01 00:00:00+00'
 ),
@@ -54,8 +54,9 @@ utc_day_edges as (
     select
         timezone,
         utc_day,
-        local_ts(utc_day, timezone) as local_first,
-        local_ts(utc_day + interval 1 day - interval 1 microsecond, timezone) as local_last
+        local_ts(to_timestamp(utc_day * 86400), timezone) as local_first,
+        local_ts(to_timestamp(utc_day * 86400 + 86400) - interval 1 microsecond, timezone)
+            as local_last
     from utc_days
 ),
 
@@ -78,7 +79,7 @@ slot_edges as (
     from slots
     inner join changing_days
         on slots.timezone = changing_days.timezone
-        and date_trunc('day', slots.slot) = changing_days.utc_day
+        and epoch_us(slots.slot) // 86400000000 = changing_days.utc_day
 ),
 
 -- cut: the slot's first and last microsecond are in different local hours or at different offsets
