@@ -39,9 +39,10 @@ slots as (
     from instants
 ),
 
--- UTC days (from 1980 on; a one-second slot is never cut) in which a slot may be cut: the offset
--- at the day's last microsecond differs from the one at its first, or is not a whole quarter
--- hour. Offsets change at most once a week, so a day without either has no cut slot.
+-- UTC days (numbered from 1970-01-01; from 1980 on, a one-second slot is never cut) in which a
+-- slot may be cut: the offset at the day's last microsecond differs from the one at its first,
+-- or is not a whole quarter hour. Offsets change at most once a week (since 1980), so a day
+-- without either has no cut slot.
 utc_days as (
     select distinct
         timezone,
