@@ -39,13 +39,14 @@ slots as (
     from instants
 ),
 
--- UTC days (from 1980 on; a one-second slot is never cut) in which a slot may be cut: the offset
--- at the day's last microsecond differs from the one at its first, or is not a whole quarter
--- hour. Offsets change at most once a week, so a day without either has no cut slot.
+-- UTC days (numbered from 1970-01-01; from 1980 on, a one-second slot is never cut) in which a
+-- slot may be cut: the offset at the day's last microsecond differs from the one at its first,
+-- or is not a whole quarter hour. Offsets change at most once a week (since 1980), so a day
+-- without either has no cut slot.
 utc_days as (
     select distinct
         timezone,
-        date_trunc('day', slot) as utc_day
+        epoch_us(slot) // 86400000000 as utc_day
     from slots
     where slot >= timestamptz '1980-01-01 00:00:00+00'
 ),
@@ -54,8 +55,9 @@ utc_day_edges as (
     select
         timezone,
         utc_day,
-        local_ts(utc_day, timezone) as local_first,
-        local_ts(utc_day + interval 1 day - interval 1 microsecond, timezone) as local_last
+        local_ts(to_timestamp(utc_day * 86400), timezone) as local_first,
+        local_ts(to_timestamp(utc_day * 86400 + 86400) - interval 1 microsecond, timezone)
+            as local_last
     from utc_days
 ),
 
@@ -78,7 +80,7 @@ slot_edges as (
     from slots
     inner join changing_days
         on slots.timezone = changing_days.timezone
-        and date_trunc('day', slots.slot) = changing_days.utc_day
+        and epoch_us(slots.slot) // 86400000000 = changing_days.utc_day
 ),
 
 -- cut: the slot's first and last microsecond are in different local hours or at different offsets
