@@ -133,10 +133,17 @@ for _name in ("prefect.task_runs", "prefect.flow_runs"):
 logging.getLogger("prefect.task_runs").addFilter(NoCompletedTasks())
 logging.getLogger("prefect").addFilter(NoDocLinks())
 
-IO_RETRIES = {"retries": 2, "retry_delay_seconds": [1, 5], "retry_condition_fn": transient}
+# Tasks that do I/O are retried twice, after 1 and 5 s, when `transient` says so.
+RETRIES, RETRY_DELAYS_S = 2, [1.0, 5.0]
 
 
-@task(name="plan", cache_policy=NONE, **IO_RETRIES)
+@task(
+    name="plan",
+    cache_policy=NONE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=transient,
+)
 def plan_task(
     writer: Writer, found: ingest.Discovery, summary: RunSummary
 ) -> tuple[list[tuple[ingest.RawFile, str | None]], bool]:
@@ -161,7 +168,14 @@ def plan_task(
     return todo, track
 
 
-@task(name="ingest", task_run_name="ingest-{stream}", cache_policy=NONE, **IO_RETRIES)
+@task(
+    name="ingest",
+    task_run_name="ingest-{stream}",
+    cache_policy=NONE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=transient,
+)
 def ingest_stream(
     writer: Writer,
     stream: str,
@@ -300,7 +314,13 @@ def audit_task(writer: Writer, summary: RunSummary) -> None:
         raise AuditFailed(f"audit failed, nothing published (previous snapshot kept): {detail}")
 
 
-@task(name="publish", cache_policy=NONE, **IO_RETRIES)
+@task(
+    name="publish",
+    cache_policy=NONE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=transient,
+)
 def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
     """Write the new snapshot aside and switch `current` to it.
 
@@ -339,7 +359,13 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
     )
 
 
-@task(name="clean-up", cache_policy=NONE, **IO_RETRIES)
+@task(
+    name="clean-up",
+    cache_policy=NONE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=transient,
+)
 def cleanup_task(warehouse: Path, summary: RunSummary) -> None:
     """Remove snapshots past retention and unreferenced data files."""
     started = time.monotonic()
