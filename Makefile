@@ -40,6 +40,7 @@ format: setup
 	$(RUN) ruff check --fix .
 
 bench: setup
+	$(RUN) python benchmarks/overhead.py
 	$(RUN) python benchmarks/run.py
 
 clean:
