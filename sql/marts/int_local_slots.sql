@@ -231,8 +231,8 @@ final as (
         local_slots.slot,
         local_slots.starts_at,
         local_slots.ends_at,
-        local_slots.starts_at - (local_slots.local_start - date_trunc('hour', local_slots.local_start))
-            as hour_start,
+        local_slots.starts_at
+            - (local_slots.local_start - date_trunc('hour', local_slots.local_start)) as hour_start,
         day_starts.day_start,
         day_starts.week_start,
         day_starts.month_start,
