@@ -77,3 +77,12 @@ def ask(
         return {(url, account): reader.get(url, account) for url, account in requests}
     finally:
         reader.close()
+
+
+def same(expected: tuple[int, object], got: tuple[int, object]) -> bool:
+    """Equal status; equal body for 200s, equal error code otherwise."""
+    if expected[0] != got[0]:
+        return False
+    if expected[0] == 200:
+        return expected[1] == got[1]
+    return expected[1]["error"] == got[1]["error"]  # type: ignore[index]

@@ -20,7 +20,7 @@ from metrics_etl.reader import ANALYTICS, Reader
 from metrics_etl.server import create_app
 from rawkit import T0, base_world, jsonl, report
 from reference import Reference
-from snapshots import assert_same_tables
+from snapshots import assert_same_tables, same
 
 AS_OF = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
 FIRST = "0001-01-01T00:00:00Z"
@@ -154,15 +154,6 @@ def extras(endpoint: str) -> list[str]:
     if endpoint == "user_awareness":
         return ["&fields=total_alerts,unique_alerts,alert_source_reports,alerts_opened"]
     return [""]
-
-
-def same(expected: tuple[int, object], got: tuple[int, object]) -> bool:
-    """Equal status; equal body for 200s, equal error code otherwise."""
-    if expected[0] != got[0]:
-        return False
-    if expected[0] == 200:
-        return expected[1] == got[1]
-    return expected[1]["error"] == got[1]["error"]  # type: ignore[index]
 
 
 # -- item 4: integers are ASCII and 64-bit; dates are real instants -------------------------

@@ -15,6 +15,7 @@ from metrics_etl.keys import KeyStore
 from metrics_etl.reader import ANALYTICS, Reader
 from metrics_etl.server import create_app
 from reference import Reference
+from snapshots import same
 
 UTC = dt.UTC
 NY = "America/New_York"
@@ -151,15 +152,6 @@ def random_requests(ref: Reference, n: int, seed: int) -> list[tuple[str, int]]:
             q.append(f"include_spaces={rng.choice(['all', 'all', 'none'])}")
         requests.append((f"/batch/{org}/report_stats?{'&'.join(q)}", account))
     return requests
-
-
-def same(expected: tuple[int, object], got: tuple[int, object]) -> bool:
-    """Equal status; equal body for 200s, equal error code otherwise."""
-    if expected[0] != got[0]:
-        return False
-    if expected[0] == 200:
-        return expected[1] == got[1]
-    return expected[1]["error"] == got[1]["error"]  # type: ignore[index]
 
 
 def test_randomized_requests_in_process_equal_reference(world) -> None:
