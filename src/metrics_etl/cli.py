@@ -199,8 +199,8 @@ def load_flow():  # type: ignore[no-untyped-def]
 
 
 def quiet_prefect() -> None:
-    """Prefect settings for a local run: no telemetry or analytics (no network here), and a
-    patient start-up of its temporary server on a busy machine; each is kept if already set."""
+    """Prefect settings for a run or a schedule: no telemetry or analytics (no network here),
+    and a patient start-up of its temporary server on a busy machine; each kept if already set."""
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -346,6 +346,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_deployment(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """A Prefect deployment of the flow on the given cron or interval schedule."""
+    quiet_prefect()  # before Prefect is imported: its telemetry starts at import
     from prefect.client.schemas.schedules import CronSchedule
 
     if args.cron is not None:
@@ -355,7 +356,6 @@ def build_deployment(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             raise UserError(
                 f"--cron '{args.cron}' is not a valid cron expression, e.g. '*/15 * * * *'"
             ) from None
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     when = {"cron": args.cron} if args.cron is not None else {"interval": args.interval}
     return load_flow().to_deployment(
         name=args.name,
