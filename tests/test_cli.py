@@ -103,7 +103,7 @@ def test_schedule_builds_a_deployment_of_the_flow(
         ["schedule", *when, "--raw", str(tmp_path / "raw"), "--warehouse", str(tmp_path / "wh")]
     )
     deployment = build_deployment(args)
-    assert deployment.entrypoint == "flows/etl.py:etl"
+    assert deployment.entrypoint == "metrics_etl.flow.etl"
     schedule = deployment.schedules[0].schedule
     if "cron" in expected:
         assert schedule.cron == expected["cron"]

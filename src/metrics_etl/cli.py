@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import signal
 import sys
@@ -16,8 +15,6 @@ from metrics_etl import __version__
 from metrics_etl import settings as settings_mod
 from metrics_etl.errors import UserError
 from metrics_etl.timeparse import parse_instant
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 class Parser(argparse.ArgumentParser):
@@ -186,16 +183,10 @@ def build_parser() -> Parser:
 
 
 def load_flow():  # type: ignore[no-untyped-def]
-    """Import the flow defined in flows/etl.py."""
-    spec = importlib.util.spec_from_file_location(
-        "metrics_etl_flows_etl", REPO / "flows" / "etl.py"
-    )
-    if spec is None or spec.loader is None:
-        raise UserError(f"cannot find the flow at {REPO / 'flows' / 'etl.py'}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # Prefect finds the flow's source file through it
-    spec.loader.exec_module(module)
-    return module.etl
+    """The metrics-etl flow (defined in the package, so it runs from an installed wheel)."""
+    from metrics_etl.flow import etl
+
+    return etl
 
 
 def quiet_prefect() -> None:
@@ -357,8 +348,12 @@ def build_deployment(args: argparse.Namespace):  # type: ignore[no-untyped-def]
                 f"--cron '{args.cron}' is not a valid cron expression, e.g. '*/15 * * * *'"
             ) from None
     when = {"cron": args.cron} if args.cron is not None else {"interval": args.interval}
+    from prefect.types.entrypoint import EntrypointType
+
     return load_flow().to_deployment(
         name=args.name,
+        # by module, not by file path: runs from an installed wheel and from any folder
+        entrypoint_type=EntrypointType.MODULE_PATH,
         parameters={"raw": str(args.raw.resolve()), "warehouse": str(args.warehouse.resolve())},
         **when,
     )

@@ -14,7 +14,7 @@ import duckdb
 from metrics_etl.publish import storage_order
 from metrics_etl.settings import crash_point
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+SQL_DIR = Path(__file__).resolve().parent / "sql"  # package data
 # Staging tables whose events or versions count in report_stats through their report_id.
 STATS_EVENTS = (
     "stg_reads",
@@ -40,7 +40,7 @@ class Model:
 
 
 def sql_dir() -> Path:
-    """Where the SQL models live (the repository's sql/ folder)."""
+    """Where the SQL models live (package data: metrics_etl/sql)."""
     return SQL_DIR
 
 

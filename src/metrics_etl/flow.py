@@ -1,0 +1,67 @@
+"""The metrics-etl flow (load, transform, audit, publish); `flows/etl.py` is its Prefect entrypoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import Failed
+
+from metrics_etl import pipeline
+from metrics_etl.errors import UserError
+
+COUNTS = ("files", "lines", "accepted", "rejected")
+
+
+def summary_table(summary: pipeline.RunSummary) -> list[dict[str, Any]]:
+    """One row per raw stream loaded, then a row of totals: files, lines, accepted, rejected."""
+    rows = [
+        {"stream": name, **{k: int(counts[k]) for k in COUNTS}}
+        for name, counts in sorted(summary.streams.items())
+    ]
+    return [*rows, {"stream": "total", **summary.totals()}]
+
+
+def summary_headline(summary: pipeline.RunSummary) -> str:
+    """The run in one line: status, snapshot, partitions, as-of, transform mode, time."""
+    if summary.snapshot_id:
+        outcome = (
+            f"published snapshot {summary.snapshot_id}: {summary.partitions_written} partitions "
+            f"written, {summary.partitions_reused} reused"
+        )
+    else:
+        outcome = f"{summary.status}: {summary.message or 'nothing published'}"
+    mode = f", {summary.transform_mode} transform" if summary.transform_mode else ""
+    total = summary.seconds.get("total")
+    took = f", {total:.1f} s" if total is not None else ""
+    return f"run {summary.run_id}: {outcome} (as of {summary.as_of}{mode}{took})"
+
+
+@flow(name="metrics-etl")
+def etl(
+    raw: str = "data/raw",
+    warehouse: str = "data/warehouse",
+    as_of: datetime | None = None,
+    full_refresh: bool = False,
+):
+    """Load new raw files, rebuild the marts, audit them and publish a snapshot."""
+    try:
+        summary = pipeline.run(Path(raw), Path(warehouse), as_of, full_refresh)
+    except (UserError, pipeline.AuditFailed) as error:
+        return Failed(message=str(error))
+    # Keyed, so `prefect artifact inspect metrics-etl-run` shows the latest runs' tables.
+    create_table_artifact(
+        key="metrics-etl-run",
+        table=summary_table(summary),
+        description=summary_headline(summary),
+    )
+    # Unkeyed: the console summary, on the flow run's page in the Prefect UI.
+    create_markdown_artifact(
+        markdown="```\n" + pipeline.format_summary(summary) + "\n```",
+        description="metrics-etl run summary",
+    )
+    return asdict(summary)
