@@ -346,6 +346,13 @@ def _in_use(snapshot_dir: Path) -> bool:
     return False
 
 
+def listed_files(manifest: dict) -> set[str]:
+    """Every file a manifest references (relative to the warehouse): its tables' data files and
+    its serving segments, each listed as {name: {"files": [...], ...}}."""
+    groups = [*manifest["tables"].values(), *manifest.get("segments", {}).values()]
+    return {f for info in groups for f in info["files"]}
+
+
 def clean_up(warehouse: Path, keep: int, retention_minutes: float) -> dict[str, int]:
     """Remove old unused snapshots, then data files no remaining snapshot references."""
     snapshots_dir = warehouse / "snapshots"
@@ -374,8 +381,7 @@ def clean_up(warehouse: Path, keep: int, retention_minutes: float) -> dict[str, 
         if not manifest.exists():  # left by a run killed before it published
             shutil.rmtree(folder, ignore_errors=True)
             continue
-        for info in json.loads(manifest.read_text())["tables"].values():
-            referenced.update(info["files"])
+        referenced.update(listed_files(json.loads(manifest.read_text())))
     crash_point("cleanup")
     removed_files = 0
     data = warehouse / "data"
