@@ -121,3 +121,11 @@ def create_app(warehouse: Path) -> FastAPI:
         return _error(500, "internal", "internal error; the server log has details")
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app over the warehouse that METRICS_ETL_WAREHOUSE names: the factory each worker
+    process of `metrics-etl serve --workers N` imports (uvicorn `factory=True`)."""
+    from metrics_etl import settings
+
+    return create_app(settings.load().warehouse)
