@@ -16,7 +16,7 @@ from prefect.cache_policies import NONE
 from prefect.exceptions import MissingContextError
 from prefect.states import State
 
-from metrics_etl import incremental, ingest, progress, publish, transform
+from metrics_etl import incremental, ingest, progress, publish, segments, transform
 from metrics_etl import settings as settings_mod
 from metrics_etl.errors import UserError
 from metrics_etl.state import (
@@ -324,8 +324,9 @@ def audit_task(writer: Writer, summary: RunSummary) -> None:
 def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
     """Write the new snapshot aside and switch `current` to it.
 
-    The `runs` table is written last, after this run's row holds its partitions and publish
-    time, so the snapshot describes the run that published it.
+    The serving segments are written after the tables: only those whose rows changed (a hash
+    of their source rows names each). The `runs` table is written last, after this run's row
+    holds its partitions and publish time, so the snapshot describes the run that published it.
     """
     started = time.monotonic()
     summary.snapshot_id = summary.snapshot_id or new_snapshot_id()
@@ -340,6 +341,9 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
         )
         summary.partitions_written = result.written + 1  # and the `runs` file written below
         summary.partitions_reused = result.reused
+        segments_started = time.monotonic()
+        listing, seg_written, seg_reused = segments.write_segments(conn, warehouse)
+        summary.seconds["segments"] = round(time.monotonic() - segments_started, 3)
         summary.seconds["publish"] = round(time.monotonic() - started, 3)
         conn.execute("delete from runs where run_id = ?", [summary.run_id])
         record_run(conn, summary)
@@ -348,13 +352,19 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
         "run_id": summary.run_id,
         "as_of": summary.as_of,
         "published_at": datetime.now(UTC).isoformat(),
+        "segment_buckets": segments.BUCKETS,
+        "segments": listing,
     }
     publish.finish(warehouse, result, info)
     _log().info(
-        "snapshot %s: %d partitions written, %d reused, in %.1f s",
+        "snapshot %s: %d partitions written, %d reused; %d serving segments written, %d reused "
+        "(%.1f s); in %.1f s",
         summary.snapshot_id,
         summary.partitions_written,
         summary.partitions_reused,
+        seg_written,
+        seg_reused,
+        summary.seconds["segments"],
         time.monotonic() - started,
     )
 

@@ -17,7 +17,6 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,13 @@ from urllib.parse import quote
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 
 from metrics_etl.errors import UserError
 from metrics_etl.publish import current_snapshot, parquet_scan
+from metrics_etl.segments import Index
 from metrics_etl.serving import (
     NO_ID,
-    Index,
     Pair,
     format_instants,
     from_us,
@@ -86,36 +86,48 @@ def not_found(message: str) -> ApiError:
     return ApiError(404, "not_found", message)
 
 
-@dataclass
 class Snapshot:
-    """One published snapshot opened for reading: SQL views over its Parquet files, and the
-    in-memory serving index the API answers from."""
+    """One published snapshot opened for reading: the serving index the API answers from (its
+    segments, mapped), and SQL views over its Parquet files, made on first use."""
 
-    snapshot_id: str
-    folder: Path
-    manifest: dict
-    conn: duckdb.DuckDBPyConnection
-    lease: Any
-    index: Index
+    def __init__(self, warehouse: Path, folder: Path, manifest: dict, lease: Any) -> None:
+        self.snapshot_id = folder.name
+        self.folder = folder
+        self.manifest = manifest
+        self.lease = lease
+        self.index = Index(warehouse, manifest, lambda: self.conn)
+        self._warehouse = warehouse
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._conn_lock = threading.Lock()
+
+    @property
+    def conn(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with one view per published table (made on first use)."""
+        with self._conn_lock:
+            if self._conn is None:
+                conn = duckdb.connect()
+                conn.execute("set TimeZone = 'UTC'")
+                conn.execute("set threads = 2")
+                for table, info in self.manifest["tables"].items():
+                    scan = parquet_scan([self._warehouse / f for f in info["files"]])
+                    conn.execute(f"create view {table} as select * from {scan}")
+                self._conn = conn
+            return self._conn
 
     def close(self) -> None:
         """Release the lease and the connection."""
-        self.conn.close()
+        with self._conn_lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
         self.lease.close()
 
 
 def _open(warehouse: Path, folder: Path) -> Snapshot:
-    """Open a snapshot folder: take a shared lease, create one view per table."""
+    """Open a snapshot folder: take a shared lease and read its manifest."""
     lease = (folder / "manifest.json").open("rb")
     fcntl.flock(lease.fileno(), fcntl.LOCK_SH)
-    manifest = json.loads(lease.read())
-    conn = duckdb.connect()
-    conn.execute("set TimeZone = 'UTC'")
-    conn.execute("set threads = 2")
-    for table, info in manifest["tables"].items():
-        scan = parquet_scan([warehouse / f for f in info["files"]])
-        conn.execute(f"create view {table} as select * from {scan}")
-    return Snapshot(folder.name, folder, manifest, conn, lease, Index(conn))
+    return Snapshot(warehouse, folder, json.loads(lease.read()), lease)
 
 
 @contextmanager
@@ -187,7 +199,8 @@ class Reader:
             return fresh
 
     def _switch(self, target: str) -> None:
-        """Open and warm the current snapshot, then answer from it (background mode)."""
+        """Open the current snapshot and map its segments, then answer from it (background
+        mode)."""
         try:
             folder = current_snapshot(self.warehouse)
             if folder is None:
@@ -205,7 +218,7 @@ class Reader:
             old.close()
 
     def warm(self) -> None:
-        """Load the current snapshot's whole serving index now."""
+        """Map the current snapshot's whole serving index now."""
         self.snapshot().index.warm()
 
     def close(self) -> None:
@@ -235,22 +248,27 @@ class Reader:
 
     def organization_account(self, organization: str) -> int | None:
         """The account of an organization (by username), or None."""
-        return self._part("dims").organizations.get(organization)
+        return self._part("dims").organizations.value(organization, "account_id")
 
     # -- lookups ---------------------------------------------------------------------------
 
-    def _part(self, name: str) -> Any:
+    def _part(self, name: str, channel: int | None = None) -> Any:
         """A part of the serving index of the request's snapshot (the current one outside
-        a request)."""
+        a request): dims, report_stats, or a channel part for one channel."""
         index = getattr(self._request, "index", None) or self.snapshot().index
-        return index.part(name)
+        return index.part(name, channel)
 
     def _channel_account(self, account_id: int, channel_id: int) -> int:
         """The channel's account, or a 404 when it is unknown, deleted or another account's."""
-        found = self._part("dims").channels.get(channel_id)
-        if found is None or found[1] or found[0] != account_id:
+        channels = self._part("dims").channels
+        row = channels.row(channel_id)
+        if (
+            row < 0
+            or channels.cols["is_deleted"][row]
+            or channels.cols["account_id"][row] != account_id
+        ):
             raise not_found(f"channel_id {channel_id} not found")
-        return int(found[0])
+        return account_id
 
     # -- additive counts -------------------------------------------------------------------
 
@@ -289,7 +307,9 @@ class Reader:
         """Reports per local time bucket (hour, day, week or month)."""
         account = self._channel_account(account_id, channel_id)
         width = width or default_width(start, end)
-        buckets, counts = self._counts(self._part("reports")["time"], width, channel_id, start, end)
+        buckets, counts = self._counts(
+            self._part("reports", channel_id).pair("time"), width, channel_id, start, end
+        )
         rows = zip(buckets.tolist(), counts.tolist(), strict=True)
         return [
             {
@@ -308,7 +328,9 @@ class Reader:
         """Reports per author."""
         account = self._channel_account(account_id, channel_id)
         users, counts = largest_first(
-            *self._counts(self._part("reports")["user"], "user_id", channel_id, start, end)
+            *self._counts(
+                self._part("reports", channel_id).pair("user"), "user_id", channel_id, start, end
+            )
         )
         return [
             {"user_id": u, "account_id": account, "report_count": n}
@@ -322,7 +344,7 @@ class Reader:
         account = self._channel_account(account_id, channel_id)
         states, counts = largest_first(
             *self._counts(
-                self._part("reports")["state"],
+                self._part("reports", channel_id).pair("state"),
                 "state_id",
                 channel_id,
                 start,
@@ -330,10 +352,10 @@ class Reader:
                 keep=lambda cols, rows: cols["state_id"][rows] != NO_ID,
             )
         )
-        names = self._part("dims").states
+        names = self._part("dims").states.values(np.array(states, dtype=np.int64), "name")
         return [
-            {"id": s, "name": names.get(s), "account_id": account, "report_count": n}
-            for s, n in zip(states, counts, strict=True)
+            {"id": s, "name": name, "account_id": account, "report_count": n}
+            for s, name, n in zip(states, names, counts, strict=True)
         ]
 
     def reports_per_day_hour(
@@ -342,7 +364,7 @@ class Reader:
         """Reports per local hour of day."""
         account = self._channel_account(account_id, channel_id)
         hours, counts = self._counts(
-            self._part("reports")["time"], "local_hour", channel_id, start, end
+            self._part("reports", channel_id).pair("time"), "local_hour", channel_id, start, end
         )
         return [
             {"account_id": account, "hour": h, "report_count": n}
@@ -354,7 +376,9 @@ class Reader:
     ) -> list[dict]:
         """Reports per local weekday, 0 = Sunday."""
         account = self._channel_account(account_id, channel_id)
-        days, counts = self._counts(self._part("reports")["time"], "dow", channel_id, start, end)
+        days, counts = self._counts(
+            self._part("reports", channel_id).pair("time"), "dow", channel_id, start, end
+        )
         return [
             {"account_id": account, "dow": d, "report_count": n}
             for d, n in zip(days.tolist(), counts.tolist(), strict=True)
@@ -366,15 +390,16 @@ class Reader:
         """Reports per selected option value of a Category, DropDown or Radio field."""
         account = self._channel_account(account_id, channel_id)
         dims = self._part("dims")
-        field = dims.fields.get(field_id)
-        if field is None or field[0] != account_id:
+        row = dims.fields.row(field_id)
+        if row < 0 or dims.fields.cols["account_id"][row] != account_id:
             raise not_found(f"field_id {field_id} not found")
-        if field[1] not in SELECTABLE_FIELD_TYPES:
+        field_type = dims.fields.cols["field_type"][row].as_py()
+        if field_type not in SELECTABLE_FIELD_TYPES:
             raise bad_request(
-                f"field_id {field_id} is a {field[1]} field; only "
+                f"field_id {field_id} is a {field_type} field; only "
                 f"{', '.join(SELECTABLE_FIELD_TYPES)} fields are supported"
             )
-        pair = self._part("selections")
+        pair = self._part("selections", channel_id)
         codes, counts = self._counts(
             pair,
             "code",
@@ -383,16 +408,17 @@ class Reader:
             end,
             keep=lambda cols, rows: cols["field_id"][rows] == field_id,
         )
-        values = pair.extra["values"]
+        values = pair.extra["values"].take(pa.array(codes)).to_pylist()
+        names = dims.option_names(field_id)
         answer = [
             {
                 "field_id": field_id,
                 "account_id": account,
-                "name": dims.options.get((field_id, values[code])),
-                "value": values[code],
+                "name": names.get(value),
+                "value": value,
                 "report_count": n,
             }
-            for code, n in zip(codes.tolist(), counts.tolist(), strict=True)
+            for value, n in zip(values, counts.tolist(), strict=True)
         ]
         answer.sort(key=lambda r: (-r["report_count"], r["value"]))
         return answer
@@ -404,15 +430,15 @@ class Reader:
     ) -> list[dict]:
         """Images created in the range whose report is current and in the channel."""
         account = self._channel_account(account_id, channel_id)
-        images = self._part("images")
+        images = self._part("images", channel_id)
         i, j = images.span(channel_id, to_us(start), to_us(end))
         cols = images.cols
         rows = zip(
             cols["report_image_id"][i:j][::-1].tolist(),
             cols["report_id"][i:j][::-1].tolist(),
             format_instants(images.t[i:j][::-1]),
-            cols["thumb"][i:j][::-1].tolist(),
-            cols["medium"][i:j][::-1].tolist(),
+            cols["thumb"][i:j].to_pylist()[::-1],
+            cols["medium"][i:j].to_pylist()[::-1],
             strict=True,
         )
         return [
@@ -436,7 +462,7 @@ class Reader:
     ) -> dict[str, int]:
         """Read counts over reads in the range of reports currently in the channel."""
         self._channel_account(account_id, channel_id)
-        reads = self._part("reads")
+        reads = self._part("reads", channel_id)
         i, j, edges = reads.pair.window(channel_id, start, end)
         facts = reads.pair.facts.cols
         edge_pairs = set(
@@ -471,7 +497,7 @@ class Reader:
     ) -> list[dict]:
         """Per recipient: alert deliveries in the range of reports currently in the channel."""
         self._channel_account(account_id, channel_id)
-        deliveries = self._part("deliveries")
+        deliveries = self._part("deliveries", channel_id)
         i, j, edges = deliveries.pair.window(channel_id, start, end)
         rollup = deliveries.pair.rollup.cols
         users = deliveries.users
@@ -499,10 +525,10 @@ class Reader:
         chosen = fields or ["total_alerts"]
         columns = [counts[order, AWARENESS_FIELDS.index(name)].tolist() for name in chosen]
         user_ids = ids[order].tolist()
-        names = self._part("dims").users
-        unnamed = (None, None)
-        people = [names.get(u, unnamed) for u in user_ids]
-        rows = zip(*columns, user_ids, [p[0] for p in people], [p[1] for p in people], strict=True)
+        users = self._part("dims").users
+        first_names = users.values(ids[order], "first_name")
+        last_names = users.values(ids[order], "last_name")
+        rows = zip(*columns, user_ids, first_names, last_names, strict=True)
         keys = (*chosen, "user_id", "first_name", "last_name")
         return [dict(zip(keys, row, strict=False)) for row in rows]  # rows are full-length
 

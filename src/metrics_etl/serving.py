@@ -1,23 +1,28 @@
-"""In-memory serving index of one snapshot: published rollups and facts as sorted arrays.
+"""The serving index of one snapshot: published rollups and facts as sorted arrays, built per
+channel bucket (the build writes them as segments, see `segments.py`; the server maps them).
 
 Each table is held as NumPy columns sorted by (channel_id, time), so the rows of one channel
 in a time range are one contiguous slice, found by binary search. Distinct counts over a slice
 use, per row, the position of the previous row with the same key: a key occurs in rows [i, j)
 for the first time exactly at the rows whose previous position is below i. Nothing here is
 approximate: every answer is a sum or a count over whole rows.
+
+Every query is about one channel, and all rows of a channel are in one bucket, so a bucket's
+index answers it alone: codes, previous positions and sort orders are local to a bucket.
 """
 
 from __future__ import annotations
 
-import gc
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import bisect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -58,7 +63,7 @@ class Sorted:
     channels: np.ndarray
     starts: np.ndarray
     t: np.ndarray
-    cols: dict[str, np.ndarray]
+    cols: dict[str, Any]  # NumPy for numbers, Arrow for strings
 
     def span(self, channel: int, lo: int, hi: int) -> tuple[int, int]:
         """Positions [i, j) of the channel's rows with lo <= t < hi."""
@@ -68,33 +73,6 @@ class Sorted:
         a, b = int(self.starts[k]), int(self.starts[k + 1])
         times = self.t[a:b]
         return a + int(np.searchsorted(times, lo)), a + int(np.searchsorted(times, hi))
-
-
-def load_sorted(
-    conn: duckdb.DuckDBPyConnection,
-    table: str,
-    time_column: str,
-    columns: dict[str, str],
-    where: str = "true",
-    then_by: str = "",
-) -> Sorted:
-    """Read a table's columns (name -> SQL expression) sorted by channel and time."""
-    select = "".join(f", {expr} as {name}" for name, expr in columns.items())
-    order = f"channel_id, t{', ' + then_by if then_by else ''}"
-    cursor = conn.cursor()
-    try:
-        data = cursor.execute(
-            f"select channel_id, epoch_us({time_column}) as t{select} from {table} "
-            f"where {where} order by {order}"
-        ).fetchnumpy()
-    finally:
-        cursor.close()
-    channel = np.asarray(data.pop("channel_id"), dtype=np.int64)
-    channels, first = np.unique(channel, return_index=True)
-    starts = np.append(first, len(channel)).astype(np.int64)
-    times = np.asarray(data.pop("t"), dtype=np.int64)
-    cols = {k: compact(np.asarray(v)) for k, v in data.items()}
-    return Sorted(channels, starts, times, cols)
 
 
 @dataclass
@@ -206,6 +184,32 @@ class Pair:
         return i, j, edges
 
 
+def pair_key(a: np.ndarray, b: np.ndarray, size_b: int) -> np.ndarray:
+    """One int64 key for a pair of dense codes."""
+    return a * np.int64(size_b) + b
+
+
+def pair_key_of(first: Codes, second: Codes, a: int, b: int) -> int:
+    """The pair key (as `pair_key` builds it) of two ids, or -1, which no index holds, when
+    either id is not in its dictionary."""
+    x, y = first.find(a), second.find(b)
+    return -1 if x < 0 or y < 0 else x * len(second) + y
+
+
+@dataclass
+class Reports:
+    """Reports: row-level facts, and hourly rollups per local bucket, per author and per state."""
+
+    facts: Sorted
+    time: Sorted
+    user: Sorted
+    state: Sorted
+
+    def pair(self, rollup: str) -> Pair:
+        """One of the rollups (time, user or state) with the facts of its edges."""
+        return Pair(getattr(self, rollup), self.facts)
+
+
 @dataclass
 class Reads:
     """Reads: rollup and facts, with distinct-key indexes for pairs, readers and reports."""
@@ -236,7 +240,7 @@ class ReportStats:
     """Report-stats rows sorted by (account_id, report_id): a page is a slice of an account's
     rows (or of its shared reports' rows), since positions follow report_id within an account."""
 
-    rows: Any  # pyarrow.Table of the answer columns
+    rows: Any  # pyarrow.StructArray of the answer columns
     account: np.ndarray
     shared: np.ndarray  # row numbers of shared reports
     shared_account: np.ndarray
@@ -255,144 +259,291 @@ class ReportStats:
         if not len(picked):
             return len(chosen), []
         lo, hi = int(picked[0]), int(picked[-1]) + 1
-        table = self.rows.slice(lo, hi - lo)  # zero-copy; a take over the whole table is O(n)
+        rows = self.rows.slice(lo, hi - lo)  # zero-copy; a take over the whole array is O(n)
         if hi - lo != len(picked):
-            table = table.take(picked - lo)
-        columns = [table.column(k).to_pylist() for k in table.column_names]
+            rows = rows.take(pa.array(picked - lo))
+        columns = [column.to_pylist() for column in rows.flatten()]
         return len(chosen), list(zip(*columns, strict=True))
 
 
-def pair_key(a: np.ndarray, b: np.ndarray, size_b: int) -> np.ndarray:
-    """One int64 key for a pair of dense codes."""
-    return a * np.int64(size_b) + b
+class _Items:
+    """An Arrow string array as a sequence of Python strings, for `bisect`."""
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.array[i].as_py()
 
 
-def pair_key_of(first: Codes, second: Codes, a: int, b: int) -> int:
-    """The pair key (as `pair_key` builds it) of two ids, or -1, which no index holds, when
-    either id is not in its dictionary."""
-    x, y = first.find(a), second.find(b)
-    return -1 if x < 0 or y < 0 else x * len(second) + y
+@dataclass
+class Lookup:
+    """Rows sorted by a key (int64 ids, or an Arrow string array): a key's row by binary search."""
+
+    keys: Any
+    cols: dict[str, Any]  # NumPy for numbers, Arrow for strings
+
+    def row(self, key: Any) -> int:
+        """The first row holding a key, or -1."""
+        if isinstance(self.keys, np.ndarray):
+            typed = as_dtype(key, self.keys.dtype)
+            if typed is None:
+                return -1
+            k = int(np.searchsorted(self.keys, typed))
+            return k if k < len(self.keys) and self.keys[k] == typed else -1
+        k = bisect.bisect_left(_Items(self.keys), key)
+        return k if k < len(self.keys) and self.keys[k].as_py() == key else -1
+
+    def value(self, key: Any, column: str) -> Any:
+        """A column's value at a key, or None."""
+        k = self.row(key)
+        if k < 0:
+            return None
+        found = self.cols[column][k]
+        return found.as_py() if isinstance(found, pa.Scalar) else found.item()
+
+    def values(self, keys: np.ndarray, column: str) -> list[Any]:
+        """An Arrow column's values at many int64 keys (None where a key is missing)."""
+        if not len(self.keys):
+            return [None] * len(keys)
+        k = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        missing = self.keys[k] != keys
+        return self.cols[column].take(pa.array(k, mask=missing)).to_pylist()
 
 
-def load_reports(conn: duckdb.DuckDBPyConnection) -> dict[str, Pair]:
-    """Report counts: per local bucket, per author, per state."""
-    facts = load_sorted(
-        conn,
-        "fct_reports",
-        "created_at",
-        {
-            "hour": "epoch_us(hour_start)",
-            "day": "epoch_us(day_start)",
-            "week": "epoch_us(week_start)",
-            "month": "epoch_us(month_start)",
-            "local_hour": "local_hour",
-            "dow": "dow",
-            "user_id": "user_id",
-            "state_id": f"coalesce(state_id, {NO_ID})",
-        },
-    )
-    hourly = load_sorted(
-        conn,
-        "agg_reports_hourly",
-        "hour_start",
-        {
-            "day": "epoch_us(day_start)",
-            "week": "epoch_us(week_start)",
-            "month": "epoch_us(month_start)",
-            "local_hour": "local_hour",
-            "dow": "dow",
-            "n": "report_count",
-        },
-    )
-    hourly.cols["hour"] = hourly.t
-    by_user = load_sorted(
-        conn,
-        "agg_reports_by_user_hourly",
-        "hour_start",
-        {"user_id": "user_id", "n": "report_count"},
-    )
-    by_state = load_sorted(
-        conn,
-        "agg_reports_by_state_hourly",
-        "hour_start",
-        {"state_id": "state_id", "n": "report_count"},
-        where="state_id is not null",
-    )
-    return {
-        "time": Pair(hourly, facts),
-        "user": Pair(by_user, facts),
-        "state": Pair(by_state, facts),
-    }
+@dataclass
+class Dims:
+    """The dimensions the answers look up."""
+
+    channels: Lookup  # channel_id: account_id, is_deleted
+    fields: Lookup  # field_id: account_id, field_type
+    options: Lookup  # field_id: value, name (one row per option value)
+    states: Lookup  # state_id: name
+    users: Lookup  # user_id: first_name, last_name
+    organizations: Lookup  # username (sorted as Python sorts): account_id
+
+    def option_names(self, field_id: int) -> dict[Any, Any]:
+        """A field's option names by value."""
+        keys = self.options.keys
+        typed = as_dtype(field_id, keys.dtype)
+        if typed is None:
+            return {}
+        a, b = int(np.searchsorted(keys, typed, "left")), int(np.searchsorted(keys, typed, "right"))
+        values = self.options.cols["value"][a:b].to_pylist()
+        names = self.options.cols["name"][a:b].to_pylist()
+        return dict(zip(values, names, strict=True))
 
 
-def load_selections(conn: duckdb.DuckDBPyConnection) -> Pair:
-    """Report counts per selected (field, value), values coded densely."""
+# -- building the index from published tables ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """A sorted table of the index: a published table's rows as (channel_id, t, columns), where
+    each column is a SQL expression, sorted by channel, time and `then_by`."""
+
+    table: str
+    time_column: str
+    columns: dict[str, str]
+    where: str = "true"
+    then_by: str = ""
+
+
+SOURCES: dict[str, dict[str, Source]] = {
+    "reports": {
+        "facts": Source(
+            "fct_reports",
+            "created_at",
+            {
+                "hour": "epoch_us(hour_start)",
+                "day": "epoch_us(day_start)",
+                "week": "epoch_us(week_start)",
+                "month": "epoch_us(month_start)",
+                "local_hour": "local_hour",
+                "dow": "dow",
+                "user_id": "user_id",
+                "state_id": f"coalesce(state_id, {NO_ID})",
+            },
+        ),
+        "time": Source(
+            "agg_reports_hourly",
+            "hour_start",
+            {
+                "hour": "epoch_us(hour_start)",
+                "day": "epoch_us(day_start)",
+                "week": "epoch_us(week_start)",
+                "month": "epoch_us(month_start)",
+                "local_hour": "local_hour",
+                "dow": "dow",
+                "n": "report_count",
+            },
+        ),
+        "user": Source(
+            "agg_reports_by_user_hourly",
+            "hour_start",
+            {"user_id": "user_id", "n": "report_count"},
+        ),
+        "state": Source(
+            "agg_reports_by_state_hourly",
+            "hour_start",
+            {"state_id": "state_id", "n": "report_count"},
+            where="state_id is not null",
+        ),
+    },
+    "selections": {
+        "rollup": Source(
+            "agg_report_selections_hourly",
+            "hour_start",
+            {"field_id": "field_id", "value": "value", "n": "report_count"},
+        ),
+        "facts": Source(
+            "fct_report_selections",
+            "created_at",
+            {"hour": "epoch_us(hour_start)", "field_id": "field_id", "value": "value"},
+        ),
+    },
+    "images": {
+        "rows": Source(
+            "fct_report_images",
+            "created_at",
+            {
+                "report_image_id": "report_image_id",
+                "report_id": "report_id",
+                "thumb": "thumb",
+                "medium": "medium",
+            },
+            then_by="report_image_id",
+        ),
+    },
+    "reads": {
+        "rollup": Source(
+            "agg_reads_hourly",
+            "hour_start",
+            {"report_id": "report_id", "user_id": "user_id", "n": "read_count"},
+        ),
+        "facts": Source(
+            "fct_reads",
+            "read_at",
+            {"hour": "epoch_us(hour_start)", "report_id": "report_id", "user_id": "user_id"},
+        ),
+    },
+    "deliveries": {
+        "rollup": Source(
+            "agg_deliveries_hourly",
+            "hour_start",
+            {
+                "user_id": "user_id",
+                "alert_id": "alert_id",
+                "report_id": "report_id",
+                "n": "delivery_count",
+                "opened": "opened_count",
+            },
+        ),
+        "facts": Source(
+            "fct_deliveries",
+            "sent_at",
+            {
+                "hour": "epoch_us(hour_start)",
+                "user_id": "user_id",
+                "alert_id": "alert_id",
+                "report_id": "report_id",
+                "opened": "opened::bigint",
+            },
+        ),
+    },
+}
+
+
+def bucket_sql(buckets: int) -> str:
+    """SQL for a row's channel bucket (as `channel_id % buckets` in Python: never negative)."""
+    return f"((channel_id % {buckets}) + {buckets}) % {buckets}"
+
+
+def as_column(column: Any) -> Any:
+    """An Arrow column as the index holds it: NumPy for integers, one Arrow array otherwise."""
+    if pa.types.is_integer(column.type):
+        if column.null_count:
+            column = column.cast(pa.int64()).fill_null(NO_ID)
+        return compact(column.to_numpy())
+    return column.combine_chunks()
+
+
+@dataclass
+class Fetched:
+    """A source's rows of several buckets, sorted by (bucket, channel_id, t, ...)."""
+
+    bucket: np.ndarray
+    channel: np.ndarray
+    t: np.ndarray
+    cols: dict[str, Any]
+
+    def of(self, bucket: int) -> Sorted:
+        """The rows of one bucket."""
+        a = int(np.searchsorted(self.bucket, bucket, "left"))
+        b = int(np.searchsorted(self.bucket, bucket, "right"))
+        channel = self.channel[a:b]
+        channels, first = np.unique(channel, return_index=True)
+        starts = np.append(first, len(channel)).astype(np.int64)
+        cols = {
+            k: v[a:b] if isinstance(v, np.ndarray) else v.slice(a, b - a)
+            for k, v in self.cols.items()
+        }
+        return Sorted(channels, starts, self.t[a:b], cols)
+
+
+def fetch(
+    conn: duckdb.DuckDBPyConnection, source: Source, buckets: list[int], size: int
+) -> Fetched:
+    """Read a source's rows of some buckets, sorted by bucket, channel and time."""
+    select = "".join(f", {expr} as {name}" for name, expr in source.columns.items())
+    then = f", {source.then_by}" if source.then_by else ""
     cursor = conn.cursor()
     try:
-        cursor.execute(
-            """
-            create or replace table _selection_codes as
-            select
-                field_id,
-                value,
-                (row_number() over (order by field_id, value) - 1)::bigint as code
-            from (
-                select field_id, value from agg_report_selections_hourly
-                union
-                select field_id, value from fct_report_selections
-            )
-            """
-        )
-        join = "join _selection_codes as c on c.field_id = s.field_id and c.value is not distinct from s.value"
-        rollup = load_sorted(
-            cursor,
-            f"agg_report_selections_hourly as s {join}",
-            "hour_start",
-            {"field_id": "s.field_id", "code": "c.code", "n": "report_count"},
-        )
-        facts = load_sorted(
-            cursor,
-            f"fct_report_selections as s {join}",
-            "created_at",
-            {"hour": "epoch_us(hour_start)", "field_id": "s.field_id", "code": "c.code"},
-        )
-        values = cursor.execute("select value from _selection_codes order by code").fetchall()
-        cursor.execute("drop table _selection_codes")
+        table = cursor.execute(
+            f"select {bucket_sql(size)} as bucket, channel_id, "
+            f"epoch_us({source.time_column}) as t{select} from {source.table} "
+            f"where {source.where} and list_contains($buckets, {bucket_sql(size)}) "
+            f"order by bucket, channel_id, t{then}",
+            {"buckets": buckets},
+        ).fetch_arrow_table()
     finally:
         cursor.close()
-    return Pair(rollup, facts, {"values": [v for (v,) in values]})
+    cols = {name: as_column(table.column(name)) for name in table.column_names}
+    return Fetched(
+        np.asarray(cols.pop("bucket"), dtype=np.int64),
+        np.asarray(cols.pop("channel_id"), dtype=np.int64),
+        np.asarray(cols.pop("t"), dtype=np.int64),
+        cols,
+    )
 
 
-def load_images(conn: duckdb.DuckDBPyConnection) -> Sorted:
+def build_reports(tables: dict[str, Sorted]) -> Reports:
+    """Report counts: per local bucket, per author, per state."""
+    return Reports(tables["facts"], tables["time"], tables["user"], tables["state"])
+
+
+def build_selections(tables: dict[str, Sorted]) -> Pair:
+    """Report counts per selected (field, value), values coded densely within the bucket."""
+    rollup, facts = tables["rollup"], tables["facts"]
+    values = pa.concat_arrays([rollup.cols.pop("value"), facts.cols.pop("value")])
+    encoded = pc.dictionary_encode(values, null_encoding="encode")
+    codes = compact(encoded.indices.to_numpy().astype(np.int64))
+    rollup.cols["code"] = codes[: len(rollup.t)]
+    facts.cols["code"] = codes[len(rollup.t) :]
+    return Pair(rollup, facts, {"values": encoded.dictionary})
+
+
+def build_images(tables: dict[str, Sorted]) -> Sorted:
     """Report images sorted by channel, time and id."""
-    return load_sorted(
-        conn,
-        "fct_report_images",
-        "created_at",
-        {
-            "report_image_id": "report_image_id",
-            "report_id": "report_id",
-            "thumb": "thumb",
-            "medium": "medium",
-        },
-        then_by="report_image_id",
-    )
+    return tables["rows"]
 
 
-def load_reads(conn: duckdb.DuckDBPyConnection) -> Reads:
+def build_reads(tables: dict[str, Sorted]) -> Reads:
     """Reads with distinct-key indexes."""
-    rollup = load_sorted(
-        conn,
-        "agg_reads_hourly",
-        "hour_start",
-        {"report_id": "report_id", "user_id": "user_id", "n": "read_count"},
-    )
-    facts = load_sorted(
-        conn,
-        "fct_reads",
-        "read_at",
-        {"hour": "epoch_us(hour_start)", "report_id": "report_id", "user_id": "user_id"},
-    )
+    rollup, facts = tables["rollup"], tables["facts"]
     reports, rc = Codes.of(rollup.cols.pop("report_id"))
     users, uc = Codes.of(rollup.cols.pop("user_id"))
     return Reads(
@@ -405,32 +556,9 @@ def load_reads(conn: duckdb.DuckDBPyConnection) -> Reads:
     )
 
 
-def load_deliveries(conn: duckdb.DuckDBPyConnection) -> Deliveries:
+def build_deliveries(tables: dict[str, Sorted]) -> Deliveries:
     """Deliveries with per-recipient distinct-key indexes."""
-    rollup = load_sorted(
-        conn,
-        "agg_deliveries_hourly",
-        "hour_start",
-        {
-            "user_id": "user_id",
-            "alert_id": "alert_id",
-            "report_id": "report_id",
-            "n": "delivery_count",
-            "opened": "opened_count",
-        },
-    )
-    facts = load_sorted(
-        conn,
-        "fct_deliveries",
-        "sent_at",
-        {
-            "hour": "epoch_us(hour_start)",
-            "user_id": "user_id",
-            "alert_id": "alert_id",
-            "report_id": "report_id",
-            "opened": "opened::bigint",
-        },
-    )
+    rollup, facts = tables["rollup"], tables["facts"]
     users, uc = Codes.of(rollup.cols.pop("user_id"))
     alerts, ac = Codes.of(rollup.cols.pop("alert_id"))
     reports, rc = Codes.of(rollup.cols.pop("report_id"))
@@ -445,109 +573,110 @@ def load_deliveries(conn: duckdb.DuckDBPyConnection) -> Deliveries:
     )
 
 
-def load_report_stats(conn: duckdb.DuckDBPyConnection) -> ReportStats:
-    """Report stats in (account, report) order."""
+BUILDERS: dict[str, Callable[[dict[str, Sorted]], Any]] = {
+    "reports": build_reports,
+    "selections": build_selections,
+    "images": build_images,
+    "reads": build_reads,
+    "deliveries": build_deliveries,
+}
+
+
+def build_part(
+    conn: duckdb.DuckDBPyConnection, part: str, buckets: list[int], size: int
+) -> Iterator[tuple[int, Any]]:
+    """The index of a channel part (reports, selections, images, reads or deliveries) for each
+    of some buckets, of `size` buckets in all."""
+    fetched = {name: fetch(conn, source, buckets, size) for name, source in SOURCES[part].items()}
+    for bucket in sorted(buckets):
+        yield bucket, BUILDERS[part]({name: f.of(bucket) for name, f in fetched.items()})
+
+
+def _arrow(conn: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    """A query's answer as an Arrow table."""
     cursor = conn.cursor()
     try:
-        table = cursor.execute(
-            "select account_id, position_shared is not null as shared, "
-            "report_id, report_token, active_schedules_count, explorations_count, "
-            "total_views_count, recent_manual_run_creators_emails, scheduled_run_creators_emails, "
-            "editors_emails from report_stats order by account_id, report_id"
-        ).fetch_arrow_table()
+        return cursor.execute(sql).fetch_arrow_table()
     finally:
         cursor.close()
+
+
+def load_report_stats(conn: duckdb.DuckDBPyConnection) -> ReportStats:
+    """Report stats in (account, report) order."""
+    table = _arrow(
+        conn,
+        "select account_id, position_shared is not null as shared, "
+        "report_id, report_token, active_schedules_count, explorations_count, "
+        "total_views_count, recent_manual_run_creators_emails, scheduled_run_creators_emails, "
+        "editors_emails from report_stats order by account_id, report_id",
+    )
     account = table.column("account_id").to_numpy()
     shared = np.flatnonzero(table.column("shared").to_numpy(zero_copy_only=False))
+    rows = table.drop_columns(["account_id", "shared"])
     return ReportStats(
-        table.drop_columns(["account_id", "shared"]),
+        pa.StructArray.from_arrays(
+            [column.combine_chunks() for column in rows.columns], names=rows.column_names
+        ),
         account,
         shared,
         account[shared],
     )
 
 
-@dataclass
-class Dims:
-    """The dimensions the answers look up, as dictionaries."""
-
-    channels: dict[int, tuple[int, bool]]
-    fields: dict[int, tuple[int, str]]
-    options: dict[tuple[int, Any], Any]
-    states: dict[int, Any]
-    users: dict[int, tuple[Any, Any]]
-    organizations: dict[str, int]
+def _lookup(conn: duckdb.DuckDBPyConnection, sql: str) -> Lookup:
+    """A lookup from a query whose first column is the key, sorted by it."""
+    table = _arrow(conn, sql)
+    cols = {name: as_column(table.column(name)) for name in table.column_names}
+    keys = cols.pop(table.column_names[0])
+    return Lookup(np.asarray(keys, dtype=np.int64), cols)
 
 
 def load_dims(conn: duckdb.DuckDBPyConnection) -> Dims:
     """Channels, fields, options, states, users and organizations."""
-    cursor = conn.cursor()
-    try:
-
-        def rows(sql: str) -> list[tuple]:
-            return cursor.execute(sql).fetchall()
-
-        return Dims(
-            {
-                c: (a, d)
-                for c, a, d in rows("select channel_id, account_id, is_deleted from dim_channels")
-            },
-            {
-                f: (a, t)
-                for f, a, t in rows("select field_id, account_id, field_type from dim_fields")
-            },
-            {(f, v): n for f, v, n in rows("select field_id, value, name from dim_field_options")},
-            dict(rows("select state_id, name from dim_states")),
-            {
-                u: (first, last)
-                for u, first, last in rows("select user_id, first_name, last_name from dim_users")
-            },
-            {
-                u: a
-                for a, u in rows(
-                    "select account_id, username from dim_accounts order by account_id desc"
-                )
-            },
-        )
-    finally:
-        cursor.close()
+    accounts = _arrow(
+        conn, "select username, account_id from dim_accounts where username is not null"
+    ).to_pylist()
+    accounts.sort(key=lambda r: (r["username"], r["account_id"]))  # Python's string order
+    return Dims(
+        _lookup(
+            conn,
+            "select channel_id, account_id, is_deleted::tinyint as is_deleted "
+            "from dim_channels order by channel_id",
+        ),
+        _lookup(conn, "select field_id, account_id, field_type from dim_fields order by field_id"),
+        _lookup(conn, "select field_id, value, name from dim_field_options order by field_id"),
+        _lookup(conn, "select state_id, name from dim_states order by state_id"),
+        _lookup(conn, "select user_id, first_name, last_name from dim_users order by user_id"),
+        Lookup(
+            pa.array([r["username"] for r in accounts], pa.string()),
+            {"account_id": np.array([r["account_id"] for r in accounts], dtype=np.int64)},
+        ),
+    )
 
 
-LOADERS = {
-    "dims": load_dims,
-    "reports": load_reports,
-    "selections": load_selections,
-    "images": load_images,
-    "reads": load_reads,
-    "deliveries": load_deliveries,
-    "report_stats": load_report_stats,
+# Parts built from whole tables (one segment each), and the tables each is built from.
+WHOLE: dict[str, tuple[Callable[[duckdb.DuckDBPyConnection], Any], tuple[str, ...]]] = {
+    "dims": (
+        load_dims,
+        (
+            "dim_accounts",
+            "dim_channels",
+            "dim_field_options",
+            "dim_fields",
+            "dim_states",
+            "dim_users",
+        ),
+    ),
+    "report_stats": (load_report_stats, ("report_stats",)),
 }
 
-
-class Index:
-    """The serving index of one snapshot; each part is loaded on first use, once."""
-
-    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
-        self._conn = conn
-        self._parts: dict[str, Any] = {}
-        self._locks = {name: threading.Lock() for name in LOADERS}
-
-    def part(self, name: str) -> Any:
-        """A loaded part: reports, selections, images, reads, deliveries or report_stats."""
-        found = self._parts.get(name)
-        if found is not None:
-            return found
-        with self._locks[name]:
-            if name not in self._parts:
-                self._parts[name] = LOADERS[name](self._conn)
-            return self._parts[name]
-
-    def warm(self) -> None:
-        """Load every part now, two at a time (loading releases the GIL).
-
-        The loaded objects are then frozen out of the garbage collector's view: they hold no
-        cycles, and scanning them would pause requests for up to ~150 ms at 10M events.
-        """
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(self.part, LOADERS))
-        gc.freeze()
+# The type of each part, to map it back from a segment's columns.
+TYPES: dict[str, type] = {
+    "reports": Reports,
+    "selections": Pair,
+    "images": Sorted,
+    "reads": Reads,
+    "deliveries": Deliveries,
+    "dims": Dims,
+    "report_stats": ReportStats,
+}

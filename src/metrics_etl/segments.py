@@ -1,0 +1,269 @@
+"""Serving segments: the serving index written by the build as immutable files the server maps.
+
+Layout under the warehouse folder:
+
+    data/_serving/<part>/<bucket>-<hash>.arrow   one segment: a part's index of one channel bucket
+    data/_serving/<part>/all-<hash>.arrow        a part built from whole tables (dims, report_stats)
+
+A segment is an uncompressed Arrow IPC file of one record batch of one row: each column holds
+one array of the index (a `large_list` whose single value is the whole array), so arrays of
+different lengths share a file, and the server reads them zero-copy from a memory map: NumPy
+views for integers, Arrow arrays for strings. Nothing is copied or decompressed on opening.
+
+A segment is named by a hash of the rows it is built from (their count and the sum of their
+row hashes, per source table, computed by DuckDB) and of the format version, so a run rewrites
+only the segments whose rows changed; the others are the previous snapshot's files, reused.
+The manifest lists them under "segments"; clean-up keeps every file a manifest lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import typing
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from metrics_etl.files import fsync_dir
+from metrics_etl.serving import BUILDERS, SOURCES, TYPES, WHOLE, bucket_sql, build_part
+
+VERSION = "1"  # bump when a segment's columns or a builder change
+BUCKETS = 16  # channel buckets per channel part
+FOLDER = "data/_serving"
+CHUNK_ROWS = 4_000_000  # source rows read at once while writing segments (bounds the memory)
+
+
+# -- columns of a segment ------------------------------------------------------------------
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """A part's arrays by dotted name (field, nested field, dict key)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value, name = getattr(obj, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, dict):
+            out.update({f"{name}.{k}": v for k, v in value.items()})
+        else:
+            out[name] = value
+    return out
+
+
+def unflatten(cls: type, columns: dict[str, Any], prefix: str = "") -> Any:
+    """A part of type `cls` from its arrays by dotted name (the inverse of `flatten`)."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        name, hint = prefix + f.name, hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            values[f.name] = unflatten(hint, columns, name + ".")  # type: ignore[arg-type]
+        elif typing.get_origin(hint) is dict:
+            start = name + "."
+            values[f.name] = {k[len(start) :]: v for k, v in columns.items() if k.startswith(start)}
+        else:
+            values[f.name] = columns[name]
+    return cls(**values)
+
+
+def to_batch(obj: Any) -> pa.RecordBatch:
+    """A part as one record batch of one row: each column one array."""
+    names, columns = [], []
+    for name, value in flatten(obj).items():
+        array = pa.array(value) if isinstance(value, np.ndarray) else pa.concat_arrays([value])
+        offsets = pa.array([0, len(array)], pa.int64())
+        names.append(name)
+        columns.append(pa.LargeListArray.from_arrays(offsets, array))
+    return pa.record_batch(columns, names=names)
+
+
+def from_batch(batch: pa.RecordBatch) -> dict[str, Any]:
+    """A segment's arrays by name, zero-copy: NumPy for integers, Arrow otherwise."""
+    out: dict[str, Any] = {}
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        array = column.flatten()
+        integer = pa.types.is_integer(array.type)
+        out[name] = array.to_numpy(zero_copy_only=True) if integer else array
+    return out
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def segment_name(part: str, bucket: int | None) -> str:
+    """A segment's name in the manifest: `<part>/<bucket>`, or the part for whole parts."""
+    return part if bucket is None else f"{part}/{bucket:02d}"
+
+
+def source_hashes(conn: duckdb.DuckDBPyConnection) -> tuple[dict[str, str], dict[str, int]]:
+    """Per segment name, a hash of the rows it is built from, and how many rows that is."""
+    found: dict[str, list[tuple[str, int, str]]] = {}
+    for part, sources in SOURCES.items():
+        for bucket in range(BUCKETS):
+            found[segment_name(part, bucket)] = []
+        for table in sorted({s.table for s in sources.values()}):
+            rows = conn.execute(
+                f"select {bucket_sql(BUCKETS)} as bucket, count(*), sum(hash(t))::hugeint::varchar "
+                f"from {table} as t group by all"
+            ).fetchall()
+            for bucket, n, digest in rows:
+                found[segment_name(part, int(bucket))].append((table, n, digest))
+    for part, (_, tables) in WHOLE.items():
+        found[part] = []
+        for table in tables:
+            n, digest = conn.execute(
+                f"select count(*), coalesce(sum(hash(t))::hugeint, 0)::varchar from {table} as t"
+            ).fetchone()  # type: ignore[misc]
+            found[part].append((table, n, digest))
+    hashes = {
+        name: hashlib.sha256(json.dumps([VERSION, BUCKETS, name, items]).encode()).hexdigest()[:20]
+        for name, items in found.items()
+    }
+    return hashes, {name: sum(n for _, n, _ in items) for name, items in found.items()}
+
+
+def write_segment(path: Path, obj: Any) -> None:
+    """Write a part's segment beside its place, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    batch = to_batch(obj)
+    with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _chunks(buckets: list[int], rows: list[int]) -> list[list[int]]:
+    """Buckets in groups of at most CHUNK_ROWS source rows (a bigger bucket alone)."""
+    groups: list[list[int]] = [[]]
+    total = 0
+    for bucket, n in zip(buckets, rows, strict=True):
+        if groups[-1] and total + n > CHUNK_ROWS:
+            groups.append([])
+            total = 0
+        groups[-1].append(bucket)
+        total += n
+    return groups
+
+
+def write_segments(conn: duckdb.DuckDBPyConnection, warehouse: Path) -> tuple[dict, int, int]:
+    """Write the segments whose rows changed (the others exist already); returns the manifest's
+    "segments" entry, and how many segments were written and reused."""
+    hashes, rows = source_hashes(conn)
+    listing: dict[str, dict[str, Any]] = {}
+    todo: dict[str, list[int]] = {}
+    for name, digest in hashes.items():
+        part, _, bucket = name.partition("/")
+        rel = f"{FOLDER}/{part}/{bucket or 'all'}-{digest}.arrow"
+        listing[name] = {"files": [rel], "rows": rows[name]}
+        if not (warehouse / rel).exists():
+            todo.setdefault(part, []).append(int(bucket) if bucket else -1)
+    written = 0
+    for part, buckets in todo.items():
+        folder = warehouse / FOLDER / part
+        if part in WHOLE:
+            write_segment(warehouse / listing[part]["files"][0], WHOLE[part][0](conn))
+            written += 1
+        else:
+            sizes = [rows[segment_name(part, b)] for b in buckets]
+            for chunk in _chunks(buckets, sizes):
+                for number, obj in build_part(conn, part, chunk, BUCKETS):
+                    rel = listing[segment_name(part, number)]["files"][0]
+                    write_segment(warehouse / rel, obj)
+                    written += 1
+        fsync_dir(folder)
+    return listing, written, len(listing) - written
+
+
+# -- mapping -------------------------------------------------------------------------------
+
+# Parts mapped by this process, by file: a new snapshot takes the ones it shares with the
+# previous one from here, mapping only its new segments. Entries go when no snapshot holds them.
+_MAPPED: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_MAPPED_LOCK = threading.Lock()
+
+
+def map_segment(path: Path, part: str) -> Any:
+    """A part from its segment file, memory-mapped (or the one this process mapped already)."""
+    key = str(path)
+    with _MAPPED_LOCK:
+        found = _MAPPED.get(key)
+        if found is not None:
+            return found
+        batch = ipc.open_file(pa.memory_map(key)).get_batch(0)
+        obj = unflatten(TYPES[part], from_batch(batch))
+        _MAPPED[key] = obj
+        return obj
+
+
+def mapped_count() -> int:
+    """How many segments this process has mapped now (for tests and benchmarks)."""
+    return len(_MAPPED)
+
+
+class Index:
+    """The serving index of one snapshot: its segments, each mapped on first use.
+
+    A snapshot published without segments (before they existed) is indexed in memory from its
+    tables instead, one channel bucket at a time, as the build would write it.
+    """
+
+    def __init__(
+        self,
+        warehouse: Path,
+        manifest: dict,
+        conn: Callable[[], duckdb.DuckDBPyConnection],
+    ) -> None:
+        self._warehouse = warehouse
+        self._segments: dict[str, dict] | None = manifest.get("segments")
+        self._buckets = int(manifest.get("segment_buckets", BUCKETS))
+        self._conn = conn
+        self._parts: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def part(self, name: str, channel: int | None = None) -> Any:
+        """A part of the index: dims or report_stats, or a channel part (reports, selections,
+        images, reads, deliveries) for the bucket of `channel`."""
+        key = segment_name(name, None if channel is None else channel % self._buckets)
+        found = self._parts.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            if key not in self._parts:
+                self._parts[key] = self._load(name, key)
+            return self._parts[key]
+
+    def _load(self, part: str, key: str) -> Any:
+        """Map a segment, or (no segments listed) build it from the snapshot's tables."""
+        if self._segments is not None:
+            return map_segment(self._warehouse / self._segments[key]["files"][0], part)
+        if part in WHOLE:
+            return WHOLE[part][0](self._conn())
+        bucket = int(key.partition("/")[2])
+        return next(build_part(self._conn(), part, [bucket], self._buckets))[1]
+
+    def warm(self) -> None:
+        """Map every segment now (build every part, for a snapshot without segments)."""
+        if self._segments is not None:
+            for key in self._segments:
+                part, _, bucket = key.partition("/")
+                self.part(part, int(bucket) if bucket else None)
+            return
+        for part in WHOLE:
+            self.part(part)
+        for part in BUILDERS:
+            every = list(range(self._buckets))
+            for number, obj in build_part(self._conn(), part, every, self._buckets):
+                with self._lock:
+                    self._parts.setdefault(segment_name(part, number), obj)
