@@ -4,12 +4,18 @@ Layout under the warehouse folder:
 
     data/<table>/part=<YYYY-MM|all>/<fingerprint>.parquet   immutable data files, shared
     snapshots/<snapshot_id>/manifest.json                   which files make each table
+    snapshots/<snapshot_id>/tables/<table>/<part>-<fingerprint>.parquet
+                                                            hard links to that snapshot's files
     snapshots/<snapshot_id>/catalog.duckdb                  views for ad-hoc DuckDB SQL
     current -> snapshots/<snapshot_id>                      switched with one rename
+
+No reader sees a partition column: every scan says `hive_partitioning = false`, and the
+snapshot's `tables/` folders hold no `key=value` names for a reader to infer one from.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
 import hashlib
@@ -228,19 +234,95 @@ def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[list[str]]:
 def parquet_scan(paths: list[Path]) -> str:
     """SQL reading exactly these Parquet files: DuckDB takes each path as a glob pattern, so
     `*`, `?` and `[` in a folder name (a warehouse at `/data/wh[1]`) are escaped, and the paths
-    are quoted as SQL strings."""
+    are quoted as SQL strings. No partition column is read from the paths."""
     escaped = (glob.escape(str(path)).replace("'", "''") for path in paths)
-    return "read_parquet([" + ", ".join(f"'{path}'" for path in escaped) + "])"
+    files = ", ".join(f"'{path}'" for path in escaped)
+    return f"read_parquet([{files}], hive_partitioning = false)"
 
 
-def write_catalog(snapshot_dir: Path, warehouse: Path, manifest: dict) -> None:
-    """A DuckDB file of views over the snapshot's Parquet files, for ad-hoc SQL."""
+TREE = "tables"  # snapshots/<id>/tables/<table>/<part>-<fingerprint>.parquet
+NO_LINKS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def tree_path(rel: str) -> str:
+    """Where a data file (`data/<table>/part=<p>/<hash>.parquet`) appears in the folder of a
+    snapshot that lists it: `tables/<table>/<p>-<hash>.parquet`."""
+    _, table, part, name = rel.split("/")
+    return f"{TREE}/{table}/{part.removeprefix('part=')}-{name}"
+
+
+def _link(source: Path, target: Path) -> None:
+    """Make `target` a hard link to `source` (a copy where the file system has none)."""
+    if target.exists() and os.path.samefile(source, target):
+        return  # a retried publish linked it already
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError as error:
+        if error.errno not in NO_LINKS:
+            raise
+        shutil.copyfile(source, tmp)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+    os.replace(tmp, target)
+
+
+def write_tree(snapshot_dir: Path, warehouse: Path, manifest: dict) -> None:
+    """A folder per table in the snapshot's folder holding exactly the manifest's files (hard
+    links to the shared data files), so that a glob over it reads that snapshot's rows."""
+    root = snapshot_dir / TREE
+    root.mkdir(exist_ok=True)
+    for table, info in manifest["tables"].items():
+        folder = root / table
+        folder.mkdir(exist_ok=True)
+        names = set()
+        for rel in info["files"]:
+            target = snapshot_dir / tree_path(rel)
+            _link(warehouse / rel, target)
+            names.add(target.name)
+        for stray in folder.iterdir():  # left by an attempt that failed part-way
+            if stray.name not in names:
+                stray.unlink()
+        fsync_dir(folder)
+    for stray in root.iterdir():
+        if stray.name not in manifest["tables"]:
+            shutil.rmtree(stray)
+    fsync_dir(root)
+
+
+# The folder of the catalog file, as DuckDB was given it: DuckDB resolves paths in views against
+# the process's working directory, never the database's, and a table function takes no subquery
+# (so no `duckdb_databases()`); the default temp_directory is the database path + '.tmp'. Glob
+# characters in it are escaped, as `parquet_scan` does.
+CATALOG_FOLDER = r"""
+create macro snapshot_folder() as
+    regexp_replace(
+        regexp_replace(current_setting('temp_directory'), '[^/]*$', ''),
+        '([*?\[])',
+        '[\1]',
+        'g'
+    )
+"""
+
+
+def write_catalog(snapshot_dir: Path, manifest: dict) -> None:
+    """A DuckDB file of views over the files in the snapshot's own `tables/` folder, found
+    relative to the catalog file, so a copied or moved warehouse (or snapshot folder) reads its
+    own files."""
     tmp = snapshot_dir / ".catalog.duckdb.tmp"
     tmp.unlink(missing_ok=True)
     with duckdb.connect(str(tmp)) as cat:
+        cat.execute(CATALOG_FOLDER)
         for table, info in manifest["tables"].items():
-            paths = [(warehouse / f).resolve() for f in info["files"]]
-            cat.execute(f"create view {table} as select * from {parquet_scan(paths)}")
+            files = ", ".join(
+                "snapshot_folder() || '" + tree_path(rel).replace("'", "''") + "'"
+                for rel in info["files"]
+            )
+            cat.execute(
+                f"create view {table} as select * "
+                f"from read_parquet([{files}], hive_partitioning = false)"
+            )
     os.replace(tmp, snapshot_dir / "catalog.duckdb")
 
 
@@ -279,12 +361,14 @@ def write_tables(
 
 
 def finish(warehouse: Path, result: PublishResult, info: dict) -> None:
-    """Write a snapshot's catalog and manifest aside, then switch `current` to it."""
+    """Write a snapshot's table folders, catalog and manifest aside, then switch `current` to
+    it."""
     manifest = {"snapshot_id": result.snapshot_id, **info, "tables": result.manifest["tables"]}
     result.manifest = manifest
     snapshot_dir = warehouse / "snapshots" / result.snapshot_id
     snapshot_dir.mkdir(parents=True, exist_ok=True)
-    write_catalog(snapshot_dir, warehouse, manifest)
+    write_tree(snapshot_dir, warehouse, manifest)
+    write_catalog(snapshot_dir, manifest)
     tmp_manifest = snapshot_dir / ".manifest.json.tmp"
     tmp_manifest.write_text(json.dumps(manifest, indent=1, default=str))
     with tmp_manifest.open("rb") as handle:
