@@ -22,8 +22,9 @@ publish touch, with the same model SQL run over restricted inputs.
 - the partitions (months, or `all`) each published table changed in are recorded in
   `dirty_parts`, so publishing rewrites only those.
 
-Any mart without a rule here is rebuilt in full with all of its partitions marked dirty. The
-result equals a full rebuild (proven by tests/test_incremental.py).
+Each model's header names its rule (`-- incremental: ...`, see models.INCREMENTAL); a model whose
+rule is `full` is rebuilt in full with all of its partitions marked dirty. The result equals a
+full rebuild (proven by tests/test_incremental.py).
 
 Replaced rows are appended in storage order and the deleted ones left in place (no row-group
 merging on checkpoints, which would rewrite most of every big table each run); a table is
@@ -32,14 +33,13 @@ rewritten in order once its deleted and appended rows pass COMPACT_RATIO of its 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import duckdb
 
+from metrics_etl import models
 from metrics_etl.contract import STREAMS
-from metrics_etl.publish import LAYOUTS, part_expr, storage_order
 from metrics_etl.settings import crash_point
 from metrics_etl.transform import (
     BY_ACCOUNTS,
@@ -55,51 +55,28 @@ from metrics_etl.transform import (
 
 @dataclass(frozen=True)
 class Fact:
-    """A row-level fact table maintained by key: the rows of a scope of keys are replaced."""
+    """Where the keys of a row-level fact (`by_key(column)` in its header) come from: a scope
+    table of the keys whose rows are recomputed, and its inputs restricted to them."""
 
-    key: str
     scope: str
     inputs: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True)
-class Rollup:
-    """An hourly rollup of a fact table, recomputed per group."""
-
-    fact: str
-    groups: tuple[str, ...]
-
-
 FACTS = {
-    "fct_reports": Fact(
-        "report_id", "changed_reports", (("int_current_reports", "changed_current"),)
-    ),
-    "fct_report_selections": Fact(
-        "report_id", "changed_reports", (("int_current_reports", "changed_current"),)
-    ),
-    "fct_report_images": Fact(
-        "report_image_id", "scope_images", (("stg_report_images", "delta_stg_report_images"),)
-    ),
-    "fct_reads": Fact("read_id", "scope_reads", (("stg_reads", "delta_stg_reads"),)),
-    "fct_deliveries": Fact(
-        "delivery_id", "scope_deliveries", (("stg_alerts", "delta_stg_alerts"),)
-    ),
-}
-ROLLUPS = {
-    "agg_reports_hourly": Rollup("fct_reports", ("channel_id", "hour_start")),
-    "agg_reports_by_user_hourly": Rollup("fct_reports", ("channel_id", "hour_start", "user_id")),
-    "agg_reports_by_state_hourly": Rollup("fct_reports", ("channel_id", "hour_start", "state_id")),
-    "agg_report_selections_hourly": Rollup(
-        "fct_report_selections", ("channel_id", "hour_start", "field_id", "value")
-    ),
-    "agg_reads_hourly": Rollup("fct_reads", ("channel_id", "hour_start", "report_id", "user_id")),
-    "agg_deliveries_hourly": Rollup(
-        "fct_deliveries", ("channel_id", "hour_start", "user_id", "alert_id", "report_id")
-    ),
+    "fct_reports": Fact("changed_reports", (("int_current_reports", "changed_current"),)),
+    "fct_report_selections": Fact("changed_reports", (("int_current_reports", "changed_current"),)),
+    "fct_report_images": Fact("scope_images", (("stg_report_images", "delta_stg_report_images"),)),
+    "fct_reads": Fact("scope_reads", (("stg_reads", "delta_stg_reads"),)),
+    "fct_deliveries": Fact("scope_deliveries", (("stg_alerts", "delta_stg_alerts"),)),
 }
 COMPACT_RATIO = 0.2  # deleted + appended rows past this share of live rows: table rewritten
 COMPACT_MIN_ROWS = 100_000
-WINDOW = "interval 30 days"  # report_stats: manual runs in [as_of - 30 days, as_of)
+
+
+def rollup_fact(model: models.Model) -> str:
+    """The one fact table a `by_group` rollup summarizes (its only input)."""
+    (fact,) = models.depends_on(model, models.catalog())
+    return fact
 
 
 def _count(conn: duckdb.DuckDBPyConnection, relation: str) -> int:
@@ -125,11 +102,11 @@ def _diff(conn: duckdb.DuckDBPyConnection, name: str, old: str, new: str, cols: 
 
 def _mark(conn: duckdb.DuckDBPyConnection, table: str, relation: str) -> None:
     """Record the partitions of a published table that rows of a relation fall in."""
-    if table not in LAYOUTS:
+    model = models.catalog().get(table)
+    if model is None or not model.published:
         return
     conn.execute(
-        f"insert into dirty_parts select distinct '{table}', {part_expr(LAYOUTS[table])} "
-        f"from {relation}"
+        f"insert into dirty_parts select distinct '{table}', {model.part_expr} from {relation}"
     )
 
 
@@ -143,7 +120,7 @@ def _rebuild(conn: duckdb.DuckDBPyConnection, model: Model) -> None:
 def _insert(conn: duckdb.DuckDBPyConnection, table: str, relation: str) -> None:
     """Append rows to a model, in its storage order (a published table is written in the order
     it is stored in: its rows stay sorted runs, the table's and those appended since)."""
-    order = storage_order(table)
+    order = models.storage_order(table)
     if order is None:
         conn.execute(f"insert into {table} by name select * from {relation}")
         return
@@ -169,6 +146,7 @@ class Run:
     def staging(self, model: Model) -> None:
         """Recompute the staging rows of a stream's dirty keys, keeping them before and after."""
         stream = STREAMS[model.name.removeprefix("stg_")]
+        assert model.incremental_key == stream.key, model.name
         if stream.name not in self.dirty_streams:
             return
         conn, key = self.conn, stream.key
@@ -183,8 +161,7 @@ class Run:
 
     def dimension(self, model: Model) -> None:
         """Rebuild a small dimension when a source changed; publish it only if its rows differ."""
-        sources = set(re.findall(r"\b(?:from|join)\s+(stg_[a-z_]+)", model.sql))
-        if sources & self.changed:
+        if model.refs & self.changed:
             self.conn.execute(f"create or replace temp table old_{model.name} as from {model.name}")
             _rebuild(self.conn, model)
             record_sorted(self.conn, [model.name])
@@ -332,10 +309,19 @@ class Run:
 
     # ------------------------------------------------------------------ facts and rollups
 
-    def fact(self, model: Model, fact: Fact) -> None:
+    def by_key(self, model: Model) -> None:
+        """A staging model's dirty keys, or a fact's scope of keys, recomputed."""
+        if model.layer == "staging":
+            self.staging(model)
+        else:
+            self.fact(model)
+
+    def fact(self, model: Model) -> None:
         """Recompute the rows of the scope's keys and replace those of the keys whose rows
         differ; keep those rows before and after for the rollups."""
-        conn, name, key = self.conn, model.name, fact.key
+        conn, name, fact = self.conn, model.name, FACTS[model.name]
+        key = model.incremental_key
+        assert key is not None, name  # by_key(column) always names its column
         if not _count(conn, fact.scope):
             return
         _temp(conn, "scope_rows", f"from {name} where {key} in (select {key} from {fact.scope})")
@@ -350,13 +336,14 @@ class Run:
         _mark(conn, name, f"(from old_{name} union all from new_{name})")
         self.touched.add(name)
 
-    def rollup(self, model: Model, rollup: Rollup) -> None:
-        """Recompute the rollup groups the replaced fact rows fall in."""
-        if rollup.fact not in self.touched:
+    def rollup(self, model: Model) -> None:
+        """Recompute the rollup groups (its grain) the replaced fact rows fall in."""
+        fact = rollup_fact(model)
+        if fact not in self.touched:
             return
-        conn, fact = self.conn, rollup.fact
-        groups = ", ".join(rollup.groups)
-        match = " and ".join(f"t.{c} = g.{c}" for c in rollup.groups)
+        conn = self.conn
+        groups = ", ".join(model.grain)
+        match = " and ".join(f"t.{c} = g.{c}" for c in model.grain)
         _temp(
             conn,
             "touched_groups",
@@ -369,7 +356,7 @@ class Run:
         _temp(conn, "new_rows", substitute(model.sql, {fact: f"delta_{fact}"}))
         _insert(conn, model.name, "new_rows")
         # rows before and after fall in the touched groups, whose hours name their partitions
-        assert LAYOUTS[model.name].time_column in rollup.groups, model.name
+        assert model.partitioned_by in model.grain, model.name
         _mark(conn, model.name, "touched_groups")
 
     # ------------------------------------------------------------------ report stats
@@ -409,7 +396,7 @@ class Run:
             lo, hi = f"least({was}, {now})", f"greatest({was}, {now})"
             parts.append(
                 f"select report_id from stg_report_runs where run_type = 'manual' and ("
-                f"(ran_at >= {lo} - {WINDOW} and ran_at < {hi} - {WINDOW}) "
+                f"(ran_at >= recent_runs_start({lo}) and ran_at < recent_runs_start({hi})) "
                 f"or (ran_at >= {lo} and ran_at < {hi}))"
             )
         return parts
@@ -442,33 +429,24 @@ class Run:
 
     def fallback(self, model: Model) -> None:
         """A model without an incremental rule: rebuilt in full, every partition marked."""
-        if model.name in LAYOUTS:
-            _mark(self.conn, model.name, model.name)
+        _mark(self.conn, model.name, model.name)
         _rebuild(self.conn, model)
         record_sorted(self.conn, [model.name])
-        if model.name in LAYOUTS:
-            _mark(self.conn, model.name, model.name)
+        _mark(self.conn, model.name, model.name)
 
     def build(self, model: Model) -> None:
-        """Bring one model up to date by its rule."""
-        if model.layer == "staging":
-            self.staging(model)
-        elif model.name.startswith("dim_"):
-            self.dimension(model)
-        elif model.name == "int_current_reports":
-            self.current_reports(model)
-        elif model.name == "int_report_positions":
-            self.positions(model)
-        elif model.name == "int_local_slots":
-            self.local_slots(model)
-        elif model.name in FACTS:
-            self.fact(model, FACTS[model.name])
-        elif model.name in ROLLUPS:
-            self.rollup(model, ROLLUPS[model.name])
-        elif model.name == "report_stats":
-            self.report_stats(model)
-        else:
-            self.fallback(model)
+        """Bring one model up to date by the rule its header names (`-- incremental: ...`)."""
+        rules: dict[str, Callable[[Model], None]] = {
+            "by_key": self.by_key,
+            "on_change": self.dimension,
+            "by_report": self.current_reports,
+            "by_account": self.positions,
+            "append_missing": self.local_slots,
+            "by_group": self.rollup,
+            "by_report_inputs": self.report_stats,
+            "full": self.fallback,
+        }
+        rules[model.incremental](model)
 
 
 def run_incremental(conn: duckdb.DuckDBPyConnection, previous_as_of: str | None) -> list[str]:
@@ -533,7 +511,8 @@ def compact(conn: duckdb.DuckDBPyConnection, tables: list[str]) -> list[str]:
     for table in tables:
         live = _count(conn, table)
         deleted = physical[table] - live
-        order = storage_order(table)  # appended rows matter only where the order is published
+        # appended rows matter only where the order is published
+        order = models.storage_order(table)
         appended = physical[table] - sorted_rows(conn, table) if order else 0
         if deleted + appended > max(COMPACT_RATIO * live, COMPACT_MIN_ROWS):
             conn.execute("set preserve_insertion_order = true")

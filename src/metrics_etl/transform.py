@@ -5,16 +5,16 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from graphlib import TopologicalSorter
 from pathlib import Path
 
 import duckdb
 
-from metrics_etl.publish import storage_order
+from metrics_etl import models
+from metrics_etl.models import SQL_DIR, Model, load_models
 from metrics_etl.settings import crash_point
 
-SQL_DIR = Path(__file__).resolve().parent / "sql"  # package data
+__all__ = ["SQL_DIR", "Model", "load_models"]
+
 # Staging tables whose events or versions count in report_stats through their report_id.
 STATS_EVENTS = (
     "stg_reads",
@@ -30,37 +30,9 @@ REPORT_BYTES = 2048  # memory per report a batch of report_stats may take (measu
 MIN_BATCH_REPORTS = 10_000
 
 
-@dataclass(frozen=True)
-class Model:
-    """One SQL model: its table name, layer and query text."""
-
-    name: str
-    layer: str
-    sql: str
-
-
 def sql_dir() -> Path:
     """Where the SQL models live (package data: metrics_etl/sql)."""
     return SQL_DIR
-
-
-def load_models(root: Path | None = None) -> list[Model]:
-    """Read every staging and mart model, ordered so dependencies come first."""
-    root = root or sql_dir()
-    models = {
-        path.stem: Model(path.stem, layer, path.read_text())
-        for layer in ("staging", "marts")
-        for path in sorted((root / layer).glob("*.sql"))
-    }
-    graph = {
-        name: {
-            dep
-            for dep in re.findall(r"\b(?:from|join)\s+([a-z_][a-z0-9_]*)", model.sql)
-            if dep in models and dep != name
-        }
-        for name, model in models.items()
-    }
-    return [models[name] for name in TopologicalSorter(graph).static_order()]
 
 
 def substitute(sql: str, replacements: dict[str, str]) -> str:
@@ -73,15 +45,18 @@ def substitute(sql: str, replacements: dict[str, str]) -> str:
 def in_storage_order(model: Model, sql: str | None = None) -> str:
     """A model's query (or `sql` in its place), ordered as the model's table is stored."""
     sql = sql or model.sql
-    order = storage_order(model.name)
+    order = model.storage_order
     return f"select * from ({sql}) order by {order}" if order else sql
 
 
 def install_macros(conn: duckdb.DuckDBPyConnection, root: Path | None = None) -> None:
-    """Create the shared SQL macros."""
+    """Create the shared SQL macros, and `unique_keys_query()`: the text of the unique-keys audit,
+    generated from the models' declared grains (audits/unique_keys.sql runs it)."""
     root = root or sql_dir()
     for path in sorted((root / "macros").glob("*.sql")):
         conn.execute(path.read_text())
+    text = models.unique_keys_query().replace("'", "''")
+    conn.execute(f"create or replace macro unique_keys_query() as '{text}'")
 
 
 def models_hash(root: Path | None = None) -> str:
@@ -192,7 +167,7 @@ def build_by_accounts(conn: duckdb.DuckDBPyConnection, model: Model) -> int:
 
 def published_models() -> list[str]:
     """Marts that are published (intermediate `int_` models are not)."""
-    return [m.name for m in load_models() if m.layer == "marts" and not m.name.startswith("int_")]
+    return [m.name for m in models.published()]
 
 
 def sorted_rows(conn: duckdb.DuckDBPyConnection, table: str) -> int:

@@ -1,29 +1,9 @@
--- unique_keys: every fact and dimension key appears once (grouped on the native key types).
--- returns: one row per duplicated key (table, key)
+-- unique_keys: the declared grain of every published model appears once in its table. The query
+-- is generated from the models' headers (models.unique_keys_query; the build installs its text as
+-- the macro unique_keys_query()), so no model can be left out.
+-- returns: one row per duplicated key (table_name, key: the grain's values joined by '/', copies)
 with duplicates as (
-    select 'fct_reports' as table_name, report_id::varchar as key, count(*) as copies
-    from fct_reports group by report_id having count(*) > 1
-    union all
-    select 'fct_deliveries', delivery_id::varchar, count(*)
-    from fct_deliveries group by delivery_id having count(*) > 1
-    union all
-    select 'fct_report_images', report_image_id::varchar, count(*)
-    from fct_report_images group by report_image_id having count(*) > 1
-    union all
-    select 'report_stats', report_id::varchar, count(*)
-    from report_stats group by report_id having count(*) > 1
-    union all
-    select 'dim_channels', channel_id::varchar, count(*)
-    from dim_channels group by channel_id having count(*) > 1
-    union all
-    select 'dim_accounts', account_id::varchar, count(*)
-    from dim_accounts group by account_id having count(*) > 1
-    union all
-    select 'dim_users', user_id::varchar, count(*)
-    from dim_users group by user_id having count(*) > 1
-    union all
-    select 'dim_field_options', field_id::varchar || '/' || value, count(*)
-    from dim_field_options group by field_id, value having count(*) > 1
+    select * from query(unique_keys_query())
 ),
 
 final as (

@@ -1,6 +1,10 @@
--- agg_deliveries_hourly: deliveries per channel, local hour bucket, recipient, alert and source
--- report, with how many were opened. Distinct alerts and reports per recipient stay exact.
--- grain: one row per (channel_id, hour_start, user_id, alert_id, report_id)
+-- model: agg_deliveries_hourly
+-- purpose: deliveries per channel, local hour bucket, recipient, alert and source report, with how
+--     many were opened. Distinct alerts and reports per recipient stay exact.
+-- grain: channel_id, hour_start, user_id, alert_id, report_id
+-- partitioned_by: hour_start (month)
+-- order_by: channel_id, hour_start, user_id, alert_id, report_id
+-- incremental: by_group
 with deliveries as (
     select * from fct_deliveries
 ),

@@ -1,6 +1,10 @@
--- agg_reads_hourly: reads per channel, local hour bucket, report and reader. Distinct counts over
--- any set of whole hours are exact because (report, reader) pairs stay distinct rows.
--- grain: one row per (channel_id, hour_start, report_id, user_id)
+-- model: agg_reads_hourly
+-- purpose: reads per channel, local hour bucket, report and reader. Distinct counts over any set of
+--     whole hours are exact because (report, reader) pairs stay distinct rows.
+-- grain: channel_id, hour_start, report_id, user_id
+-- partitioned_by: hour_start (month)
+-- order_by: channel_id, hour_start, report_id, user_id
+-- incremental: by_group
 with reads as (
     select * from fct_reads
 ),

@@ -1,5 +1,9 @@
--- agg_reports_by_user_hourly: report counts per channel, local hour bucket and author.
--- grain: one row per (channel_id, hour_start, user_id)
+-- model: agg_reports_by_user_hourly
+-- purpose: report counts per channel, local hour bucket and author.
+-- grain: channel_id, hour_start, user_id
+-- partitioned_by: hour_start (month)
+-- order_by: channel_id, hour_start, user_id
+-- incremental: by_group
 with reports as (
     select * from fct_reports
 ),

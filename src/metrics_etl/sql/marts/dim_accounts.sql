@@ -1,5 +1,8 @@
--- dim_accounts: every known account with its organization name and time zone.
--- grain: one row per account_id
+-- model: dim_accounts
+-- purpose: every known account with its organization name and time zone.
+-- grain: account_id
+-- order_by: account_id
+-- incremental: on_change
 with accounts as (
     select * from stg_accounts
 ),

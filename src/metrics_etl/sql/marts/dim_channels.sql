@@ -1,5 +1,8 @@
--- dim_channels: every known channel with its account, time zone and flags.
--- grain: one row per channel_id
+-- model: dim_channels
+-- purpose: every known channel with its account, time zone and flags.
+-- grain: channel_id
+-- order_by: channel_id
+-- incremental: on_change
 with channels as (
     select * from stg_channels
 ),

@@ -1,6 +1,9 @@
--- dim_field_options: the current name of each option value of a field
--- (the first option in the field's list with that value).
--- grain: one row per (field_id, value)
+-- model: dim_field_options
+-- purpose: the current name of each option value of a field (the first option in the field's list
+--     with that value).
+-- grain: field_id, value
+-- order_by: field_id, value
+-- incremental: on_change
 with options as (
     select
         field_id,

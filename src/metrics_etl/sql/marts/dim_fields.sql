@@ -1,5 +1,8 @@
--- dim_fields: every known form field with its account and type.
--- grain: one row per field_id
+-- model: dim_fields
+-- purpose: every known form field with its account and type.
+-- grain: field_id
+-- order_by: field_id
+-- incremental: on_change
 with fields as (
     select * from stg_fields
 ),

@@ -1,5 +1,8 @@
--- dim_states: every known report state with its current name.
--- grain: one row per state_id
+-- model: dim_states
+-- purpose: every known report state with its current name.
+-- grain: state_id
+-- order_by: state_id
+-- incremental: on_change
 with states as (
     select * from stg_states
 ),

@@ -1,5 +1,8 @@
--- dim_users: every known user with current names and email.
--- grain: one row per user_id
+-- model: dim_users
+-- purpose: every known user with current names and email.
+-- grain: user_id
+-- order_by: user_id
+-- incremental: on_change
 with users as (
     select * from stg_users
 ),

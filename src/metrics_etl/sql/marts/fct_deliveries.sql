@@ -1,6 +1,10 @@
--- fct_deliveries: each alert delivery of a current report, in the report's current channel,
--- with whether it was ever opened. Sorted by channel and time.
--- grain: one row per delivery_id
+-- model: fct_deliveries
+-- purpose: each alert delivery of a current report, in the report's current channel, with whether
+--     it was ever opened.
+-- grain: delivery_id
+-- partitioned_by: sent_at (month)
+-- order_by: channel_id, sent_at, delivery_id
+-- incremental: by_key(delivery_id)
 with deliveries as (
     select * from stg_alerts
 ),

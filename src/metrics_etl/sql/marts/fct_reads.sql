@@ -1,6 +1,9 @@
--- fct_reads: each read of a current report, in the report's current channel, for exact edges.
--- Sorted by channel and time.
--- grain: one row per read_id
+-- model: fct_reads
+-- purpose: each read of a current report, in the report's current channel, for exact edges.
+-- grain: read_id
+-- partitioned_by: read_at (month)
+-- order_by: channel_id, read_at, read_id
+-- incremental: by_key(read_id)
 with reads as (
     select * from stg_reads
 ),

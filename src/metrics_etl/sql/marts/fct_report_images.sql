@@ -1,6 +1,9 @@
--- fct_report_images: current, not deleted images of current reports, in the report's current
--- channel. Sorted by channel and time.
--- grain: one row per report_image_id
+-- model: fct_report_images
+-- purpose: current, not deleted images of current reports, in the report's current channel.
+-- grain: report_image_id
+-- partitioned_by: created_at (month)
+-- order_by: channel_id, created_at, report_image_id
+-- incremental: by_key(report_image_id)
 with images as (
     select * from stg_report_images
     where not is_deleted

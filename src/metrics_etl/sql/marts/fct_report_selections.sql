@@ -1,6 +1,9 @@
--- fct_report_selections: each distinct (field, value) selected by a current report, for exact
--- range edges. Sorted by channel and time.
--- grain: one row per (report_id, field_id, value)
+-- model: fct_report_selections
+-- purpose: each distinct (field, value) selected by a current report, for exact range edges.
+-- grain: report_id, field_id, value
+-- partitioned_by: created_at (month)
+-- order_by: channel_id, created_at, report_id, field_id, value
+-- incremental: by_key(report_id)
 with reports as (
     select * from int_current_reports
     where selections is not null

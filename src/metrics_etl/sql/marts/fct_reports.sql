@@ -1,6 +1,10 @@
--- fct_reports: the report set R of the analytics API, with local-time attributes, for exact
--- edges of any range. Stored sorted by channel and time.
--- grain: one row per current report
+-- model: fct_reports
+-- purpose: the report set R of the analytics API, with local-time attributes, for exact edges of
+--     any range.
+-- grain: report_id
+-- partitioned_by: created_at (month)
+-- order_by: channel_id, created_at, report_id
+-- incremental: by_key(report_id)
 with reports as (
     select * from int_current_reports
 ),

@@ -1,6 +1,8 @@
--- int_current_reports: current, not deleted reports in their current, not deleted channel,
--- with the channel's account and time zone.
--- grain: one row per report_id
+-- model: int_current_reports
+-- purpose: current, not deleted reports in their current, not deleted channel, with the channel's
+--     account and time zone.
+-- grain: report_id
+-- incremental: by_report
 with reports as (
     select * from stg_reports
     where not is_deleted

@@ -1,12 +1,14 @@
--- int_local_slots: local-time attributes of each UTC slot (quarter_slot: 15 minutes from 1980 on,
--- one second before) that holds a report, read or alert delivery, in every channel time zone.
--- A slot that a UTC offset change or a local hour boundary cuts (from 1980 on only the changes
--- at :01 or :31 UTC, e.g. St. John's, Goose Bay and Moncton 1987-2011, Gaza, Hebron, Casey) is
--- split into parts at the exact seconds of the cuts, so all local attributes are constant within
--- each part [starts_at, ends_at) and facts take them by a join on the slot, within the part,
--- instead of per-row time-zone arithmetic. Offsets and changes are whole seconds. Day, week and
--- month start at the first instant of their first day (first_instant).
--- grain: one row per (timezone, slot, starts_at)
+-- model: int_local_slots
+-- purpose: local-time attributes of each UTC slot (quarter_slot: 15 minutes from 1980 on, one
+--     second before) that holds a report, read or alert delivery, in every channel time zone. A
+--     slot that a UTC offset change or a local hour boundary cuts (from 1980 on only the changes at
+--     :01 or :31 UTC, e.g. St. John's, Goose Bay and Moncton 1987-2011, Gaza, Hebron, Casey) is
+--     split into parts at the exact seconds of the cuts, so all local attributes are constant
+--     within each part [starts_at, ends_at) and facts take them by a join on the slot, within the
+--     part, instead of per-row time-zone arithmetic. Offsets and changes are whole seconds. Day,
+--     week and month start at the first instant of their first day (first_instant).
+-- grain: timezone, slot, starts_at
+-- incremental: append_missing
 with reports as (
     select * from int_current_reports
 ),

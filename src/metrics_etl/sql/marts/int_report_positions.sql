@@ -1,7 +1,9 @@
--- int_report_positions: the position of each current report in its organization's report-stats
--- pages, with personal channels (position_all) and without them (position_shared). Kept apart from
--- report_stats so a run recomputes positions per organization but stats per report.
--- grain: one row per report_id
+-- model: int_report_positions
+-- purpose: the position of each current report in its organization's report-stats pages, with
+--     personal channels (position_all) and without them (position_shared). Kept apart from
+--     report_stats so a run recomputes positions per organization but stats per report.
+-- grain: report_id
+-- incremental: by_account
 with reports as (
     select * from int_current_reports
 ),

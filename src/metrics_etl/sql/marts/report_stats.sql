@@ -1,7 +1,10 @@
--- report_stats: one row per current, not deleted report in a not deleted channel, with the
--- report-stats API's counts and email lists as of the run's as-of time, and its position in the
--- organization's pages (with and without personal channels, from int_report_positions).
--- grain: one row per report_id
+-- model: report_stats
+-- purpose: one row per current, not deleted report in a not deleted channel, with the report-stats
+--     API's counts and email lists as of the run's as-of time, and its position in the
+--     organization's pages (with and without personal channels, from int_report_positions).
+-- grain: report_id
+-- order_by: account_id, report_id
+-- incremental: by_report_inputs
 with reports as (
     select * from int_current_reports
 ),
@@ -62,7 +65,7 @@ recent_manual as (
         list_sort(list_distinct(list(email))) as emails
     from run_emails
     where run_type = 'manual'
-        and ran_at >= getvariable('as_of')::timestamptz - interval 30 days
+        and ran_at >= recent_runs_start(getvariable('as_of')::timestamptz)
         and ran_at < getvariable('as_of')::timestamptz
     group by report_id
 ),

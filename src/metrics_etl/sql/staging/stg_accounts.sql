@@ -1,5 +1,7 @@
--- stg_accounts: current version of each account (greatest updated_at wins; ties: smallest file, line).
--- grain: one row per account_id
+-- model: stg_accounts
+-- purpose: current version of each account (greatest updated_at wins; ties: smallest file, line).
+-- grain: account_id
+-- incremental: by_key(account_id)
 with ranked as (
     select
         *,

@@ -1,5 +1,7 @@
--- stg_alert_opens: each alert_opens event once (retries share the key; the smallest file, line is kept).
--- grain: one row per open_id
+-- model: stg_alert_opens
+-- purpose: each alert_opens event once (retries share the key; the smallest file, line is kept).
+-- grain: open_id
+-- incremental: by_key(open_id)
 with ranked as (
     select
         *,

@@ -1,5 +1,7 @@
--- stg_alerts: each alerts event once (retries share the key; the smallest file, line is kept).
--- grain: one row per delivery_id
+-- model: stg_alerts
+-- purpose: each alerts event once (retries share the key; the smallest file, line is kept).
+-- grain: delivery_id
+-- incremental: by_key(delivery_id)
 with ranked as (
     select
         *,

@@ -1,5 +1,7 @@
--- stg_channels: current version of each channel (greatest updated_at wins; ties: smallest file, line).
--- grain: one row per channel_id
+-- model: stg_channels
+-- purpose: current version of each channel (greatest updated_at wins; ties: smallest file, line).
+-- grain: channel_id
+-- incremental: by_key(channel_id)
 with ranked as (
     select
         *,

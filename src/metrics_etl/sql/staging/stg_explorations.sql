@@ -1,5 +1,7 @@
--- stg_explorations: each explorations event once (retries share the key; the smallest file, line is kept).
--- grain: one row per exploration_id
+-- model: stg_explorations
+-- purpose: each explorations event once (retries share the key; the smallest file, line is kept).
+-- grain: exploration_id
+-- incremental: by_key(exploration_id)
 with ranked as (
     select
         *,

@@ -1,5 +1,7 @@
--- stg_fields: current version of each field (greatest updated_at wins; ties: smallest file, line).
--- grain: one row per field_id
+-- model: stg_fields
+-- purpose: current version of each field (greatest updated_at wins; ties: smallest file, line).
+-- grain: field_id
+-- incremental: by_key(field_id)
 with ranked as (
     select
         *,

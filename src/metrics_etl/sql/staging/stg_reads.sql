@@ -1,5 +1,7 @@
--- stg_reads: each reads event once (retries share the key; the smallest file, line is kept).
--- grain: one row per read_id
+-- model: stg_reads
+-- purpose: each reads event once (retries share the key; the smallest file, line is kept).
+-- grain: read_id
+-- incremental: by_key(read_id)
 with ranked as (
     select
         *,

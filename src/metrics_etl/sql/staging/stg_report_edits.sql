@@ -1,5 +1,7 @@
--- stg_report_edits: each report_edits event once (retries share the key; the smallest file, line is kept).
--- grain: one row per edit_id
+-- model: stg_report_edits
+-- purpose: each report_edits event once (retries share the key; the smallest file, line is kept).
+-- grain: edit_id
+-- incremental: by_key(edit_id)
 with ranked as (
     select
         *,

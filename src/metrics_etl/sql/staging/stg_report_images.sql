@@ -1,5 +1,8 @@
--- stg_report_images: current version of each report_image (greatest updated_at wins; ties: smallest file, line).
--- grain: one row per report_image_id
+-- model: stg_report_images
+-- purpose: current version of each report_image (greatest updated_at wins; ties: smallest file,
+--     line).
+-- grain: report_image_id
+-- incremental: by_key(report_image_id)
 with ranked as (
     select
         *,

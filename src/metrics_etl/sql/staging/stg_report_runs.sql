@@ -1,5 +1,7 @@
--- stg_report_runs: each report_runs event once (retries share the key; the smallest file, line is kept).
--- grain: one row per run_id
+-- model: stg_report_runs
+-- purpose: each report_runs event once (retries share the key; the smallest file, line is kept).
+-- grain: run_id
+-- incremental: by_key(run_id)
 with ranked as (
     select
         *,

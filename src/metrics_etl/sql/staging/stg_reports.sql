@@ -1,5 +1,7 @@
--- stg_reports: current version of each report (greatest updated_at wins; ties: smallest file, line).
--- grain: one row per report_id
+-- model: stg_reports
+-- purpose: current version of each report (greatest updated_at wins; ties: smallest file, line).
+-- grain: report_id
+-- incremental: by_key(report_id)
 with ranked as (
     select
         *,

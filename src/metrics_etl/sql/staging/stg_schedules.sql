@@ -1,5 +1,7 @@
--- stg_schedules: current version of each schedule (greatest updated_at wins; ties: smallest file, line).
--- grain: one row per schedule_id
+-- model: stg_schedules
+-- purpose: current version of each schedule (greatest updated_at wins; ties: smallest file, line).
+-- grain: schedule_id
+-- incremental: by_key(schedule_id)
 with ranked as (
     select
         *,

@@ -1,5 +1,7 @@
--- stg_states: current version of each state (greatest updated_at wins; ties: smallest file, line).
--- grain: one row per state_id
+-- model: stg_states
+-- purpose: current version of each state (greatest updated_at wins; ties: smallest file, line).
+-- grain: state_id
+-- incremental: by_key(state_id)
 with ranked as (
     select
         *,

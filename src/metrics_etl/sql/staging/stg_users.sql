@@ -1,5 +1,7 @@
--- stg_users: current version of each user (greatest updated_at wins; ties: smallest file, line).
--- grain: one row per user_id
+-- model: stg_users
+-- purpose: current version of each user (greatest updated_at wins; ties: smallest file, line).
+-- grain: user_id
+-- incremental: by_key(user_id)
 with ranked as (
     select
         *,
