@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_etl.publish import storage_order
+from metrics_etl.publish.snapshot import storage_order
 from metrics_etl.settings import crash_point
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"  # package data

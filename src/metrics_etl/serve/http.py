@@ -14,8 +14,8 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from metrics_etl.keys import KeyStore
-from metrics_etl.reader import ANALYTICS, ApiError, Reader
+from metrics_etl.serve.keys import KeyStore
+from metrics_etl.serve.reader import ANALYTICS, ApiError, Reader
 from metrics_etl.timeparse import shown
 
 AuthHeader = Annotated[str | None, Header(description="Bearer <API key>")]

@@ -27,8 +27,8 @@ import duckdb
 import numpy as np
 
 from metrics_etl.errors import UserError
-from metrics_etl.publish import current_snapshot, parquet_scan
-from metrics_etl.serving import (
+from metrics_etl.publish.snapshot import current_snapshot, parquet_scan
+from metrics_etl.serve.index import (
     NO_ID,
     Index,
     Pair,
@@ -229,7 +229,7 @@ class Reader:
 
     def get(self, path_and_query: str, account_id: int) -> tuple[int, Any]:
         """Answer a GET request as the HTTP API would: (status, JSON-ready body)."""
-        from metrics_etl.params import answer
+        from metrics_etl.serve.params import answer
 
         return answer(self, path_and_query, account_id)
 

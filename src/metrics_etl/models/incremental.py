@@ -39,9 +39,7 @@ from dataclasses import dataclass
 import duckdb
 
 from metrics_etl.contract import STREAMS
-from metrics_etl.publish import LAYOUTS, part_expr, storage_order
-from metrics_etl.settings import crash_point
-from metrics_etl.transform import (
+from metrics_etl.models.build import (
     BY_ACCOUNTS,
     STATS_EVENTS,
     Model,
@@ -51,6 +49,8 @@ from metrics_etl.transform import (
     sorted_rows,
     substitute,
 )
+from metrics_etl.publish.snapshot import LAYOUTS, part_expr, storage_order
+from metrics_etl.settings import crash_point
 
 
 @dataclass(frozen=True)
