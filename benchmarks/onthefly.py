@@ -1,7 +1,7 @@
 """The usual alternative to precomputing: every API answer computed on the fly by plain DuckDB
 SQL over the loaded staging tables (stg_*) of a read-only copy of the writer database.
 
-Each method returns the same JSON-ready body as `metrics_etl.reader.Reader` for a valid request,
+Each method returns the same JSON-ready body as `metrics_etl.serve.reader.Reader` for a valid request,
 so the two can be compared answer for answer.
 """
 
@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import duckdb
 
-from metrics_etl.reader import AWARENESS_FIELDS, READ_FIELDS, default_width, report_stats_body
+from metrics_etl.serve.reader import AWARENESS_FIELDS, READ_FIELDS, default_width, report_stats_body
 from metrics_etl.timeparse import format_instant, parse_instant
 
 # The channel (if it is the caller's and not deleted) and its time zone.

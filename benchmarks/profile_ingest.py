@@ -18,8 +18,9 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_etl import ingest, pipeline
 from metrics_etl.contract import STREAMS
+from metrics_etl.ingest import discover, load
+from metrics_etl.run import pipeline
 
 
 def cpu_seconds() -> float:
@@ -61,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     shutil.rmtree(args.warehouse, ignore_errors=True)
     conn = pipeline.open_writer(args.warehouse)
-    original = ingest.load_file
+    original = load.load_file
     per_file: list[tuple[float, str]] = []
 
     def timed(*a, **k):  # type: ignore[no-untyped-def]
@@ -70,9 +71,9 @@ def main() -> None:
         per_file.append((time.monotonic() - t0, a[1].rel))
         return out
 
-    ingest.load_file = timed  # type: ignore[assignment]
+    load.load_file = timed  # type: ignore[assignment]
     t0, c0 = time.monotonic(), cpu_seconds()
-    stats = ingest.ingest(conn, ingest.discover(args.raw), "profile", args.chunk_bytes)
+    stats = load.ingest(conn, discover.discover(args.raw), "profile", args.chunk_bytes)
     total, cpu = time.monotonic() - t0, cpu_seconds() - c0
     if not args.quiet:
         for seconds, rel in sorted(per_file, reverse=True)[:15]:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_etl import transform
-from metrics_etl.publish import storage_order
+from metrics_etl.models import build as transform
+from metrics_etl.publish.snapshot import storage_order
 
 
 def main() -> None:

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from metrics_etl.reader import ANALYTICS, Reader
-from metrics_etl.serving import LOADERS
+from metrics_etl.serve.index import LOADERS
+from metrics_etl.serve.reader import ANALYTICS, Reader
 
 
 def rss_mib() -> float:

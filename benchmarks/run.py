@@ -37,11 +37,11 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
-from metrics_etl import ingest  # noqa: E402
 from metrics_etl.contract import STREAMS  # noqa: E402
-from metrics_etl.generate import generate  # noqa: E402
-from metrics_etl.keys import KeyStore  # noqa: E402
-from metrics_etl.reader import (  # noqa: E402
+from metrics_etl.generator.generate import generate  # noqa: E402
+from metrics_etl.ingest import discover  # noqa: E402
+from metrics_etl.serve.keys import KeyStore  # noqa: E402
+from metrics_etl.serve.reader import (  # noqa: E402
     ANALYTICS,
     AWARENESS_FIELDS,
     READ_FIELDS,
@@ -157,7 +157,7 @@ def stage_new_events(raw: Path) -> Path:
     shutil.rmtree(staged, ignore_errors=True)
     conn = duckdb.connect()
     conn.execute("set TimeZone = 'UTC'")
-    found = [f for f in ingest.discover(raw).files]
+    found = [f for f in discover.discover(raw).files]
     for name in EVENT_STREAMS:
         stream = STREAMS[name]
         cols = [f.name for f in stream.fields]
@@ -228,7 +228,7 @@ def place_new_events(raw: Path, staged: Path, present: bool) -> int:
 
 def parse_floor(raw: Path, memory_limit: str | None) -> dict[str, Any]:
     """DuckDB alone counting the same raw files the pipeline loads (JSON parsed, Parquet counted)."""
-    files = ingest.discover(raw).files
+    files = discover.discover(raw).files
     conn = duckdb.connect()
     conn.execute("set threads = 2")
     if memory_limit:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from metrics_etl.flow import etl
+from metrics_etl.run.flow import etl
 
 __all__ = ["etl"]

@@ -30,6 +30,6 @@ def prefect_harness() -> Iterator[None]:
 
 def build(raw: Path, warehouse: Path, as_of: datetime, full_refresh: bool = False):
     """Run the pipeline once (tasks run under the session's Prefect harness)."""
-    from metrics_etl import pipeline
+    from metrics_etl.run import pipeline
 
     return pipeline.run(raw, warehouse, as_of, full_refresh)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_etl.reader import Reader
+from metrics_etl.serve.reader import Reader
 
 
 def manifest_of(warehouse: Path) -> dict:

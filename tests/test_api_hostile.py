@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import build
-from metrics_etl.keys import KeyStore
-from metrics_etl.reader import ANALYTICS, Reader
-from metrics_etl.server import create_app
+from metrics_etl.serve.http import create_app
+from metrics_etl.serve.keys import KeyStore
+from metrics_etl.serve.reader import ANALYTICS, Reader
 from rawkit import T0, base_world, jsonl, report
 from reference import Reference
 from snapshots import assert_same_tables, same

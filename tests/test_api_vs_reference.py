@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import build
-from metrics_etl.generate import generate
-from metrics_etl.keys import KeyStore
-from metrics_etl.reader import ANALYTICS, Reader
-from metrics_etl.server import create_app
+from metrics_etl.generator.generate import generate
+from metrics_etl.serve.http import create_app
+from metrics_etl.serve.keys import KeyStore
+from metrics_etl.serve.reader import ANALYTICS, Reader
 from reference import Reference
 from snapshots import same
 

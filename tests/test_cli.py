@@ -103,7 +103,7 @@ def test_schedule_builds_a_deployment_of_the_flow(
         ["schedule", *when, "--raw", str(tmp_path / "raw"), "--warehouse", str(tmp_path / "wh")]
     )
     deployment = build_deployment(args)
-    assert deployment.entrypoint == "metrics_etl.flow.etl"
+    assert deployment.entrypoint == "metrics_etl.run.flow.etl"
     schedule = deployment.schedules[0].schedule
     if "cron" in expected:
         assert schedule.cron == expected["cron"]
@@ -121,7 +121,7 @@ def test_each_run_is_recorded_in_runs_and_as_a_prefect_artifact(
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    from metrics_etl.reader import open_snapshot
+    from metrics_etl.serve.reader import open_snapshot
 
     raw, wh = tmp_path / "raw", tmp_path / "wh"
     base_world(raw)

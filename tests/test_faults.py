@@ -29,9 +29,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import build
-from metrics_etl import pipeline, publish
 from metrics_etl.errors import UserError
-from metrics_etl.reader import ANALYTICS, Reader
+from metrics_etl.publish import snapshot as publish
+from metrics_etl.run import pipeline
+from metrics_etl.serve.reader import ANALYTICS, Reader
 from rawkit import base_world, jsonl, parquet, reads, report
 from snapshots import ask as answers
 from snapshots import assert_same_tables, published_tables, records
@@ -258,7 +259,7 @@ def assert_current_is_whole(warehouse: Path) -> str:
 ZYGOTE = r"""
 import datetime as dt, json, os, sys, threading, traceback
 from pathlib import Path
-from metrics_etl import pipeline
+from metrics_etl.run import pipeline
 assert threading.active_count() == 1, "forking is only safe without threads"
 jobs = json.load(sys.stdin)
 pids = {}

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metrics_etl.generate import generate
+from metrics_etl.generator.generate import generate
 
 # ---------------------------------------------------------------- the contract, written out again
 

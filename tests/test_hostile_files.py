@@ -15,7 +15,9 @@ import pyarrow as pa
 import pytest
 
 from conftest import build
-from metrics_etl import ingest, pipeline
+from metrics_etl import state
+from metrics_etl.ingest import discover, load
+from metrics_etl.run import pipeline
 from rawkit import base_world, jsonl, parquet, report
 
 AS_OF = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
@@ -63,8 +65,8 @@ def write_read(path: Path, read_id: int) -> Path:
 def ingest_once(raw: Path, warehouse: Path, run_id: str = "r1") -> tuple:
     """Discover and ingest with a real DuckDB; returns (connection, discovery, stats)."""
     conn = pipeline.open_writer(warehouse)
-    found = ingest.discover(raw)
-    stats = ingest.ingest(conn, found, run_id, 1 << 20)
+    found = discover.discover(raw)
+    stats = load.ingest(conn, found, run_id, 1 << 20)
     return conn, found, stats
 
 
@@ -144,10 +146,12 @@ def test_special_entries_are_skipped_with_their_reason_and_never_hang(tmp_path: 
         """
         import json, sys
         from pathlib import Path
-        from metrics_etl import ingest, pipeline
+        from metrics_etl.ingest import discover, load
+        from metrics_etl import state
+        from metrics_etl.run import pipeline
         conn = pipeline.open_writer(Path(sys.argv[2]))
-        found = ingest.discover(Path(sys.argv[1]))
-        ingest.ingest(conn, found, "r1", 1 << 20)
+        found = discover.discover(Path(sys.argv[1]))
+        load.ingest(conn, found, "r1", 1 << 20)
         files = conn.execute("select file from file_stats where stream = 'reads'").fetchall()
         print(json.dumps({"skipped": dict(found.skipped), "loaded": [f for f, in files]}))
         """
@@ -256,8 +260,8 @@ def test_a_file_refused_when_opened_is_skipped_and_read_by_the_next_run(
     assert not manifest & {"reads/refused.parquet", "reads/failing.jsonl.gz"}
     assert conn.execute("select count(*) from rejects").fetchall() == [(0,)]
 
-    found = ingest.discover(raw)
-    ingest.ingest(conn, found, "r2", 1 << 20)
+    found = discover.discover(raw)
+    load.ingest(conn, found, "r2", 1 << 20)
     assert not found.skipped
     assert records_by_file(conn) == {
         "reads/good.jsonl": [1],
@@ -317,10 +321,10 @@ def test_a_file_that_vanishes_before_it_is_read_is_read_when_it_comes_back(tmp_p
     ]
     kept = {p: (p.read_bytes(), p.stat()) for p in paths}
     conn = pipeline.open_writer(tmp_path / "wh")
-    found = ingest.discover(raw)
+    found = discover.discover(raw)
     for path in paths:
         path.unlink()  # between discovery and reading
-    ingest.ingest(conn, found, "r1", 1 << 20)
+    load.ingest(conn, found, "r1", 1 << 20)
 
     reason = "vanished before it was read; it is read by a later run if it comes back"
     assert dict(found.skipped) == {f"reads/{p.name}": reason for p in paths}
@@ -330,8 +334,8 @@ def test_a_file_that_vanishes_before_it_is_read_is_read_when_it_comes_back(tmp_p
     for path, (data, st) in kept.items():  # back unchanged: same bytes, size and mtime
         path.write_bytes(data)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    found = ingest.discover(raw)
-    ingest.ingest(conn, found, "r2", 1 << 20)
+    found = discover.discover(raw)
+    load.ingest(conn, found, "r2", 1 << 20)
     assert not found.skipped
     assert records_by_file(conn) == {
         "reads/stays.jsonl": [1],
@@ -386,10 +390,10 @@ def test_a_file_changed_in_place_with_the_same_size_and_mtime_is_not_read_again(
     path.write_text(json.dumps(read_row(2)) + "\n")  # same length, other content
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert path.stat().st_size == st.st_size
-    assert ingest.ingest(conn, ingest.discover(raw), "r2", 1 << 20) == {}
+    assert load.ingest(conn, discover.discover(raw), "r2", 1 << 20) == {}
     assert records_by_file(conn) == {"reads/r.jsonl": [1]}
-    ingest.reset_state(conn)  # what --full-refresh does first
-    ingest.ingest(conn, ingest.discover(raw), "r3", 1 << 20)
+    state.reset_state(conn)  # what --full-refresh does first
+    load.ingest(conn, discover.discover(raw), "r3", 1 << 20)
     assert records_by_file(conn) == {"reads/r.jsonl": [2]}
 
 
@@ -401,7 +405,7 @@ def test_a_warehouse_folder_named_like_a_pattern_reads_its_own_files(tmp_path: P
 
     import duckdb
 
-    from metrics_etl.reader import Reader, open_snapshot
+    from metrics_etl.serve.reader import Reader, open_snapshot
 
     raw = tmp_path / "raw"
     base_world(raw)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from metrics_etl import ingest, pipeline
+from metrics_etl.ingest import discover, load
+from metrics_etl.run import pipeline
 from rawkit import T0, base_world, parquet, report
 from reference import Reference
 
@@ -197,7 +198,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory):
     raw = tmp / "raw"
     hostile_parquet_world(raw)
     conn = pipeline.open_writer(tmp / "wh")
-    ingest.ingest(conn, ingest.discover(raw), "r1", 1 << 20)
+    load.ingest(conn, discover.discover(raw), "r1", 1 << 20)
     yield conn, Reference(raw, AS_OF)
     conn.close()
 
@@ -308,6 +309,6 @@ def test_ingest_goes_on_past_a_far_timestamp_in_seconds(tmp_path: Path) -> None:
     base_world(raw)
     parquet(raw / "reads/far.parquet", _reads([1, 2], read_at=_ts([0, 2**52], "s")))
     conn = pipeline.open_writer(tmp_path / "wh")
-    stats = ingest.ingest(conn, ingest.discover(raw), "r1", 1 << 20)
+    stats = load.ingest(conn, discover.discover(raw), "r1", 1 << 20)
     assert stats["reads"].rejected == 1 and stats["reads"].accepted == 1
     conn.close()

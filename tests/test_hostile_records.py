@@ -14,7 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from metrics_etl import ingest, pipeline
+from metrics_etl.ingest import discover, load
+from metrics_etl.run import pipeline
 from rawkit import T0, base_world, jsonl, parquet, report
 from reference import BadRecord, Reference, decode_json_line, validate_record
 
@@ -193,7 +194,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory):
     raw = tmp / "raw"
     expected = hostile_world(raw)
     conn = pipeline.open_writer(tmp / "wh")
-    ingest.ingest(conn, ingest.discover(raw), "r1", 1 << 20)
+    load.ingest(conn, discover.discover(raw), "r1", 1 << 20)
     yield conn, Reference(raw, AS_OF), expected
     conn.close()
 

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import build
-from metrics_etl.keys import KeyStore
-from metrics_etl.reader import Reader
-from metrics_etl.server import create_app
+from metrics_etl.serve.http import create_app
+from metrics_etl.serve.keys import KeyStore
+from metrics_etl.serve.reader import Reader
 from rawkit import base_world, jsonl, report
 
 AS_OF = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)

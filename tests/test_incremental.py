@@ -19,8 +19,8 @@ import duckdb
 import pytest
 
 from conftest import build
-from metrics_etl.generate import generate
-from metrics_etl.reader import ANALYTICS
+from metrics_etl.generator.generate import generate
+from metrics_etl.serve.reader import ANALYTICS
 from rawkit import base_world, jsonl, reads, report
 from snapshots import ask, assert_same_tables, manifest_of, published_tables, records
 
@@ -233,7 +233,7 @@ def test_report_stats_built_in_account_batches_equals_one_pass(
     generated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A full build that makes report_stats one account at a time publishes the same tables."""
-    from metrics_etl import transform
+    from metrics_etl.models import build as transform
 
     gen, files, as_of, full, _requests, _answers = generated
     batches: list[int] = []
@@ -543,7 +543,9 @@ def test_keys_left_unrecorded_make_the_next_transform_full(
     """A run that loads files without recording their keys (its models had changed, so its
     transform would be full) and stops before transforming: the next run, with the models as
     they were, still rebuilds in full and misses nothing."""
-    from metrics_etl import ingest, pipeline, progress, transform
+    from metrics_etl.ingest import load
+    from metrics_etl.models import build as transform
+    from metrics_etl.run import pipeline, progress
 
     r1, r2, inc = tmp_path / "r1", tmp_path / "r2", tmp_path / "inc"
     base_world(r1)
@@ -557,7 +559,7 @@ def test_keys_left_unrecorded_make_the_next_transform_full(
         try:  # the run's load steps alone: it stops before its transform
             summary = pipeline.new_summary(HAND_AS_OF, False)
             todo, track = pipeline.plan_task.fn(writer, pipeline.discover(r2), summary)
-            for stream, files in ingest.by_stream(todo).items():
+            for stream, files in load.by_stream(todo).items():
                 pipeline.ingest_stream.fn(writer, stream, files, summary, track, progress.Bar())
             assert writer.conn.execute("select count(*) from dirty_keys").fetchall() == [(0,)]
         finally:

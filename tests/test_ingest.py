@@ -10,8 +10,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from metrics_etl import ingest, pipeline, transform
 from metrics_etl.contract import STREAMS
+from metrics_etl.ingest import discover
+from metrics_etl.ingest import load as loading
+from metrics_etl.models import build as transform
+from metrics_etl.run import pipeline
 from rawkit import T0, base_world, jsonl, parquet, report
 from reference import Reference
 
@@ -22,7 +25,7 @@ UTC = dt.UTC
 def load(raw: Path, warehouse: Path, run_id: str = "r1") -> tuple:
     """Ingest everything new under raw; returns (connection, per-stream stats)."""
     conn = pipeline.open_writer(warehouse)
-    stats = ingest.ingest(conn, ingest.discover(raw), run_id, 1 << 20)
+    stats = loading.ingest(conn, discover.discover(raw), run_id, 1 << 20)
     return conn, stats
 
 
@@ -218,7 +221,7 @@ def test_accounting_balances_per_file_and_matches_reference(tmp_path: Path) -> N
 def test_unknown_and_unsupported_files_are_reported_not_loaded(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     bad_lines_world(raw)
-    found = ingest.discover(raw)
+    found = discover.discover(raw)
     skipped = dict(found.skipped)
     assert "unknown stream" in skipped["clicks/x.jsonl"]
     assert "unsupported extension" in skipped["reads/notes.txt"]
@@ -276,7 +279,7 @@ def test_latest_wins_ties_and_event_dedup_across_runs(tmp_path: Path) -> None:
         raw / "reads/2.jsonl",
         [{"read_id": 1, "account_id": 1, "report_id": 1, "user_id": 4, "read_at": T0}],
     )
-    ingest.ingest(conn, ingest.discover(raw), "r2", 1 << 20)
+    loading.ingest(conn, discover.discover(raw), "r2", 1 << 20)
     transform.run_models(conn, AS_OF.isoformat())
     ref = Reference(raw, AS_OF)
     for stream in STREAMS:
@@ -298,14 +301,14 @@ def test_reload_rules(tmp_path: Path) -> None:
     conn, first = load(raw, tmp_path / "wh")
     assert first["reads"].files == 1
     assert (
-        ingest.ingest(conn, ingest.discover(raw), "r2", 1 << 20) == {}
+        loading.ingest(conn, discover.discover(raw), "r2", 1 << 20) == {}
     )  # unchanged: not loaded again
     os.utime(path, ns=(1, 1))  # touched, same content: not loaded again
-    assert ingest.ingest(conn, ingest.discover(raw), "r3", 1 << 20) == {}
+    assert loading.ingest(conn, discover.discover(raw), "r3", 1 << 20) == {}
     jsonl(
         path, [{"read_id": 9, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}, "bad"]
     )
-    again = ingest.ingest(conn, ingest.discover(raw), "r4", 1 << 20)
+    again = loading.ingest(conn, discover.discover(raw), "r4", 1 << 20)
     assert again["reads"].files == 1
     ids = [r[0] for r in conn.execute("select read_id from raw_reads order by 1").fetchall()]
     assert ids == [9]  # the path's earlier records were replaced
@@ -338,10 +341,10 @@ def test_missing_or_unreadable_raw_folder_is_a_clear_error(tmp_path: Path) -> No
     from metrics_etl.errors import UserError
 
     with pytest.raises(UserError, match="does not exist"):
-        ingest.discover(tmp_path / "nope")
+        discover.discover(tmp_path / "nope")
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="not a folder"):
-        ingest.discover(tmp_path / "file")
+        discover.discover(tmp_path / "file")
 
 
 # --- The fast pass must never accept what the detailed validation rejects, nor type it otherwise.
@@ -433,7 +436,7 @@ def tricky_lines(stream: str) -> list[str]:
 
 def fast_and_detailed(conn, stream: str, fast: str, detailed: str) -> tuple[list, int, int]:
     """(lines the fast pass wrongly accepts, lines it leaves to the detailed pass, accepted)."""
-    from metrics_etl import validate
+    from metrics_etl.ingest import validate
 
     spec = STREAMS[stream]
     conn.execute(f"create or replace temp table fast as {fast}")
@@ -459,7 +462,7 @@ def validation_conn():
     """A bare DuckDB connection with the validation helpers."""
     import duckdb
 
-    from metrics_etl import validate
+    from metrics_etl.ingest import validate
 
     conn = duckdb.connect()
     conn.execute("set TimeZone = 'UTC'")
@@ -470,7 +473,7 @@ def validation_conn():
 
 @pytest.mark.parametrize("stream", sorted(STREAMS))
 def test_fast_pass_agrees_with_detailed_validation_on_json(validation_conn, stream: str) -> None:
-    from metrics_etl import validate
+    from metrics_etl.ingest import validate
 
     lines = tricky_lines(stream)
     table = pa.table(
@@ -565,7 +568,7 @@ PARQUET_VARIANTS: dict[str, list[tuple[pa.DataType, list]]] = {
 def test_fast_pass_agrees_with_detailed_validation_on_parquet(
     validation_conn, tmp_path: Path, stream: str
 ) -> None:
-    from metrics_etl import validate
+    from metrics_etl.ingest import validate
 
     spec = STREAMS[stream]
     good = {f.name: PARQUET_VARIANTS[f.type][0] for f in spec.fields}
@@ -627,7 +630,7 @@ def test_line_numbers_blank_lines_and_block_edges(tmp_path: Path) -> None:
     for chunk_bytes in (7, 64, 1 << 20):
         warehouse = tmp_path / f"wh{chunk_bytes}"
         conn = pipeline.open_writer(warehouse)
-        ingest.ingest(conn, ingest.discover(raw), "r1", chunk_bytes)
+        loading.ingest(conn, discover.discover(raw), "r1", chunk_bytes)
         rows = conn.execute("select read_id, _line from raw_reads order by 1").fetchall()
         assert rows == [(1, 1), (2, 5), (4, 7), (5, 9)]
         rejects = conn.execute(
@@ -656,7 +659,7 @@ def test_keys_are_tracked_only_for_an_incremental_transform(
     raw = tmp_path / "raw"
     bad_lines_world(raw)
     untracked = pipeline.open_writer(tmp_path / "a")
-    ingest.ingest(untracked, ingest.discover(raw), "r1", 1 << 20, track=False)
+    loading.ingest(untracked, discover.discover(raw), "r1", 1 << 20, track=False)
     tracked, _ = load(raw, tmp_path / "b")
     keys = "select count(*) from dirty_keys"
     assert untracked.execute(keys).fetchall() == [(0,)]
@@ -668,7 +671,7 @@ def test_keys_are_tracked_only_for_an_incremental_transform(
     tracked.close()
 
     calls: list[bool] = []
-    real = ingest.load
+    real = loading.load
 
     def spy(*args, **kwargs):
         calls.append(args[5])  # track
@@ -679,7 +682,7 @@ def test_keys_are_tracked_only_for_an_incremental_transform(
         pipeline.run(*args)
         return set(calls)
 
-    monkeypatch.setattr(ingest, "load", spy)
+    monkeypatch.setattr(loading, "load", spy)
     warehouse = tmp_path / "wh"
     full = tracked_in(raw, warehouse, AS_OF, False)  # first build: full
     jsonl(

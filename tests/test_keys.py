@@ -14,7 +14,7 @@ import pytest
 
 from conftest import build
 from metrics_etl.cli import main
-from metrics_etl.keys import KeyStore
+from metrics_etl.serve.keys import KeyStore
 from rawkit import base_world, jsonl, report
 
 AS_OF = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from conftest import build
-from metrics_etl.reader import ANALYTICS, Reader
+from metrics_etl.serve.reader import ANALYTICS, Reader
 from rawkit import T0, base_world, jsonl, report
 from reference import Reference
 from snapshots import assert_same_tables

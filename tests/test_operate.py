@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from conftest import build
-from metrics_etl import state, transform
 from metrics_etl.cli import build_parser
-from metrics_etl.reader import open_snapshot
+from metrics_etl.models import build as transform
+from metrics_etl.run import plan
+from metrics_etl.serve.reader import open_snapshot
 from rawkit import base_world, jsonl, reads, report
 from snapshots import assert_same_tables
 
@@ -172,9 +173,9 @@ def test_a_run_with_nothing_new_starts_no_flow_and_says_so_once(tmp_path: Path) 
 def test_a_new_as_of_is_not_a_no_op(tmp_path: Path) -> None:
     raw, wh = small_raw(tmp_path / "raw"), tmp_path / "wh"
     build(raw, wh, AS_OF)
-    assert state.check(raw, wh, AS_OF, False) is not None  # same as-of: nothing to do
-    assert state.check(raw, wh, AS_OF + dt.timedelta(days=1), False) is None
-    assert state.check(raw, wh, AS_OF, True) is None  # --full-refresh always runs
+    assert plan.check(raw, wh, AS_OF, False) is not None  # same as-of: nothing to do
+    assert plan.check(raw, wh, AS_OF + dt.timedelta(days=1), False) is None
+    assert plan.check(raw, wh, AS_OF, True) is None  # --full-refresh always runs
 
 
 # --------------------------------------------------------------------------- a full disk

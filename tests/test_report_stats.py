@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from conftest import build
-from metrics_etl.reader import Reader
+from metrics_etl.serve.reader import Reader
 from rawkit import T0, base_world, jsonl, report
 from reference import Reference
 

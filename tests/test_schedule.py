@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from metrics_etl.publish import current_snapshot
+from metrics_etl.publish.snapshot import current_snapshot
 from rawkit import base_world, jsonl, report
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metrics_etl.serving import (
+from metrics_etl.serve.index import (
     Codes,
     Distinct,
     ReportStats,

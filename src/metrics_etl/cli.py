@@ -184,7 +184,7 @@ def build_parser() -> Parser:
 
 def load_flow():  # type: ignore[no-untyped-def]
     """The metrics-etl flow (defined in the package, so it runs from an installed wheel)."""
-    from metrics_etl.flow import etl
+    from metrics_etl.run.flow import etl
 
     return etl
 
@@ -199,11 +199,11 @@ def quiet_prefect() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the flow once and print its summary (at once, without a flow, when nothing is new)."""
-    from metrics_etl import state
+    from metrics_etl.run import plan
 
-    idle = state.check(args.raw, args.warehouse, args.as_of, args.full_refresh)
+    idle = plan.check(args.raw, args.warehouse, args.as_of, args.full_refresh)
     if idle is not None:
-        print(state.format_summary(idle))
+        print(plan.format_summary(idle))
         return 0
     quiet_prefect()
     etl = load_flow()
@@ -216,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if result.is_failed():
         raise UserError(result.message or "the run failed; see the log above")
-    print(state.format_summary(state.RunSummary(**result.result())))
+    print(plan.format_summary(plan.RunSummary(**result.result())))
     return 0
 
 
@@ -224,7 +224,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     """Print the result of an ad-hoc query over the current snapshot."""
     import duckdb
 
-    from metrics_etl.reader import open_snapshot
+    from metrics_etl.serve.reader import open_snapshot
 
     with open_snapshot(args.warehouse) as snap:
         try:
@@ -283,7 +283,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     for a 200."""
     import json
 
-    from metrics_etl.reader import Reader
+    from metrics_etl.serve.reader import Reader
 
     status, body = Reader(args.warehouse).get(args.path, args.account_id)
     print(json.dumps(body, indent=2))
@@ -293,7 +293,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """Create, list or revoke API keys."""
-    from metrics_etl import keys
+    from metrics_etl.serve import keys
 
     store = keys.KeyStore(args.warehouse)
     if args.keys_command == "create":
@@ -329,7 +329,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the APIs over HTTP."""
     import uvicorn
 
-    from metrics_etl.server import create_app
+    from metrics_etl.serve.http import create_app
 
     uvicorn.run(create_app(args.warehouse), host=args.host, port=args.port, log_level="info")
     return 0
@@ -361,7 +361,7 @@ def build_deployment(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def cmd_schedule(args: argparse.Namespace) -> int:
     """Serve the flow on its schedule until SIGINT (exit 130) or SIGTERM (exit 143)."""
-    from metrics_etl import prefect_server
+    from metrics_etl.run import prefect_server
 
     deployment = build_deployment(args)
     every = f"cron '{args.cron}'" if args.cron is not None else f"every {args.interval} s"
@@ -382,7 +382,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Write synthetic raw data."""
-    from metrics_etl.generate import generate
+    from metrics_etl.generator.generate import generate
 
     summary = generate(args.raw, events=args.events, seed=args.seed)
     files = summary["files"]

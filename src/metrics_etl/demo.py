@@ -6,7 +6,7 @@ import json
 
 from metrics_etl import cli
 from metrics_etl import settings as settings_mod
-from metrics_etl.reader import Reader
+from metrics_etl.serve.reader import Reader
 
 
 def _show(reader: Reader, path: str, account_id: int, limit: int = 4) -> None:

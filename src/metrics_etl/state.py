@@ -1,59 +1,24 @@
-"""The writer's state outside Prefect: the lock, the connection, pipeline flags, run summaries.
-
-Nothing here imports Prefect, so that `metrics-etl run` can find out in well under a second
-that there is nothing to do (`check`), before it starts a flow.
-"""
+"""The pipeline state, owned here alone: the writer lock, the state tables of the writer's
+database (manifest of loaded files, file_stats, rejects, dirty keys and partitions, runs, the
+pipeline_state flags) and the flags' accessors. Every other module reads and writes them
+through this one."""
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 
-from metrics_etl import db, ingest, publish, transform, validate
-from metrics_etl import settings as settings_mod
+from metrics_etl import db
+from metrics_etl.contract import DUCKDB_TYPES, STREAMS
 from metrics_etl.errors import UserError
-
-
-@dataclass
-class RunSummary:
-    """What one run did, for the console, the `runs` table and the Prefect artifact."""
-
-    run_id: str
-    started_at: str
-    as_of: str
-    full_refresh: bool
-    status: str = "running"
-    streams: dict[str, dict] = field(default_factory=dict)
-    skipped_files: list[list[str]] = field(default_factory=list)
-    snapshot_id: str | None = None
-    partitions_written: int = 0
-    partitions_reused: int = 0
-    audits: dict[str, int] = field(default_factory=dict)
-    cleaned: dict[str, int] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    message: str = ""
-    transform_mode: str = ""
-    as_of_given: bool = False
-
-    def totals(self) -> dict[str, int]:
-        """Files, records and rejects loaded by this run, over all streams."""
-        keys = ("files", "lines", "accepted", "rejected")
-        return {k: sum(int(s[k]) for s in self.streams.values()) for k in keys}
-
-
-class AuditFailed(Exception):
-    """An audit returned failing rows; nothing was published."""
 
 
 @contextmanager
@@ -102,15 +67,6 @@ def create_run_table(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def open_writer(warehouse: Path) -> duckdb.DuckDBPyConnection:
-    """Open the writer database with every state table and macro in place."""
-    conn = db.connect_writer(warehouse)
-    ingest.create_state_tables(conn)
-    create_run_table(conn)
-    validate.install(conn)
-    return conn
-
-
 def disk_full(error: BaseException) -> bool:
     """True when an error means the disk (or a quota) is full."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -129,74 +85,6 @@ def set_state(conn: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
     conn.execute("insert or replace into pipeline_state values (?, ?)", [key, value])
 
 
-def can_run_incrementally(conn: duckdb.DuckDBPyConnection, full_refresh: bool) -> bool:
-    """Incremental needs built tables from the same models and no pending full rebuild."""
-    return (
-        not full_refresh
-        and get_state(conn, "transform_complete") == "true"
-        and get_state(conn, "models_hash") == transform.models_hash()
-        and get_state(conn, "all_dirty") == "false"
-        and transform.model_tables_exist(conn)
-    )
-
-
-def dirty_partitions(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]] | None:
-    """Partitions changed since the last publish per model, or None to write them all."""
-    if get_state(conn, "all_dirty") != "false":
-        return None
-    dirty: dict[str, set[str]] = {name: set() for name in transform.published_models()}
-    for table, part in conn.execute("select distinct table_name, part from dirty_parts").fetchall():
-        dirty.setdefault(table, set()).add(part)
-    return dirty
-
-
-def record_run(conn: duckdb.DuckDBPyConnection, summary: RunSummary) -> None:
-    """Insert the run's row into `runs`."""
-    totals = summary.totals()
-    conn.execute(
-        "insert into runs values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            summary.run_id,
-            summary.started_at,
-            summary.as_of,
-            summary.full_refresh,
-            summary.status,
-            summary.snapshot_id,
-            totals["files"],
-            totals["accepted"],
-            totals["rejected"],
-            summary.partitions_written,
-            summary.partitions_reused,
-            json.dumps(vars(summary), default=str),
-        ],
-    )
-
-
-def new_snapshot_id() -> str:
-    """Sortable, unique snapshot id."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
-
-
-def new_summary(as_of: datetime | None, full_refresh: bool) -> RunSummary:
-    """A fresh run summary with its id, start time and as-of time."""
-    now = datetime.now(UTC)
-    return RunSummary(
-        run_id=uuid.uuid4().hex[:12],
-        started_at=now.isoformat(),
-        as_of=(as_of or now).astimezone(UTC).isoformat(),
-        full_refresh=full_refresh,
-        as_of_given=as_of is not None,
-    )
-
-
-def last_published_as_of(warehouse: Path) -> str | None:
-    """The as-of time of the current snapshot, if any."""
-    current = publish.current_snapshot(warehouse)
-    if current is None:
-        return None
-    return json.loads((current / "manifest.json").read_text()).get("as_of")
-
-
 def mark_published(conn: duckdb.DuckDBPyConnection) -> None:
     """Everything loaded is now published: forget what was pending."""
     conn.execute("begin transaction")
@@ -206,83 +94,35 @@ def mark_published(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("commit")
 
 
-def discover(raw: Path) -> ingest.Discovery:
-    """The raw folder's files; an error when it holds none."""
-    found = ingest.discover(raw)
-    if not found.files and not found.skipped:
-        raise UserError(
-            f"raw folder {raw} is empty; put files under {raw}/<stream>/ or run `metrics-etl generate`"
-        )
-    return found
-
-
-def nothing_to_publish(
-    conn: duckdb.DuckDBPyConnection, warehouse: Path, summary: RunSummary, loaded: int
-) -> bool:
-    """True when a run loaded nothing, nothing is pending, and the as-of time stays the same."""
-    published_as_of = last_published_as_of(warehouse)
-    as_of_kept = not summary.as_of_given or published_as_of == summary.as_of
-    return (
-        not (loaded or summary.full_refresh or get_state(conn, "dirty") == "true")
-        and published_as_of is not None
-        and as_of_kept
+def create_state_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the manifest, accounting, rejects and raw tables if missing."""
+    conn.execute(
+        """
+        create table if not exists manifest (
+            file varchar primary key, stream varchar, format varchar,
+            size bigint, mtime_ns bigint, sha256 varchar, run_id varchar);
+        create table if not exists file_stats (
+            file varchar primary key, stream varchar, lines_read bigint,
+            blank_lines bigint, accepted bigint, rejected bigint, run_id varchar);
+        create table if not exists rejects (
+            stream varchar, file varchar, line bigint, raw varchar, reason varchar,
+            run_id varchar);
+        create table if not exists dirty_keys (stream varchar, key bigint, ref bigint);
+        create table if not exists dirty_parts (table_name varchar, part varchar);
+        create table if not exists pipeline_state (key varchar primary key, value varchar);
+        """
     )
-
-
-def no_op(summary: RunSummary) -> RunSummary:
-    """Mark a run that had nothing to do."""
-    summary.status = "no-op"
-    summary.message = "no new or changed raw files; the current snapshot stays as it is"
-    return summary
-
-
-def check(
-    raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool
-) -> RunSummary | None:
-    """A no-op summary when a run would have nothing to do, else None (without Prefect).
-
-    It plans as a run does (new or changed files, pending work, the as-of time), under the
-    writer lock, so that a scheduled or repeated `run` with nothing new costs well under a
-    second instead of starting a flow.
-    """
-    cfg = settings_mod.load()
-    summary = new_summary(as_of, full_refresh)
-    started = time.monotonic()
-    found = discover(raw)
-    db.check_warehouse_path(warehouse)
-    if full_refresh or publish.current_snapshot(warehouse) is None:
-        return None
-    with writer_lock(warehouse, cfg.lock_timeout_s):
-        conn = open_writer(warehouse)
-        try:
-            if ingest.plan(conn, found) or not nothing_to_publish(conn, warehouse, summary, 0):
-                return None
-        finally:
-            conn.close()
-    summary.skipped_files = [list(item) for item in found.skipped]  # with files loaded earlier
-    summary.seconds["total"] = round(time.monotonic() - started, 3)
-    return no_op(summary)
-
-
-def format_summary(summary: RunSummary) -> str:
-    """A short, human-readable run summary."""
-    mode = f", {summary.transform_mode} transform" if summary.transform_mode else ""
-    lines = [f"run {summary.run_id}: {summary.status} (as of {summary.as_of}{mode})"]
-    if summary.message:
-        lines.append(f"  {summary.message}")
-    elif not summary.streams:
-        lines.append("  no new or changed raw files")
-    for name, s in summary.streams.items():
-        lines.append(
-            f"  {name:<14} {s['files']:>5} files {s['accepted']:>11,} records {s['rejected']:>7,} rejected"
+    for stream in STREAMS.values():
+        cols = ", ".join(f"{f.name} {DUCKDB_TYPES[f.type]}" for f in stream.fields)
+        conn.execute(
+            f"create table if not exists raw_{stream.name} ({cols}, _file varchar, _line bigint)"
         )
-    for rel, reason in summary.skipped_files:
-        lines.append(f"  skipped {rel}: {reason}")
-    if summary.snapshot_id:
-        lines.append(
-            f"  published snapshot {summary.snapshot_id}: {summary.partitions_written} partitions "
-            f"written, {summary.partitions_reused} reused"
-        )
-    timing = ", ".join(f"{k} {v:.1f}s" for k, v in summary.seconds.items())
-    lines.append(f"  time: {timing}")
-    return "\n".join(lines)
+
+
+def reset_state(conn: duckdb.DuckDBPyConnection) -> None:
+    """Forget every loaded file (for --full-refresh)."""
+    conn.execute(
+        "delete from manifest; delete from file_stats; delete from rejects; delete from dirty_keys;"
+    )
+    for stream in STREAMS.values():
+        conn.execute(f"delete from raw_{stream.name}")

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from metrics_etl.files import fsync_dir
-from metrics_etl.serving import BUILDERS, SOURCES, TYPES, WHOLE, bucket_sql, build_part
+from metrics_etl.serve.index import BUILDERS, SOURCES, TYPES, WHOLE, bucket_sql, build_part
 
 VERSION = "1"  # bump when a segment's columns or a builder change
 BUCKETS = 16  # channel buckets per channel part

@@ -129,8 +129,8 @@ def install(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(MACROS)
 
 
-def _sql_str(text: str) -> str:
-    """Quote a constant of ours as a SQL string literal."""
+def sql_str(text: str) -> str:
+    """Quote text as a SQL string literal (our constants, file names, names from file schemas)."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -173,7 +173,7 @@ def _reason(stream: Stream, field: Field, index: int) -> str:
         parts.append(f"when {t} = 'NULL' then 'required field {field.name} is null'")
     else:
         parts.append(f"when {t} is null or {t} = 'NULL' then null")
-    expected = _sql_str(f"field {field.name}: expected {EXPECTED[field.type]}, got ")
+    expected = sql_str(f"field {field.name}: expected {EXPECTED[field.type]}, got ")
     problem = f"{expected} || {preview}"
     if field.type == "ts":
         shaped = f"{t} = 'VARCHAR' and regexp_full_match({v}, '{TS_SHAPE_PATTERN}')"
@@ -195,15 +195,15 @@ def _reason(stream: Stream, field: Field, index: int) -> str:
     parts.append(f"when not {_check(field, index)} then {problem}")
     allowed = ALLOWED_VALUES.get((stream.name, field.name))
     if allowed:
-        values = ", ".join(_sql_str(a) for a in allowed)
-        msg = _sql_str(f"field {field.name}: must be one of {', '.join(allowed)}, got ")
+        values = ", ".join(sql_str(a) for a in allowed)
+        msg = sql_str(f"field {field.name}: must be one of {', '.join(allowed)}, got ")
         parts.append(f"when {v} not in ({values}) then {msg} || {preview}")
     return "case " + " ".join(parts) + " end"
 
 
 def _sql_list(items: tuple[str, ...] | list[str]) -> str:
     """A list of our constant strings as a SQL list literal."""
-    return "[" + ", ".join(_sql_str(i) for i in items) + "]"
+    return "[" + ", ".join(sql_str(i) for i in items) + "]"
 
 
 def _first_repeated(names: tuple[str, ...] | list[str], keys: str) -> str:
@@ -449,7 +449,7 @@ def _finish(
     """Add the allowed-values check, and accept a missing optional value (`ref` null)."""
     allowed = ALLOWED_VALUES.get((stream.name, field.name))
     if allowed:
-        check = f"({check} and v{index} in ({', '.join(_sql_str(a) for a in allowed)}))"
+        check = f"({check} and v{index} in ({', '.join(sql_str(a) for a in allowed)}))"
     check = f"coalesce({check}, false)"
     if not field.required:
         check = f"({ref} is null or {check})"

@@ -16,25 +16,34 @@ from prefect.cache_policies import NONE
 from prefect.exceptions import MissingContextError
 from prefect.states import State
 
-from metrics_etl import incremental, ingest, progress, publish, segments, transform
 from metrics_etl import settings as settings_mod
 from metrics_etl.errors import UserError
-from metrics_etl.state import (
+from metrics_etl.ingest import load
+from metrics_etl.ingest.discover import Discovery, RawFile
+from metrics_etl.models import build as transform
+from metrics_etl.models import incremental
+from metrics_etl.publish import snapshot as publish
+from metrics_etl.run import progress
+from metrics_etl.run.plan import (
     AuditFailed,
     RunSummary,
     can_run_incrementally,
     dirty_partitions,
     discover,
-    disk_full,
     format_summary,
-    get_state,
-    mark_published,
     new_snapshot_id,
     new_summary,
     no_op,
     nothing_to_publish,
     open_writer,
     record_run,
+)
+from metrics_etl.serve import segments
+from metrics_etl.state import (
+    disk_full,
+    get_state,
+    mark_published,
+    reset_state,
     set_state,
     writer_lock,
 )
@@ -145,8 +154,8 @@ RETRIES, RETRY_DELAYS_S = 2, [1.0, 5.0]
     retry_condition_fn=transient,
 )
 def plan_task(
-    writer: Writer, found: ingest.Discovery, summary: RunSummary
-) -> tuple[list[tuple[ingest.RawFile, str | None]], bool]:
+    writer: Writer, found: Discovery, summary: RunSummary
+) -> tuple[list[tuple[RawFile, str | None]], bool]:
     """Which raw files are new or changed, and whether their changed keys are recorded."""
     with writer.attempt() as conn:
         # changed keys only matter to an incremental transform; a full one reads everything.
@@ -156,8 +165,8 @@ def plan_task(
         if not track:
             set_state(conn, "all_dirty", "true")
         if summary.full_refresh:
-            ingest.reset_state(conn)
-        todo = ingest.plan(conn, found)
+            reset_state(conn)
+        todo = load.plan(conn, found)
     summary.skipped_files = [list(item) for item in found.skipped]  # with files loaded earlier
     _log().info(
         "%d of %d raw files are new or changed (%d skipped)",
@@ -179,23 +188,21 @@ def plan_task(
 def ingest_stream(
     writer: Writer,
     stream: str,
-    todo: list[tuple[ingest.RawFile, str | None]],
+    todo: list[tuple[RawFile, str | None]],
     summary: RunSummary,
     track: bool,
     bar: progress.Bar,
-) -> ingest.LoadStats:
+) -> load.LoadStats:
     """Load one stream's new or changed raw files, each in its own transaction."""
     started = time.monotonic()
     cfg = settings_mod.load()
     skipped: list[tuple[str, str]] = []
     with writer.attempt() as conn:
-        pending = ingest.still_to_load(conn, todo)  # a retry goes on where the failure was
+        pending = load.still_to_load(conn, todo)  # a retry goes on where the failure was
         for raw_file, _ in todo[: len(todo) - len(pending)]:
             bar.advance(raw_file)
-        ingest.load(
-            conn, pending, skipped, summary.run_id, cfg.read_chunk_bytes, track, bar.advance
-        )
-        stats = ingest.loaded_by(conn, summary.run_id, stream)  # earlier attempts' files too
+        load.load(conn, pending, skipped, summary.run_id, cfg.read_chunk_bytes, track, bar.advance)
+        stats = load.loaded_by(conn, summary.run_id, stream)  # earlier attempts' files too
     summary.skipped_files += [list(item) for item in skipped]
     summary.streams[stream] = vars(stats)
     _log().info(
@@ -400,7 +407,7 @@ def run(raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool) 
             try:
                 todo, track = plan_task(writer, found, summary)
                 with display.bar("ingest", len(todo), "files") as bar:
-                    for stream, files in ingest.by_stream(todo).items():
+                    for stream, files in load.by_stream(todo).items():
                         ingest_stream(writer, stream, files, summary, track, bar)
                 summary.streams = dict(sorted(summary.streams.items()))
                 summary.seconds["ingest"] = round(time.monotonic() - started, 3)

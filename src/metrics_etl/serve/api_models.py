@@ -12,8 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from metrics_etl.params import FIELDS, INT64_MAX, INT64_MIN, PER_PAGE_MAX
-from metrics_etl.reader import ANALYTICS, WIDTHS
+from metrics_etl.serve.params import FIELDS, INT64_MAX, INT64_MIN, PER_PAGE_MAX
+from metrics_etl.serve.reader import ANALYTICS, WIDTHS
 
 # -- responses ---------------------------------------------------------------------------------
 

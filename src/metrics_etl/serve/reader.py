@@ -27,9 +27,8 @@ import numpy as np
 import pyarrow as pa
 
 from metrics_etl.errors import UserError
-from metrics_etl.publish import current_snapshot, parquet_scan
-from metrics_etl.segments import Index
-from metrics_etl.serving import (
+from metrics_etl.publish.snapshot import current_snapshot, parquet_scan
+from metrics_etl.serve.index import (
     NO_ID,
     Pair,
     format_instants,
@@ -39,6 +38,7 @@ from metrics_etl.serving import (
     to_us,
     totals_by,
 )
+from metrics_etl.serve.segments import Index
 from metrics_etl.timeparse import format_instant
 
 LOG = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ class Reader:
 
     def get(self, path_and_query: str, account_id: int) -> tuple[int, Any]:
         """Answer a GET request as the HTTP API would: (status, JSON-ready body)."""
-        from metrics_etl.params import answer
+        from metrics_etl.serve.params import answer
 
         return answer(self, path_and_query, account_id)
 

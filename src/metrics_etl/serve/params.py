@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote
 
-from metrics_etl.reader import (
+from metrics_etl.serve.reader import (
     ANALYTICS,
     AWARENESS_FIELDS,
     PAGE_RULE,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_etl import models
-from metrics_etl.models import SQL_DIR, Model, load_models
+from metrics_etl.models import catalog as models
+from metrics_etl.models.catalog import SQL_DIR, Model, load_models
 from metrics_etl.settings import crash_point
 
 __all__ = ["SQL_DIR", "Model", "load_models"]

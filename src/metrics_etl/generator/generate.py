@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import math
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from metrics_etl.contract import STREAMS as CONTRACT
 from metrics_etl.errors import UserError
 from metrics_etl.settings import MIN_EVENTS
 
@@ -51,122 +51,14 @@ ORPHAN_BASE = 900_000_000_000
 BAD_KEY_BASE = 800_000_000_000
 MISSING_STATE_BASE = 700_000_000
 
-INT, STR, BOOL, TS, TZ = "int", "str", "bool", "ts", "tz"
+# field types as the raw contract names them
+INT, STR, BOOL, TS, TZ = "int", "string", "bool", "ts", "tz"
 Spec = tuple[tuple[str, str, bool], ...]
 
+# the raw contract's streams as (name, type, required) per field, in the contract's order
 SCHEMAS: dict[str, Spec] = {
-    "accounts": (
-        ("account_id", INT, True),
-        ("username", STR, True),
-        ("name", STR, True),
-        ("timezone", TZ, False),
-        ("updated_at", TS, True),
-    ),
-    "channels": (
-        ("channel_id", INT, True),
-        ("account_id", INT, True),
-        ("name", STR, True),
-        ("personal", BOOL, False),
-        ("owner_user_id", INT, False),
-        ("updated_at", TS, True),
-        ("deleted_at", TS, False),
-    ),
-    "users": (
-        ("user_id", INT, True),
-        ("account_id", INT, True),
-        ("first_name", STR, False),
-        ("last_name", STR, False),
-        ("email", STR, False),
-        ("updated_at", TS, True),
-    ),
-    "states": (
-        ("state_id", INT, True),
-        ("account_id", INT, True),
-        ("name", STR, True),
-        ("updated_at", TS, True),
-    ),
-    "fields": (
-        ("field_id", INT, True),
-        ("account_id", INT, True),
-        ("field_type", STR, True),
-        ("label", STR, True),
-        ("options", "options", False),
-        ("updated_at", TS, True),
-    ),
-    "reports": (
-        ("report_id", INT, True),
-        ("account_id", INT, True),
-        ("channel_id", INT, True),
-        ("user_id", INT, True),
-        ("state_id", INT, False),
-        ("token", STR, True),
-        ("created_at", TS, True),
-        ("updated_at", TS, True),
-        ("deleted_at", TS, False),
-        ("selections", "selections", False),
-    ),
-    "report_images": (
-        ("report_image_id", INT, True),
-        ("report_id", INT, True),
-        ("account_id", INT, True),
-        ("created_at", TS, True),
-        ("updated_at", TS, True),
-        ("deleted_at", TS, False),
-        ("styles", "styles", True),
-    ),
-    "schedules": (
-        ("schedule_id", INT, True),
-        ("account_id", INT, True),
-        ("report_id", INT, True),
-        ("user_id", INT, True),
-        ("created_at", TS, True),
-        ("updated_at", TS, True),
-        ("paused", BOOL, False),
-        ("deleted_at", TS, False),
-    ),
-    "reads": (
-        ("read_id", INT, True),
-        ("account_id", INT, True),
-        ("report_id", INT, True),
-        ("user_id", INT, True),
-        ("read_at", TS, True),
-    ),
-    "alerts": (
-        ("delivery_id", INT, True),
-        ("alert_id", INT, True),
-        ("account_id", INT, True),
-        ("report_id", INT, True),
-        ("user_id", INT, True),
-        ("sent_at", TS, True),
-    ),
-    "alert_opens": (
-        ("open_id", INT, True),
-        ("delivery_id", INT, True),
-        ("account_id", INT, True),
-        ("opened_at", TS, True),
-    ),
-    "report_edits": (
-        ("edit_id", INT, True),
-        ("account_id", INT, True),
-        ("report_id", INT, True),
-        ("user_id", INT, True),
-        ("edited_at", TS, True),
-    ),
-    "report_runs": (
-        ("run_id", INT, True),
-        ("account_id", INT, True),
-        ("report_id", INT, True),
-        ("user_id", INT, True),
-        ("run_type", STR, True),
-        ("ran_at", TS, True),
-    ),
-    "explorations": (
-        ("exploration_id", INT, True),
-        ("account_id", INT, True),
-        ("report_id", INT, True),
-        ("user_id", INT, True),
-        ("created_at", TS, True),
-    ),
+    name: tuple((f.name, f.type, f.required) for f in stream.fields)
+    for name, stream in CONTRACT.items()
 }
 STREAMS = tuple(SCHEMAS)
 EVENT_STREAMS = ("reads", "alerts", "alert_opens", "report_edits", "report_runs", "explorations")
@@ -2194,21 +2086,6 @@ def _summary(ctx: Ctx, unknown: list[str]) -> dict[str, Any]:
         "bad_kinds": dict(sorted(ctx.bad_kinds.items())),
         "unknown_stream_files": unknown,
     }
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: python -m metrics_etl.generate RAW [--events N] [--seed S]."""
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("raw", type=Path)
-    ap.add_argument("--events", type=int, default=20_000)
-    ap.add_argument("--seed", type=int, default=7)
-    args = ap.parse_args(argv)
-    s = generate(args.raw, args.events, args.seed)
-    print(json.dumps({k: s[k] for k in ("as_of", "records", "bad_records")}, indent=1))
-
-
-if __name__ == "__main__":
-    main()
 
 
 __all__ = ["AS_OF_ISO", "EVENT_STREAMS", "SCHEMAS", "STREAMS", "bad_json_line", "generate"]

@@ -55,7 +55,7 @@ def _parse(data: bytes, path: Path) -> list[dict]:
 
 def account_exists(warehouse: Path, account_id: int) -> bool:
     """True when the current snapshot's dim_accounts has the account."""
-    from metrics_etl.reader import open_snapshot  # lazy: DuckDB only for `keys create`
+    from metrics_etl.serve.reader import open_snapshot  # lazy: DuckDB only for `keys create`
 
     with open_snapshot(Path(warehouse)) as snap:
         found = snap.conn.execute(
@@ -66,7 +66,7 @@ def account_exists(warehouse: Path, account_id: int) -> bool:
 
 def require_account(warehouse: Path, account_id: int) -> None:
     """Refuse, with what to do, a key for an account the current snapshot does not have."""
-    from metrics_etl.publish import current_snapshot
+    from metrics_etl.publish.snapshot import current_snapshot
 
     if current_snapshot(Path(warehouse)) is None:
         raise UserError(

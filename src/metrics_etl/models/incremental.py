@@ -38,10 +38,9 @@ from dataclasses import dataclass
 
 import duckdb
 
-from metrics_etl import models
 from metrics_etl.contract import STREAMS
-from metrics_etl.settings import crash_point
-from metrics_etl.transform import (
+from metrics_etl.models import catalog as models
+from metrics_etl.models.build import (
     BY_ACCOUNTS,
     STATS_EVENTS,
     Model,
@@ -51,6 +50,7 @@ from metrics_etl.transform import (
     sorted_rows,
     substitute,
 )
+from metrics_etl.settings import crash_point
 
 
 @dataclass(frozen=True)

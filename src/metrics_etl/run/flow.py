@@ -11,8 +11,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 
-from metrics_etl import pipeline
 from metrics_etl.errors import UserError
+from metrics_etl.run import pipeline
 
 COUNTS = ("files", "lines", "accepted", "rejected")
 

@@ -34,9 +34,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-from metrics_etl import api_models, params
-from metrics_etl.keys import KeyStore
-from metrics_etl.reader import ANALYTICS, ApiError, Reader, Snapshot
+from metrics_etl.serve import api_models, params
+from metrics_etl.serve.keys import KeyStore
+from metrics_etl.serve.reader import ANALYTICS, ApiError, Reader, Snapshot
 from metrics_etl.timeparse import shown
 
 LOG = logging.getLogger(__name__)

@@ -1,18 +1,14 @@
-"""Ingestion: find raw files, load new or changed ones, validate, account for every line."""
+"""Load raw files: plan what is new or changed, validate and load each file in its own
+transaction (records, rejects with file, line and reason, per-file counts), and track the keys
+each file adds or removes for the incremental transform."""
 
 from __future__ import annotations
 
-import errno
-import gzip
-import hashlib
 import os
-import stat
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import duckdb
 import numpy as np
@@ -20,36 +16,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from metrics_etl.contract import DUCKDB_TYPES, STREAMS, SUFFIXES, Stream
-from metrics_etl.errors import UserError
-from metrics_etl.settings import crash_point
-from metrics_etl.validate import (
+from metrics_etl import state
+from metrics_etl.contract import STREAMS, Stream
+from metrics_etl.ingest.blocks import BATCH_ROWS, CorruptFile, jsonl_blocks, prefetched
+from metrics_etl.ingest.discover import (
+    FD_DIR,
+    Discovery,
+    Opened,
+    RawFile,
+    Unreadable,
+    check_unchanged,
+    hashed,
+)
+from metrics_etl.ingest.validate import (
     NESTED_KEYS,
     fast_sql,
     parquet_fast_sql,
     quote_ident,
+    sql_str,
     validated_sql,
 )
-
-
-@dataclass(frozen=True)
-class RawFile:
-    """A raw file found under the raw folder."""
-
-    path: Path
-    rel: str
-    stream: str
-    format: str
-    size: int
-    mtime_ns: int
-
-
-@dataclass
-class Discovery:
-    """What the raw folder holds: loadable files and files that were skipped."""
-
-    files: list[RawFile] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+from metrics_etl.settings import crash_point
 
 
 @dataclass
@@ -60,275 +47,6 @@ class LoadStats:
     lines: int = 0
     accepted: int = 0
     rejected: int = 0
-
-
-def _format_of(name: str) -> str | None:
-    """The raw format of a file name, or None when unsupported."""
-    for suffix in SUFFIXES:
-        if name.endswith(suffix):
-            return suffix.lstrip(".")
-    return None
-
-
-def _ignored(rel_parts: tuple[str, ...]) -> bool:
-    """Paths with a component starting with `_` or `.` are ignored by convention."""
-    return any(p.startswith(("_", ".")) for p in rel_parts)
-
-
-def discover(raw: Path) -> Discovery:
-    """Walk the raw folder and classify every entry, opening none of them.
-
-    Symlinks are followed, to files and folders, inside or outside `raw`; a folder reached a
-    second time (a symlink loop, or two names for one folder) is read once. An entry that cannot
-    be loaded (a dangling symlink, a loop, a FIFO, a device, a file that cannot be read) is
-    skipped with its reason; it never stops the run.
-    """
-    if not raw.exists():
-        raise UserError(
-            f"raw folder {raw} does not exist; pass --raw DIR or run `metrics-etl generate` first"
-        )
-    if not raw.is_dir():
-        raise UserError(
-            f"raw path {raw} is not a folder; pass --raw DIR pointing at the raw folder"
-        )
-    found = Discovery()
-    top = raw.stat()
-    folders: dict[tuple[int, int], str] = {(top.st_dev, top.st_ino): "the raw folder"}
-
-    def unlisted(error: OSError) -> None:
-        """A folder that cannot be listed is skipped with its reason."""
-        rel = Path(error.filename).relative_to(raw).as_posix() if error.filename else "."
-        found.skipped.append((_printable(rel + "/"), f"cannot list this folder: {_why(error)}"))
-
-    for dirpath, dirnames, filenames in os.walk(raw, onerror=unlisted, followlinks=True):
-        dirnames[:] = _folders_to_walk(raw, Path(dirpath), dirnames, folders, found)
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            rel_path = path.relative_to(raw)
-            rel = rel_path.as_posix()
-            if _ignored(rel_path.parts):
-                continue
-            st = _misplaced(rel_path) or _regular(path)
-            if isinstance(st, str):
-                found.skipped.append((_printable(rel), st))
-                continue
-            found.files.append(
-                RawFile(
-                    path,
-                    rel,
-                    rel_path.parts[0],
-                    _format_of(name) or "",
-                    st.st_size,
-                    st.st_mtime_ns,
-                )
-            )
-    return found
-
-
-def _folders_to_walk(
-    raw: Path,
-    dirpath: Path,
-    dirnames: list[str],
-    folders: dict[tuple[int, int], str],
-    found: Discovery,
-) -> list[str]:
-    """The subfolders to walk into, sorted: not ignored, not already walked under another name."""
-    keep = []
-    for name in sorted(dirnames):
-        if name.startswith(("_", ".")):
-            continue
-        path = dirpath / name
-        rel = path.relative_to(raw).as_posix() + "/"
-        try:
-            st = path.stat()
-        except OSError as error:
-            found.skipped.append((_printable(rel), _why(error, path)))
-            continue
-        seen = folders.setdefault((st.st_dev, st.st_ino), rel)
-        if seen != rel:
-            found.skipped.append(
-                (_printable(rel), f"symlink to a folder already read as {_printable(seen)}")
-            )
-            continue
-        keep.append(name)
-    return keep
-
-
-def _misplaced(rel_path: Path) -> str | None:
-    """Why a file's place or name keeps it from loading, or None."""
-    if len(rel_path.parts) == 1:
-        return "not inside a stream folder"
-    stream = rel_path.parts[0]
-    if stream not in STREAMS:
-        return f"unknown stream folder '{_printable(stream)}'"
-    if _format_of(rel_path.name) is None:
-        return "unsupported extension (use .jsonl, .jsonl.gz or .parquet)"
-    if _printable(rel_path.as_posix()) != rel_path.as_posix():
-        return "its name is not valid UTF-8; rename it"
-    return None
-
-
-# What a file that is not regular is, by the type bits of its mode.
-KINDS: dict[int, str] = {
-    stat.S_IFIFO: "FIFO",
-    stat.S_IFCHR: "character device",
-    stat.S_IFBLK: "block device",
-    stat.S_IFSOCK: "socket",
-    stat.S_IFDIR: "folder",
-}
-
-
-def _kind(mode: int) -> str:
-    """A name for the type of a file that is not regular."""
-    return KINDS.get(stat.S_IFMT(mode), "special file")
-
-
-def _regular(path: Path) -> os.stat_result | str:
-    """The stat of a readable regular file (symlinks followed), or why it is not one."""
-    try:
-        st = path.stat()
-    except OSError as error:
-        return _why(error, path)
-    if not stat.S_ISREG(st.st_mode):
-        return f"not a regular file ({_kind(st.st_mode)})"
-    if not os.access(path, os.R_OK):
-        return PERMISSION_DENIED
-    return st
-
-
-PERMISSION_DENIED = "permission denied: fix its permissions or move it out of the raw folder"
-
-
-def _why(error: OSError, path: Path | None = None) -> str:
-    """The reason, for the run summary, why a raw path could not be read."""
-    if error.errno == errno.ELOOP:
-        return "symlink loop"
-    if error.errno in (errno.EACCES, errno.EPERM):
-        return PERMISSION_DENIED
-    if error.errno == errno.ENOENT:
-        if path is not None and path.is_symlink():
-            return "dangling symlink (its target does not exist)"
-        return "vanished before it was read; it is read by a later run if it comes back"
-    return f"cannot read it ({error.strerror or error}); a later run tries again"
-
-
-def _printable(text: str) -> str:
-    """A path as text that can be printed and stored (bytes that are not UTF-8 escaped)."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-class Unreadable(Exception):
-    """A raw file that cannot be read in this run (gone, not regular, failing): skipped, retried."""
-
-
-@dataclass
-class Opened:
-    """A raw file opened once: every read (hash, load) goes through this descriptor."""
-
-    fd: int
-    size: int
-    mtime_ns: int
-    digest: str = ""
-
-
-# Where this process's open descriptors have names (DuckDB reads a Parquet file through one).
-FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
-
-
-def open_raw(raw_file: RawFile) -> Opened:
-    """Open a raw file without blocking and check it is a regular file; raises Unreadable."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(raw_file.path, flags)
-    except OSError as error:
-        raise Unreadable(_why(error, raw_file.path)) from error
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise Unreadable(f"not a regular file ({_kind(st.st_mode)})")
-    return Opened(fd, st.st_size, st.st_mtime_ns)
-
-
-def hashed(raw_file: RawFile) -> Opened:
-    """Open a raw file and hash its content; the caller closes the descriptor."""
-    opened = open_raw(raw_file)
-    try:
-        digest = hashlib.sha256()
-        for block in _pread_blocks(opened.fd, 1 << 20):
-            digest.update(block)
-    except OSError as error:
-        os.close(opened.fd)
-        raise Unreadable(_why(error)) from error
-    except BaseException:
-        os.close(opened.fd)
-        raise
-    opened.digest = digest.hexdigest()
-    return opened
-
-
-def _pread_blocks(fd: int, block_bytes: int) -> Iterator[bytes]:
-    """The bytes of an open file from its start, block_bytes at a time (its offset untouched)."""
-    offset = 0
-    while data := os.pread(fd, block_bytes, offset):
-        offset += len(data)
-        yield data
-
-
-class _Reader:
-    """A read-only stream over an open descriptor from its start, for gzip (reads with pread)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.offset = 0
-
-    def read(self, size: int = -1) -> bytes:
-        """Up to size bytes (all the rest when size < 0)."""
-        if size < 0:
-            return b"".join(iter(lambda: self.read(1 << 20), b""))
-        data = os.pread(self.fd, size, self.offset)
-        self.offset += len(data)
-        return data
-
-
-def _unchanged(raw_file: RawFile, opened: Opened) -> None:
-    """Raise Unreadable when a file's size or mtime moved while it was read."""
-    st = os.fstat(opened.fd)
-    if (st.st_size, st.st_mtime_ns) != (opened.size, opened.mtime_ns):
-        raise Unreadable("changed while it was read; a later run reads it again")
-
-
-def create_state_tables(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the manifest, accounting, rejects and raw tables if missing."""
-    conn.execute(
-        """
-        create table if not exists manifest (
-            file varchar primary key, stream varchar, format varchar,
-            size bigint, mtime_ns bigint, sha256 varchar, run_id varchar);
-        create table if not exists file_stats (
-            file varchar primary key, stream varchar, lines_read bigint,
-            blank_lines bigint, accepted bigint, rejected bigint, run_id varchar);
-        create table if not exists rejects (
-            stream varchar, file varchar, line bigint, raw varchar, reason varchar,
-            run_id varchar);
-        create table if not exists dirty_keys (stream varchar, key bigint, ref bigint);
-        create table if not exists dirty_parts (table_name varchar, part varchar);
-        create table if not exists pipeline_state (key varchar primary key, value varchar);
-        """
-    )
-    for stream in STREAMS.values():
-        cols = ", ".join(f"{f.name} {DUCKDB_TYPES[f.type]}" for f in stream.fields)
-        conn.execute(
-            f"create table if not exists raw_{stream.name} ({cols}, _file varchar, _line bigint)"
-        )
-
-
-def reset_state(conn: duckdb.DuckDBPyConnection) -> None:
-    """Forget every loaded file (for --full-refresh)."""
-    conn.execute(
-        "delete from manifest; delete from file_stats; delete from rejects; delete from dirty_keys;"
-    )
-    for stream in STREAMS.values():
-        conn.execute(f"delete from raw_{stream.name}")
 
 
 def _loaded(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int, str]]:
@@ -381,113 +99,6 @@ GONE = (
 )
 
 
-# Rows per Arrow batch handed to DuckDB: batches are scanned in parallel.
-BATCH_ROWS = 1 << 16
-
-NEWLINE = ord("\n")
-
-
-def _lines_table(first_line: int, data: bytes | memoryview) -> pa.Table:
-    """Arrow table (line, text, bad_utf8, blank) of the lines of a block of bytes.
-
-    The block is split on newline bytes with numpy, with no Python object per line; a line
-    keeps no trailing newline or carriage return. A line that is not valid UTF-8 is decoded
-    with replacement characters and flagged.
-    """
-    raw = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(raw == NEWLINE) + 1
-    if len(raw) and raw[-1] != NEWLINE:  # the last line of a file without a final newline
-        ends = np.append(ends, len(raw))
-    count = len(ends)
-    offsets = np.zeros(count + 1, dtype=np.int64)
-    offsets[1:] = ends
-    binary = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), count, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    )
-    try:
-        text = binary.cast(pa.large_string())
-        bad = pa.array(np.zeros(count, dtype=np.bool_))
-    except pa.ArrowInvalid:
-        decoded = []
-        flags = []
-        for raw_line in binary.to_pylist():
-            try:
-                decoded.append(raw_line.decode("utf-8"))
-                flags.append(False)
-            except UnicodeDecodeError:
-                decoded.append(raw_line.decode("utf-8", errors="replace"))
-                flags.append(True)
-        text = pa.array(decoded, type=pa.large_string())
-        bad = pa.array(flags, type=pa.bool_())
-    text = pc.utf8_rtrim(text, characters="\r\n")
-    # blank: empty or only whitespace (the same characters utf8_trim_whitespace removes)
-    blank = pc.or_(pc.equal(pc.binary_length(text), 0), pc.utf8_is_space(text))
-    table = pa.table(
-        {
-            "line": pa.array(np.arange(first_line, first_line + count, dtype=np.int64)),
-            "text": text,
-            "bad_utf8": bad,
-            "blank": blank,
-        }
-    )
-    return pa.Table.from_batches(table.to_batches(max_chunksize=BATCH_ROWS), table.schema)
-
-
-class CorruptFile(Exception):
-    """A raw file whose bytes cannot be decoded (broken gzip or Parquet)."""
-
-
-def _chunks(raw_file: RawFile, fd: int, chunk_bytes: int) -> Iterator[bytes]:
-    """The (decompressed) bytes of an open JSONL file, chunk_bytes at a time."""
-    try:
-        if raw_file.format == "jsonl.gz":
-            with gzip.GzipFile(fileobj=_Reader(fd), mode="rb") as handle:  # type: ignore[call-overload]
-                while chunk := handle.read(chunk_bytes):
-                    yield chunk
-        else:
-            yield from _pread_blocks(fd, chunk_bytes)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-        raise CorruptFile(f"{type(error).__name__}: {error}") from error
-    except OSError as error:  # the bytes could not be read, not decoded: try again later
-        raise Unreadable(_why(error)) from error
-
-
-def _prefetched(items: Iterator[pa.Table]) -> Iterator[pa.Table]:
-    """The items of an iterator, the next one read by a helper thread meanwhile.
-
-    Reading and splitting a block (file reads, gzip, numpy, Arrow) release the GIL, as DuckDB
-    does while it validates the previous block, so the two overlap.
-    """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-read") as pool:
-        pending = pool.submit(next, items, None)
-        while (item := pending.result()) is not None:
-            pending = pool.submit(next, items, None)
-            yield item
-
-
-def jsonl_blocks(raw_file: RawFile, fd: int, chunk_bytes: int) -> Iterator[pa.Table]:
-    """Read an open JSONL (or gzip JSONL) file as blocks of whole numbered lines."""
-    next_line = 1
-    rest = b""
-    for chunk in _chunks(raw_file, fd, chunk_bytes):
-        cut = chunk.rfind(b"\n") + 1
-        if not cut:  # no line ends in this chunk: keep reading
-            rest += chunk
-            continue
-        block = rest + chunk[:cut] if rest else memoryview(chunk)[:cut]
-        rest = chunk[cut:]
-        table = _lines_table(next_line, block)
-        next_line += table.num_rows
-        yield table
-    if rest:
-        yield _lines_table(next_line, rest)
-
-
-def _sql_str(text: str) -> str:
-    """Quote text as a SQL string literal (file names, identifiers from file schemas)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _load_lines(
     conn: duckdb.DuckDBPyConnection,
     stream: Stream,
@@ -522,7 +133,7 @@ def _load_lines(
         failing = "failing_lines"
     else:
         failing = lines
-    source = f"(select {_sql_str(rel)} as file, line, text, bad_utf8, blank from {failing})"
+    source = f"(select {sql_str(rel)} as file, line, text, bad_utf8, blank from {failing})"
     conn.execute(f"create or replace temp table validated as {validated_sql(stream, source)}")
     if isinstance(lines, pa.Table):
         conn.unregister("failing_lines")
@@ -563,7 +174,7 @@ class _Column:
         ref = quote_ident(self.ident)
         if self.holds is None:
             return ref
-        said = f"json_object({_sql_str(self.holds)}, {ref}::varchar)"
+        said = f"json_object({sql_str(self.holds)}, {ref}::varchar)"
         if self.type.endswith("[]"):
             return f"case when len({ref}) > 0 then {said} else to_json({ref}) end"
         return f"case when {ref} is not null then {said} end"
@@ -624,7 +235,7 @@ def _retyped(
 
 def _json_text(columns: list[_Column]) -> str:
     """SQL of a row as the JSON object of its columns, under their names in the file."""
-    pairs = ", ".join(f"{_sql_str(c.name)}, {c.value()}" for c in columns)
+    pairs = ", ".join(f"{sql_str(c.name)}, {c.value()}" for c in columns)
     return f"json_object({pairs})::varchar"
 
 
@@ -795,7 +406,7 @@ def _load_parquet(
     """
     fd_path = f"{FD_DIR}/{fd}"
     try:
-        plain = f"read_parquet({_sql_str(fd_path)})"
+        plain = f"read_parquet({sql_str(fd_path)})"
         described = conn.execute(f"describe select * from {plain}").fetchall()
         schema = _file_schema(fd_path)
         _refuse_repeated(stream, schema.names)
@@ -806,7 +417,7 @@ def _load_parquet(
         row = "file_row_number"
         if _odd_timestamps(stream, schema) or _unused(row, [c.ident for c in columns]) != row:
             return _load_batches(conn, stream, raw_file, fd_path, columns, run_id, track)
-        scan = f"read_parquet({_sql_str(fd_path)}, file_row_number = true)"
+        scan = f"read_parquet({sql_str(fd_path)}, file_row_number = true)"
         return _load_scan(conn, stream, raw_file.rel, scan, columns, row, run_id, track)
     except (
         duckdb.IOException,
@@ -843,7 +454,7 @@ def load_file(
     if raw_file.format == "parquet":
         accepted, rejected = _load_parquet(conn, stream, raw_file, opened.fd, run_id, track)
     else:
-        for block in _prefetched(jsonl_blocks(raw_file, opened.fd, chunk_bytes)):
+        for block in prefetched(jsonl_blocks(raw_file, opened.fd, chunk_bytes)):
             conn.register("block", block)
             counts = _load_lines(
                 conn, stream, raw_file.rel, fast_sql(stream, "block"), block, run_id, track
@@ -1059,18 +670,18 @@ def _load_one(
         try:
             accepted, rejected = load_file(conn, raw_file, opened, run_id, chunk_bytes, new, track)
         except CorruptFile as error:
-            _unchanged(raw_file, opened)  # a file rewritten while read is not corrupt
+            check_unchanged(raw_file, opened)  # a file rewritten while read is not corrupt
             conn.execute("rollback")
             conn.execute("begin transaction")
             accepted, rejected = record_corrupt(
                 conn, raw_file, opened.digest, run_id, str(error), new, track
             )
-        _unchanged(raw_file, opened)
+        check_unchanged(raw_file, opened)
     except BaseException:
         conn.execute("rollback")
         raise
     # in the file's transaction: whatever was loaded is published by a later run
-    conn.execute("insert or replace into pipeline_state values ('dirty', 'true')")
+    state.set_state(conn, "dirty", "true")
     conn.execute("commit")
     crash_point("load")
     s = stats.setdefault(raw_file.stream, LoadStats())

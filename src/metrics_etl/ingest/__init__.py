@@ -1,0 +1,1 @@
+"""Ingest: discover raw files, read them in blocks, validate records, load them."""

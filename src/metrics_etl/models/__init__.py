@@ -1,0 +1,1 @@
+"""Models: the SQL models' catalog, the full build, the incremental build, audits."""

@@ -1,0 +1,1 @@
+"""Publish: write a snapshot's Parquet files aside, switch `current`, clean up."""

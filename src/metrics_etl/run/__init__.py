@@ -1,0 +1,1 @@
+"""Run: the Prefect flow and its tasks, progress, the local Prefect server."""

@@ -1,0 +1,1 @@
+"""Serve: the serving index, request parameters, answers, HTTP, API keys."""
