@@ -1,0 +1,245 @@
+"""Freshness in the production set-up: from a new raw file landing until the API answers with it.
+
+    uv run python benchmarks/freshness.py --sizes 1000000,10000000 --rounds 3
+
+A Prefect server (`prefect server start`) and `metrics-etl serve` run throughout, as in
+production. Per size: one full build (the scale to compare against), then rounds of two cases:
+
+- `1% spread`: ~1% new events per event stream, at times spread over the whole data;
+- `0.1% recent`: ~0.1% new events per event stream, all within the last hour of the data (what
+  a scheduled run usually finds).
+
+Each round lands its files, runs `metrics-etl run` (PREFECT_API_URL set), and polls the API
+until it answers from the run's snapshot (the `X-Snapshot-Id` header names it). The time is
+split into run start-up (the command's wall time outside the pipeline), the pipeline's own
+steps (from the run's summary in the `runs` table) and the server's switch (from the
+snapshot's publish until the first answer from it). Results: benchmarks/results/freshness.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from metrics_etl.contract import STREAMS  # noqa: E402
+from metrics_etl.ingest import discover  # noqa: E402
+from overhead import free_port, start_server  # noqa: E402
+from run import EVENT_STREAMS, ensure_raw, log  # noqa: E402
+
+CLI = [sys.executable, "-m", "metrics_etl.cli"]
+STEPS = ("ingest", "transform", "audit", "publish", "clean-up")
+CASES = {"1% spread": (1.0, False), "0.1% recent": (0.1, True)}
+KEY_OFFSET = 2_000_000_000_000  # new events' keys: above every generated key, one range per round
+
+
+def stage(raw: Path, out: Path, percent: float, recent: bool, round_no: int) -> int:
+    """Write new events (a sample of existing ones under fresh keys) as one JSONL file per
+    event stream under `out`; recent ones are moved into the data's last hour. Returns lines."""
+    conn = duckdb.connect()
+    conn.execute("set TimeZone = 'UTC'")
+    files = discover.discover(raw).files
+    lines = 0
+    for name in EVENT_STREAMS:
+        stream = STREAMS[name]
+        parquet = [str(f.path) for f in files if f.stream == name and f.format == "parquet"]
+        if not parquet:
+            continue
+        # the generator writes each stream in every format; its Parquet files suffice to sample
+        source = f"read_parquet({parquet!r}, union_by_name = true)"
+        ts = next(f.name for f in stream.fields if f.type == "ts")
+        last = conn.execute(
+            f"select max(try_cast({ts} as timestamptz)) from {source} "
+            f"where try_cast({ts} as timestamptz) < '2100-01-01'"
+        ).fetchall()[0][0]
+        typed = []
+        for f in stream.fields:
+            expr = f.name
+            if f.type == "int":
+                expr = f"try_cast({f.name} as bigint)"
+                if f.name == stream.key:
+                    expr = f"({expr} + {KEY_OFFSET * (round_no + 1)})"
+            elif f.type == "ts":
+                value = f"try_cast({f.name} as timestamptz)"
+                if recent and f.name == ts:
+                    # our own value, not user input: a literal is fine (COPY takes no parameters)
+                    value = f"'{last.isoformat()}'::timestamptz - to_microseconds((random() * 3.6e9)::bigint)"
+                expr = f"strftime({value}, '%Y-%m-%dT%H:%M:%S.%fZ')"
+            typed.append(f"{expr} as {f.name}")
+        valid = " and ".join(f"{f.name} is not null" for f in stream.fields if f.required)
+        target = out / name / f"fresh-{round_no:03d}.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        conn.execute(
+            f"copy (select * from (select {', '.join(typed)} from {source}) where {valid} "
+            f"using sample {percent} percent (bernoulli, {round_no})) to '{target}' (format json)"
+        )
+        with target.open("rb") as handle:
+            lines += sum(1 for _ in handle)
+    conn.close()
+    return lines
+
+
+def step_seconds(output: str) -> dict[str, float]:
+    """The pipeline's step times from the run summary's `time:` line."""
+    line = next(x for x in output.splitlines() if x.strip().startswith("time:"))
+    pairs = (item.strip().rsplit(" ", 1) for item in line.split(":", 1)[1].split(","))
+    return {name: float(value.rstrip("s")) for name, value in pairs}
+
+
+def served_snapshot(base: str, key: str, path: str) -> str | None:
+    """The snapshot id the API answered from, or None when it does not answer yet."""
+    try:
+        answer = httpx.get(base + path, headers={"Authorization": f"Bearer {key}"}, timeout=5)
+    except httpx.TransportError:
+        return None
+    return answer.headers.get("x-snapshot-id") if answer.status_code == 200 else None
+
+
+def one_round(
+    raw: Path, warehouse: Path, env: dict[str, str], probe: tuple[str, str, str], staged: Path
+) -> dict[str, Any]:
+    """Land staged files, run, and wait for the API to answer from the new snapshot."""
+    base, key, path = probe
+    for src in staged.rglob("*.jsonl"):
+        dest = raw / src.relative_to(staged)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest.with_suffix(".tmp"))
+        os.replace(dest.with_suffix(".tmp"), dest)  # the file lands whole
+    landed = time.monotonic()
+    done = subprocess.run(
+        [*CLI, "run", "--raw", str(raw), "--warehouse", str(warehouse)],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    ran = time.monotonic()
+    if done.returncode != 0:
+        raise SystemExit(f"metrics-etl run failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    snapshot = Path(os.readlink(warehouse / "current")).name
+    published = (warehouse / "current" / "manifest.json").stat().st_mtime
+    while served_snapshot(base, key, path) != snapshot:
+        if time.monotonic() - ran > 300:
+            raise SystemExit(f"the server did not answer from {snapshot} within 300 s")
+        time.sleep(0.01)
+    answered, answered_wall = time.monotonic(), time.time()
+    seconds = step_seconds(done.stdout)
+    wall = ran - landed
+    # the manifest is the publish's last write before `current` switches (wall clock)
+    switch = max(0.0, answered_wall - published)
+    return {
+        "freshness_s": answered - landed,
+        "run_wall_s": wall,
+        "startup_s": wall - seconds.get("total", wall),
+        **{f"{step}_s": seconds.get(step, 0.0) for step in STEPS},
+        "after_run_s": answered - ran,
+        "switch_s": switch,
+        "snapshot": snapshot,
+    }
+
+
+def bench_size(size: int, work: Path, rounds: int, env: dict[str, str]) -> dict[str, Any]:
+    """One size: a full build, then rounds of each case against a running server."""
+    raw = ensure_raw(work, size)
+    warehouse = work / f"fresh-wh-{size}"
+    shutil.rmtree(warehouse, ignore_errors=True)
+    for leftover in raw.rglob("fresh-*.jsonl"):
+        leftover.unlink()
+    log(f"{size:,}: full build")
+    started = time.monotonic()
+    subprocess.run(
+        [*CLI, "run", "--raw", str(raw), "--warehouse", str(warehouse)],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    full = time.monotonic() - started
+    account, channel = json.loads(
+        subprocess.run(
+            [*CLI, "sql", "--warehouse", str(warehouse), "--format", "json",
+             "select account_id, channel_id from dim_channels where not is_deleted limit 1"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )[0].values()  # fmt: skip
+    key = subprocess.run(
+        [*CLI, "keys", "create", "--warehouse", str(warehouse), "--account-id", str(account)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip().splitlines()[-1]  # fmt: skip
+    port = free_port()
+    server = subprocess.Popen(
+        [*CLI, "serve", "--warehouse", str(warehouse), "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    probe = (
+        f"http://127.0.0.1:{port}",
+        key,
+        f"/api/v4/analytics/reports_read?channel_id={channel}"
+        "&start_date=2000-01-01&end_date=2100-01-01",
+    )
+    results: dict[str, list[dict[str, Any]]] = {case: [] for case in CASES}
+    try:
+        while served_snapshot(*probe) is None:
+            time.sleep(0.1)
+        for round_no in range(rounds):
+            for case, (percent, recent) in CASES.items():
+                staged = work / f"fresh-staged-{size}"
+                shutil.rmtree(staged, ignore_errors=True)
+                index = round_no * len(CASES) + list(CASES).index(case)
+                lines = stage(raw, staged, percent, recent, index)
+                result = one_round(raw, warehouse, env, probe, staged)
+                result["new_events"] = lines
+                results[case].append(result)
+                log(
+                    f"{size:,} {case} round {round_no + 1}: {result['freshness_s']:.2f} s "
+                    f"({100 * result['freshness_s'] / full:.1f}% of the full build)"
+                )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"full_build_s": full, "cases": results}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000000,10000000")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "metrics-etl-bench"
+    )
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="freshness-prefect-"))
+    env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    prefect, api_url = start_server(home, env)
+    env = {**env, "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url}
+    out: dict[str, Any] = {}
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            out[str(size)] = bench_size(size, args.work, args.rounds, env)
+    finally:
+        prefect.terminate()
+        prefect.wait(timeout=60)
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
+    (results / "freshness.json").write_text(json.dumps(out, indent=1))
+    for size, data in out.items():
+        print(f"\n{int(size):,} events: full build {data['full_build_s']:.1f} s")
+        for case, rows in data["cases"].items():
+            med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.endswith("_s")}
+            share = 100 * med["freshness_s"] / data["full_build_s"]
+            parts = ", ".join(f"{k[:-2]} {v:.2f}" for k, v in med.items() if k != "freshness_s")
+            print(f"  {case}: {med['freshness_s']:.2f} s median ({share:.1f}%): {parts}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
