@@ -577,6 +577,6 @@ def test_clean_up_keeps_snapshots_that_readers_hold(
     assert_current_is_whole(wh)
     # every data file left is one that c uses
     manifest = json.loads((wh / "current" / "manifest.json").read_text())
-    used = {rel for info in manifest["tables"].values() for rel in info["files"]}
+    used = publish.listed_files(manifest)  # its tables' files and its serving segments
     assert {p.relative_to(wh).as_posix() for p in (wh / "data").rglob("*") if p.is_file()} == used
     assert ask(wh, [(read_url, 1)])[(read_url, 1)] == (200, {"total_reads": 6})
