@@ -6,25 +6,49 @@ with current_reports as (
 ),
 
 expected as (
-    select 'reports' as subject, count(*) as n from current_reports
+    select
+        'reports' as subject,
+        count(*) as n
+    from current_reports
     union all
-    select 'reads', count(*) from stg_reads
-    where report_id in (select report_id from current_reports)
+    select
+        'reads' as subject,
+        count(*) as n
+    from stg_reads
+    where stg_reads.report_id in (select current_reports.report_id from current_reports)
     union all
-    select 'deliveries', count(*) from stg_alerts
-    where report_id in (select report_id from current_reports)
+    select
+        'deliveries' as subject,
+        count(*) as n
+    from stg_alerts
+    where stg_alerts.report_id in (select current_reports.report_id from current_reports)
     union all
-    select 'report_stats', count(*) from current_reports
+    select
+        'report_stats' as subject,
+        count(*) as n
+    from current_reports
 ),
 
 actual as (
-    select 'reports' as subject, count(*) as n from fct_reports
+    select
+        'reports' as subject,
+        count(*) as n
+    from fct_reports
     union all
-    select 'reads', count(*) from fct_reads
+    select
+        'reads' as subject,
+        count(*) as n
+    from fct_reads
     union all
-    select 'deliveries', count(*) from fct_deliveries
+    select
+        'deliveries' as subject,
+        count(*) as n
+    from fct_deliveries
     union all
-    select 'report_stats', count(*) from report_stats
+    select
+        'report_stats' as subject,
+        count(*) as n
+    from report_stats
 ),
 
 final as (

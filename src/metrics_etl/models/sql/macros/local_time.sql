@@ -9,17 +9,19 @@
 -- slots they fall in into parts, and facts take the part their instant is in.
 create or replace macro local_ts(t, tz) as timezone(tz, t);
 
-create or replace macro quarter_slot(t) as
+create or replace macro quarter_slot(t) as (
     case
         when t < timestamptz '1980-01-01 00:00:00+00' then date_trunc('second', t)
         else time_bucket(interval 15 minutes, t)
-    end;
+    end
+);
 
-create or replace macro slot_end(slot) as
+create or replace macro slot_end(slot) as (
     case
         when slot < timestamptz '1980-01-01 00:00:00+00' then slot + interval 1 second
         else slot + interval 15 minutes
-    end;
+    end
+);
 
 -- first_instant: the instant at which the wall-clock time in tz first reads local. For a time a
 -- fall-back repeats (midnight in St. John's on 2006-10-29, in Havana on 2016-11-06) ICU names
@@ -27,16 +29,18 @@ create or replace macro slot_end(slot) as
 -- change at most once a week), as zoneinfo's fold=0. A time a gap skips keeps ICU's instant.
 create or replace macro utc_offset(t, tz) as timezone(tz, t) - timezone('UTC', t);
 
-create or replace macro first_of(tz, local, earlier, later) as
+create or replace macro first_of(tz, local, earlier, later) as (
     case
         when earlier < later and timezone(tz, earlier) = local then earlier
         else later
-    end;
+    end
+);
 
-create or replace macro first_instant(tz, local) as
+create or replace macro first_instant(tz, local) as (
     first_of(
         tz,
         local,
         timezone('UTC', local - utc_offset(timezone(tz, local) - interval 1 day, tz)),
         timezone(tz, local)
-    );
+    )
+);

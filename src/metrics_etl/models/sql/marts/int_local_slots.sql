@@ -191,12 +191,12 @@ midnights as (
     union
     select
         timezone,
-        date_trunc('week', local_day)
+        date_trunc('week', local_day) as midnight
     from days
     union
     select
         timezone,
-        date_trunc('month', local_day)
+        date_trunc('month', local_day) as midnight
     from days
 ),
 
@@ -233,8 +233,9 @@ final as (
         local_slots.slot,
         local_slots.starts_at,
         local_slots.ends_at,
-        local_slots.starts_at
-            - (local_slots.local_start - date_trunc('hour', local_slots.local_start)) as hour_start,
+        local_slots.starts_at - (
+            local_slots.local_start - date_trunc('hour', local_slots.local_start)
+        ) as hour_start,
         day_starts.day_start,
         day_starts.week_start,
         day_starts.month_start,

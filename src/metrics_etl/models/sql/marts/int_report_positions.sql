@@ -15,9 +15,10 @@ final as (
         row_number() over (
             partition by account_id order by report_id
         ) as position_all,
-        case when not personal then row_number() over (
-            partition by account_id, personal order by report_id
-        ) end as position_shared
+        case
+            when not personal
+                then row_number() over (partition by account_id, personal order by report_id)
+        end as position_shared
     from reports
 )
 

@@ -9,8 +9,8 @@ with ranked as (
             partition by user_id
             order by
                 updated_at desc,
-                _file,
-                _line
+                _file asc,
+                _line asc
         ) as version_rank
     from raw_users
 ),

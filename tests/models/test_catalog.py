@@ -1,0 +1,108 @@
+"""The model catalog: every model's header parses, agrees with publish.LAYOUTS, and has its own
+unit test here; a malformed header is refused with a clear error; the unique-keys audit covers
+every published model's grain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from metrics_etl import models, publish
+from metrics_etl.models import ModelHeaderError, parse_model
+from models.harness import warehouse
+
+HERE = Path(__file__).parent
+GOOD = """\
+-- model: agg_things
+-- purpose: things per hour,
+--     over two lines.
+-- grain: channel_id, hour_start
+-- partitioned_by: hour_start (month)
+-- order_by: channel_id, hour_start
+-- incremental: by_group
+select 1 as x
+"""
+
+
+def test_every_model_has_its_unit_test() -> None:
+    names = {model.name for model in models.load_models()}
+    assert len(names) == 35
+    assert {f"test_{name}.py" for name in names} <= {p.name for p in HERE.glob("test_*.py")}
+
+
+def test_headers_agree_with_publish_layouts() -> None:
+    """Partition column and storage order, as publish.LAYOUTS declares them today."""
+    catalog = models.catalog()
+    published = {name for name, model in catalog.items() if model.published}
+    assert published == set(publish.LAYOUTS) - {"rejects", "file_stats", "runs"}
+    for name in published:
+        layout, model = publish.LAYOUTS[name], catalog[name]
+        assert model.partitioned_by == layout.time_column, name
+        assert ", ".join(model.order_by) == layout.order_by, name
+        assert model.storage_order == publish.storage_order(name), name
+        assert model.part_expr == publish.part_expr(layout), name
+    for name in set(catalog) - published:
+        assert models.storage_order(name) is None and publish.storage_order(name) is None
+
+
+def test_a_header_parses() -> None:
+    model = parse_model(Path("agg_things.sql"), "marts", GOOD)
+    assert model.purpose == "things per hour, over two lines."
+    assert model.grain == ("channel_id", "hour_start")
+    assert model.storage_order == "date_trunc('month', hour_start), channel_id, hour_start"
+    assert model.part_expr == "strftime(hour_start, '%Y-%m')"
+    assert (model.incremental, model.incremental_key) == ("by_group", None)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "error"),
+    [
+        ("-- model: agg_things", "-- model: agg_other", "is not the file's name"),
+        ("-- grain: channel_id, hour_start\n", "", "no 'grain' line"),
+        ("-- incremental: by_group", "-- incremental: sometimes", "is not one of"),
+        ("-- incremental: by_group", "-- incremental: by_key", "by_key(column)"),
+        ("-- grain: channel_id, hour_start", "-- grain: channel id", "is not a column name"),
+        ("-- grain: channel_id, hour_start", "-- grain: hour_start, hour_start", "listed twice"),
+        ("(month)", "(day)", "expected `column (month)`"),
+        ("-- order_by: channel_id, hour_start\n", "", "declares its order_by"),
+        ("-- order_by: channel_id, hour_start", "-- order_by: channel_id", "not in order_by"),
+        ("-- purpose: things", "-- owner: me\n-- purpose: things", "unknown header key 'owner'"),
+        ("-- model: agg_things", "-- model: agg_things\n-- model: agg_things", "given twice"),
+        ("--     over two lines.", "-- over two lines.", ":3: expected `-- key: value`"),
+    ],
+)
+def test_a_malformed_header_is_refused(old: str, new: str, error: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ModelHeaderError, match=r"agg_things\.sql") as raised:
+        parse_model(Path("agg_things.sql"), "marts", GOOD.replace(old, new))
+    assert error in str(raised.value)
+
+
+def test_an_unpublished_model_has_no_layout() -> None:
+    with pytest.raises(ModelHeaderError, match="only published models"):
+        parse_model(Path("int_things.sql"), "marts", GOOD.replace("agg_things", "int_things"))
+
+
+def test_unique_keys_audit_covers_every_published_grain() -> None:
+    """Including those the hand-written list missed (fct_reads, fct_report_selections,
+    dim_states, dim_fields); a duplicated grain is reported with its key."""
+    query = models.unique_keys_query()
+    for model in models.published():
+        assert f"from {model.name} group by {', '.join(model.grain)} having" in query
+    audit = (models.SQL_DIR / "audits" / "unique_keys.sql").read_text()
+    conn = warehouse()
+    conn.execute("begin")
+    try:
+        assert conn.execute(audit).fetchall() == []
+        conn.execute("insert into dim_states (state_id, name) values (4, 'a'), (4, 'b')")
+        conn.execute(
+            "insert into fct_report_selections (report_id, field_id, value) "
+            "values (1, 2, 'x'), (1, 2, 'x'), (1, 2, 'y')"
+        )
+        assert sorted(conn.execute(audit).fetchall()) == [
+            ("dim_states", "4", 2),
+            ("fct_report_selections", "1/2/x", 2),
+        ]
+    finally:
+        conn.execute("rollback")
