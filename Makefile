@@ -36,7 +36,7 @@ lint: setup
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
-	PYTHONWARNINGS="ignore:resource_tracker:UserWarning" $(RUN) sqlfluff lint src/metrics_etl/sql --processes 2
+	PYTHONWARNINGS="ignore:resource_tracker:UserWarning" $(RUN) sqlfluff lint src/metrics_etl/models/sql --processes 2
 
 format: setup
 	$(RUN) ruff format .

@@ -14,7 +14,9 @@ from typing import Any
 
 import duckdb
 
-from metrics_etl import db, ingest, models, transform
+from metrics_etl import db, state
+from metrics_etl.models import build as transform
+from metrics_etl.models import catalog as models
 
 AS_OF = "2017-01-31 00:00:00+00"
 Row = dict[str, Any]
@@ -31,7 +33,7 @@ def warehouse() -> duckdb.DuckDBPyConnection:
     """An in-memory warehouse whose raw tables and models all exist, empty."""
     conn = duckdb.connect()
     db.configure(conn)
-    ingest.create_state_tables(conn)
+    state.create_state_tables(conn)
     transform.prepare(conn, AS_OF)
     transform.build_models(conn, models.load_models())
     return conn

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from metrics_etl import models, publish
-from metrics_etl.models import ModelHeaderError, parse_model
+from metrics_etl.models import catalog as models
+from metrics_etl.models.catalog import ModelHeaderError, parse_model
+from metrics_etl.publish import snapshot as publish
 from models.harness import warehouse
 
 HERE = Path(__file__).parent

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 
+from metrics_etl import state
 from metrics_etl.models import catalog as models
 from metrics_etl.models.catalog import SQL_DIR, Model, load_models
 from metrics_etl.settings import crash_point
@@ -31,7 +32,7 @@ MIN_BATCH_REPORTS = 10_000
 
 
 def sql_dir() -> Path:
-    """Where the SQL models live (package data: metrics_etl/sql)."""
+    """Where the SQL models live (package data: metrics_etl/models/sql)."""
     return SQL_DIR
 
 
@@ -172,19 +173,11 @@ def published_models() -> list[str]:
 
 def sorted_rows(conn: duckdb.DuckDBPyConnection, table: str) -> int:
     """Rows a table held when it was last written in full, in order (0 if unknown)."""
-    rows = conn.execute(
-        "select value from pipeline_state where key = ?", [f"sorted_rows:{table}"]
-    ).fetchall()
-    return int(rows[0][0]) if rows else 0
+    return int(state.get_state(conn, f"sorted_rows:{table}") or 0)
 
 
 def record_sorted(conn: duckdb.DuckDBPyConnection, tables: list[str]) -> None:
     """Remember the rows of tables just written in full, in order."""
     for table in tables:
-        conn.execute(
-            "insert or replace into pipeline_state values (?, ?)",
-            [
-                f"sorted_rows:{table}",
-                str(conn.execute(f"select count(*) from {table}").fetchall()[0][0]),
-            ],
-        )
+        rows = conn.execute(f"select count(*) from {table}").fetchall()[0][0]
+        state.set_state(conn, f"sorted_rows:{table}", str(rows))
