@@ -7,6 +7,7 @@ reference.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import shutil
@@ -321,17 +322,40 @@ def test_a_publish_stopped_while_linking_leaves_nothing_visible(
     assert_tree_matches_manifest(copy, copy / "current")
 
 
+def test_without_hard_links_a_snapshots_folders_hold_copies(
+    world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that refuses hard links gets copies: the same bytes, the same rows."""
+    _, wh, _, _ = world
+    copy = copy_warehouse(wh, tmp_path / "wh")
+
+    def refuse(source: str | Path, target: str | Path) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(publish.os, "link", refuse)
+    publish.finish(copy, republish(copy, "20990101T000000000000Z-aaaaaa"), {})
+    current = copy / "current"
+    manifest = manifest_of(current)
+    for info in manifest["tables"].values():
+        for rel in info["files"]:
+            linked = current / publish.tree_path(rel)
+            assert not os.path.samefile(linked, copy / rel)
+            assert linked.read_bytes() == (copy / rel).read_bytes()
+    sql = counts_sql(manifest)
+    assert duckdb_cli(str(current / "catalog.duckdb"), sql, tmp_path) == manifest_counts(manifest)
+
+
 # --------------------------------------------------------------------------- open_warehouse
 
 
 def weekly_reads(wh: metrics_etl.warehouse.Warehouse, channel_id: int) -> dict[dt.datetime, int]:
     """The README's example: reads per local week (from Monday) of a channel, in polars."""
-    zone = (
+    _, zone = (
         wh.scan("dim_channels")
         .filter(pl.col("channel_id") == channel_id)
-        .select("timezone")
+        .select("account_id", "timezone")
         .collect()
-        .item()
+        .row(0)
     )
     weekly = (
         wh.scan("fct_reads")
