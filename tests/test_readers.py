@@ -23,10 +23,10 @@ import pytest
 
 import metrics_etl
 from conftest import build
-from metrics_etl import publish
 from metrics_etl.errors import UserError
-from metrics_etl.generate import generate
-from metrics_etl.reader import ANALYTICS, Reader, open_snapshot
+from metrics_etl.generator.generate import generate
+from metrics_etl.publish import snapshot as publish
+from metrics_etl.serve.reader import ANALYTICS, Reader, open_snapshot
 from reference import Reference, bucket_start
 from snapshots import same
 
@@ -348,7 +348,9 @@ def test_without_hard_links_a_snapshots_folders_hold_copies(
 # --------------------------------------------------------------------------- open_warehouse
 
 
-def weekly_reads(wh: metrics_etl.warehouse.Warehouse, channel_id: int) -> dict[dt.datetime, int]:
+def weekly_reads(
+    wh: metrics_etl.serve.warehouse.Warehouse, channel_id: int
+) -> dict[dt.datetime, int]:
     """The README's example: reads per local week (from Monday) of a channel, in polars."""
     _, zone = (
         wh.scan("dim_channels")

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from metrics_etl.errors import UserError
-from metrics_etl.publish import current_snapshot
-from metrics_etl.reader import Reader, Snapshot, _open
+from metrics_etl.publish.snapshot import current_snapshot
+from metrics_etl.serve.reader import Reader, Snapshot, _open
 
 OPEN_ATTEMPTS = 5  # `current` moving (and its old snapshot going) while we open it, in a row
 
