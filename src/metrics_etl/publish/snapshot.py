@@ -30,6 +30,7 @@ from pathlib import Path
 import duckdb
 
 from metrics_etl.files import fsync_dir
+from metrics_etl.models import catalog as models
 from metrics_etl.settings import crash_point
 
 
@@ -37,7 +38,7 @@ from metrics_etl.settings import crash_point
 class TableLayout:
     """How a published table is partitioned (by month of a time column) and sorted.
 
-    Models are kept in their storage order in the writer's database (see `storage_order`), so
+    Models are kept in their storage order in the writer's database (`Model.storage_order`), so
     a partition is written in the order it is stored in, without sorting it again; the other
     tables are sorted as they are written.
     """
@@ -47,31 +48,13 @@ class TableLayout:
     stored_in_order: bool = True
 
 
+# The published models' layouts come from their SQL headers (partitioned_by, order_by); the
+# state tables published beside them are sorted as they are written.
 LAYOUTS: dict[str, TableLayout] = {
-    "dim_accounts": TableLayout(None, "account_id"),
-    "dim_channels": TableLayout(None, "channel_id"),
-    "dim_fields": TableLayout(None, "field_id"),
-    "dim_field_options": TableLayout(None, "field_id, value"),
-    "dim_states": TableLayout(None, "state_id"),
-    "dim_users": TableLayout(None, "user_id"),
-    "fct_reports": TableLayout("created_at", "channel_id, created_at, report_id"),
-    "fct_report_selections": TableLayout(
-        "created_at", "channel_id, created_at, report_id, field_id, value"
-    ),
-    "fct_report_images": TableLayout("created_at", "channel_id, created_at, report_image_id"),
-    "fct_reads": TableLayout("read_at", "channel_id, read_at, read_id"),
-    "fct_deliveries": TableLayout("sent_at", "channel_id, sent_at, delivery_id"),
-    "agg_reports_hourly": TableLayout("hour_start", "channel_id, hour_start"),
-    "agg_reports_by_user_hourly": TableLayout("hour_start", "channel_id, hour_start, user_id"),
-    "agg_reports_by_state_hourly": TableLayout("hour_start", "channel_id, hour_start, state_id"),
-    "agg_report_selections_hourly": TableLayout(
-        "hour_start", "channel_id, hour_start, field_id, value"
-    ),
-    "agg_reads_hourly": TableLayout("hour_start", "channel_id, hour_start, report_id, user_id"),
-    "agg_deliveries_hourly": TableLayout(
-        "hour_start", "channel_id, hour_start, user_id, alert_id, report_id"
-    ),
-    "report_stats": TableLayout(None, "account_id, report_id"),
+    **{
+        model.name: TableLayout(model.partitioned_by, ", ".join(model.order_by))
+        for model in models.published()
+    },
     "rejects": TableLayout(None, "stream, file, line", stored_in_order=False),
     "file_stats": TableLayout(None, "file", stored_in_order=False),
     "runs": TableLayout(None, "started_at", stored_in_order=False),
@@ -100,16 +83,6 @@ def part_expr(layout: TableLayout) -> str:
     if layout.time_column is None:
         return "'all'"
     return f"strftime({layout.time_column}, '%Y-%m')"
-
-
-def storage_order(table: str) -> str | None:
-    """The order a table is stored in: by partition, then its sort keys (None if unpublished)."""
-    layout = LAYOUTS.get(table)
-    if layout is None:
-        return None
-    if layout.time_column is None:
-        return layout.order_by
-    return f"date_trunc('month', {layout.time_column}), {layout.order_by}"
 
 
 def _partition_filter(layout: TableLayout, part: str) -> str:
