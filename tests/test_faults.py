@@ -36,6 +36,7 @@ from metrics_etl.serve.reader import ANALYTICS, Reader
 from rawkit import base_world, jsonl, parquet, reads, report
 from snapshots import ask as answers
 from snapshots import assert_same_tables, published_tables, records
+from test_readers import assert_tree_matches_manifest
 
 UTC = dt.UTC
 AS_OF = dt.datetime(2017, 1, 1, tzinfo=UTC)
@@ -247,6 +248,7 @@ def assert_current_is_whole(warehouse: Path) -> str:
         assert rows == info["rows"], (
             f"{table}: manifest says {info['rows']} rows, files hold {rows}"
         )
+    assert_tree_matches_manifest(warehouse, folder)  # its per-table folders, whole
     return target.name
 
 
