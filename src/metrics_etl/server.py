@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ URL_SAFE = bytes(range(0x21, 0x7F)).decode("ascii")
 DOCS_ASSETS = "/docs-assets"
 WATCH_SECONDS = 0.25  # how often the server looks whether `current` moved
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+ROUTE_CONVERTER = re.compile(r":\w+}")  # `{organization:path}` is labelled `{organization}`
 UNAUTHORIZED = "missing or invalid API key; send Authorization: Bearer <key>"
 
 
@@ -238,8 +240,8 @@ class Observed:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            path = getattr(scope.get("route"), "path", None)
+            endpoint = ROUTE_CONVERTER.sub("}", path) if path else "unmatched"
             self.ops.observe(endpoint, status, time.perf_counter() - started)
 
 
