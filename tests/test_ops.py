@@ -161,13 +161,14 @@ def test_answers_carry_the_snapshot_id_and_an_etag_and_304_when_unchanged(client
         assert again.headers["etag"] == etag and again.headers["x-snapshot-id"] == current_id(wh)
     other = test_client.get(USERS, headers=auth(key, **{"If-None-Match": '"other"'}))
     assert (other.status_code, other.content) == (200, first.content)
-    # a different answer has a different tag; errors are never 304, and carry their own tag
+    # a different answer has a different tag; errors are never 304 and carry no tag
     stats = test_client.get(STATS, headers=auth(key, **{"If-None-Match": etag}))
     assert stats.status_code == 200 and stats.headers["etag"] != etag
     missing = test_client.get(
         USERS.replace("channel_id=1", "channel_id=9"), headers=auth(key, **{"If-None-Match": "*"})
     )
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert missing.headers["x-snapshot-id"] == current_id(wh) and "etag" not in missing.headers
     unauthorized = test_client.get(USERS, headers={"If-None-Match": "*"})
     assert unauthorized.status_code == 401 and "x-snapshot-id" not in unauthorized.headers
 

@@ -177,8 +177,9 @@ class Ops:
             except ApiError:  # nothing published (yet, or any more)
                 snap = None
             except Exception:  # a snapshot removed while loading: the next look retries
-                LOG.exception("looking for the current snapshot failed; will retry")
-                snap = None
+                LOG.exception("looking for the current snapshot failed; retrying in 5 s")
+                self.stop.wait(5)
+                continue
             if snap is not None and (self.served is None or snap is not self.served):
                 self.switched(snap, time.monotonic() - noticed)
             if snap is None or self._current() == snap.snapshot_id:
@@ -248,7 +249,7 @@ class Observed:
 BEARER = HTTPBearer(auto_error=False, description="An API key: `metrics-etl keys create`")
 
 
-def account(
+async def account(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> int:
@@ -260,7 +261,7 @@ def account(
     return found
 
 
-def parsed(request: Request) -> params.ApiRequest:
+async def parsed(request: Request) -> params.ApiRequest:
     """The request, parsed once into its typed form (400/404 as the README orders them)."""
     return params.parse(request_target(request))
 
@@ -312,12 +313,11 @@ def create_app(warehouse: Path) -> FastAPI:
         """Answer a typed request: JSON, the snapshot id, an ETag, or 304 when unchanged."""
         status, body, snapshot_id = params.respond(reader, api_request, account_id)
         content = orjson.dumps(body)
-        etag = etag_of(content)
-        headers = {"ETag": etag}
-        if snapshot_id is not None:
-            headers["X-Snapshot-Id"] = snapshot_id
-        if status == 200 and etag_matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers=headers)
+        headers = {"X-Snapshot-Id": snapshot_id} if snapshot_id is not None else {}
+        if status == 200:
+            headers["ETag"] = etag = etag_of(content)
+            if etag_matches(request.headers.get("if-none-match"), etag):
+                return Response(status_code=304, headers=headers)
         return Response(content, status_code=status, headers=headers, media_type="application/json")
 
     for endpoint in ANALYTICS:
