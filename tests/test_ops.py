@@ -220,5 +220,26 @@ def test_health_and_metrics_need_no_key_and_count_by_route(client) -> None:
     assert metric(text, "metrics_etl_http_requests_total", endpoint=users, status="405") == 1
     batch = "/batch/{organization}/report_stats"
     assert metric(text, "metrics_etl_http_requests_total", endpoint=batch, status="404") == 1
-    assert metric(text, "metrics_etl_http_requests_total", endpoint="unmatched", status="404") == 1
+    assert metric(text, "metrics_etl_http_requests_total", endpoint="other", status="404") == 1
     assert b"metrics_etl_" not in prometheus_client.generate_latest()  # a registry per app
+
+
+def test_not_ready_while_current_is_gone(client) -> None:
+    """Readiness follows what can be answered: `current` removed is a 503 (and the API says
+    unavailable), `current` back is ready again."""
+    test_client, key, wh = client
+
+    def readiness(status: int) -> dict:
+        deadline = time.monotonic() + 60
+        while (response := test_client.get("/readyz")).status_code != status:
+            assert time.monotonic() < deadline, response.text
+            time.sleep(0.05)
+        return response.json()
+
+    snapshot_id = readiness(200)["snapshot_id"]
+    target = os.readlink(wh / "current")
+    (wh / "current").unlink()
+    assert readiness(503)["status"] == "loading"
+    assert test_client.get(USERS, headers=auth(key)).json()["error"] == "unavailable"
+    (wh / "current").symlink_to(target)
+    assert readiness(200)["snapshot_id"] == snapshot_id

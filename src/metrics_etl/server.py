@@ -174,8 +174,10 @@ class Ops:
                 if not self.ready.is_set():
                     self.reader.warm()  # the first load: requests wait for the parts they need
                 snap = self.reader.snapshot()  # a moved `current` starts loading aside
-            except ApiError:  # nothing published (yet, or any more)
+            except ApiError:  # nothing published (yet, or any more): not ready
                 snap = None
+                if self.served is not None:
+                    self.unserved()
             except Exception:  # a snapshot removed while loading: the next look retries
                 LOG.exception("looking for the current snapshot failed; retrying in 5 s")
                 self.stop.wait(5)
@@ -192,6 +194,15 @@ class Ops:
             return Path(os.readlink(self.reader.warehouse / "current")).name
         except OSError:
             return None
+
+    def unserved(self) -> None:
+        """Record that no snapshot can be served (`current` is gone)."""
+        LOG.warning("no current snapshot any more: not ready")
+        if self.served is not None:
+            self.snapshot_info.remove(self.served.snapshot_id)
+        self.served = None
+        self.ready.clear()
+        self.is_ready.set(0)
 
     def switched(self, snap: Snapshot, seconds: float) -> None:
         """Record and log that a snapshot is now served."""
@@ -242,7 +253,7 @@ class Observed:
             await self.app(scope, receive, sending)
         finally:
             path = getattr(scope.get("route"), "path", None)
-            endpoint = ROUTE_CONVERTER.sub("}", path) if path else "unmatched"
+            endpoint = ROUTE_CONVERTER.sub("}", path) if path else "other"
             self.ops.observe(endpoint, status, time.perf_counter() - started)
 
 
