@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ URL_SAFE = bytes(range(0x21, 0x7F)).decode("ascii")
 DOCS_ASSETS = "/docs-assets"
 WATCH_SECONDS = 0.25  # how often the server looks whether `current` moved
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+ROUTE_CONVERTER = re.compile(r":\w+}")  # `{organization:path}` is labelled `{organization}`
 UNAUTHORIZED = "missing or invalid API key; send Authorization: Bearer <key>"
 
 
@@ -172,11 +174,14 @@ class Ops:
                 if not self.ready.is_set():
                     self.reader.warm()  # the first load: requests wait for the parts they need
                 snap = self.reader.snapshot()  # a moved `current` starts loading aside
-            except ApiError:  # nothing published (yet, or any more)
+            except ApiError:  # nothing published (yet, or any more): not ready
                 snap = None
+                if self.served is not None:
+                    self.unserved()
             except Exception:  # a snapshot removed while loading: the next look retries
-                LOG.exception("looking for the current snapshot failed; will retry")
-                snap = None
+                LOG.exception("looking for the current snapshot failed; retrying in 5 s")
+                self.stop.wait(5)
+                continue
             if snap is not None and (self.served is None or snap is not self.served):
                 self.switched(snap, time.monotonic() - noticed)
             if snap is None or self._current() == snap.snapshot_id:
@@ -189,6 +194,15 @@ class Ops:
             return Path(os.readlink(self.reader.warehouse / "current")).name
         except OSError:
             return None
+
+    def unserved(self) -> None:
+        """Record that no snapshot can be served (`current` is gone)."""
+        LOG.warning("no current snapshot any more: not ready")
+        if self.served is not None:
+            self.snapshot_info.remove(self.served.snapshot_id)
+        self.served = None
+        self.ready.clear()
+        self.is_ready.set(0)
 
     def switched(self, snap: Snapshot, seconds: float) -> None:
         """Record and log that a snapshot is now served."""
@@ -238,15 +252,15 @@ class Observed:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            path = getattr(scope.get("route"), "path", None)
+            endpoint = ROUTE_CONVERTER.sub("}", path) if path else "other"
             self.ops.observe(endpoint, status, time.perf_counter() - started)
 
 
 BEARER = HTTPBearer(auto_error=False, description="An API key: `metrics-etl keys create`")
 
 
-def account(
+async def account(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> int:
@@ -258,7 +272,7 @@ def account(
     return found
 
 
-def parsed(request: Request) -> params.ApiRequest:
+async def parsed(request: Request) -> params.ApiRequest:
     """The request, parsed once into its typed form (400/404 as the README orders them)."""
     return params.parse(request_target(request))
 
@@ -310,12 +324,11 @@ def create_app(warehouse: Path) -> FastAPI:
         """Answer a typed request: JSON, the snapshot id, an ETag, or 304 when unchanged."""
         status, body, snapshot_id = params.respond(reader, api_request, account_id)
         content = orjson.dumps(body)
-        etag = etag_of(content)
-        headers = {"ETag": etag}
-        if snapshot_id is not None:
-            headers["X-Snapshot-Id"] = snapshot_id
-        if status == 200 and etag_matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers=headers)
+        headers = {"X-Snapshot-Id": snapshot_id} if snapshot_id is not None else {}
+        if status == 200:
+            headers["ETag"] = etag = etag_of(content)
+            if etag_matches(request.headers.get("if-none-match"), etag):
+                return Response(status_code=304, headers=headers)
         return Response(content, status_code=status, headers=headers, media_type="application/json")
 
     for endpoint in ANALYTICS:
