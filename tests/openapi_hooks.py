@@ -16,7 +16,7 @@ from typing import Any
 
 import schemathesis
 
-from metrics_etl.api_models import INSTANT_PATTERN
+from metrics_etl.serve.api_models import INSTANT_PATTERN
 from reference import parse_api_date
 
 PATTERN = re.compile(INSTANT_PATTERN)

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from conftest import build
-from metrics_etl.generate import generate
-from metrics_etl.keys import KeyStore
-from metrics_etl.reader import ANALYTICS, READ_FIELDS, WIDTHS, open_snapshot
+from metrics_etl.generator.generate import generate
+from metrics_etl.serve.keys import KeyStore
+from metrics_etl.serve.reader import ANALYTICS, READ_FIELDS, WIDTHS, open_snapshot
 from served import serving, wait_ready
 
 AS_OF = dt.datetime(2018, 1, 1, tzinfo=dt.UTC)

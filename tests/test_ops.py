@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import build
-from metrics_etl.keys import KeyStore
-from metrics_etl.server import create_app, etag_matches
+from metrics_etl.serve.http import create_app, etag_matches
+from metrics_etl.serve.keys import KeyStore
 from rawkit import base_world, jsonl, report
 from served import serving, wait_ready
 
