@@ -485,8 +485,9 @@ class Fetched:
         a = int(np.searchsorted(self.bucket, bucket, "left"))
         b = int(np.searchsorted(self.bucket, bucket, "right"))
         channel = self.channel[a:b]
-        channels, first = np.unique(channel, return_index=True)
+        first = np.flatnonzero(np.diff(channel, prepend=channel[:1] - 1))  # rows are sorted
         starts = np.append(first, len(channel)).astype(np.int64)
+        channels = channel[first]
         cols = {
             k: v[a:b] if isinstance(v, np.ndarray) else v.slice(a, b - a)
             for k, v in self.cols.items()
