@@ -271,6 +271,8 @@ def main() -> int:
     parser.add_argument("--raw", type=Path, default=None, help="run a 1% incremental build from it")
     args = parser.parse_args()
     warehouse = args.warehouse.resolve()
+    out = HERE / "results" / f"serving-{args.label}-{warehouse.name}.json"
+    out.parent.mkdir(exist_ok=True)
     result: dict[str, Any] = {
         "label": args.label,
         "warehouse": str(warehouse),
@@ -333,6 +335,11 @@ def main() -> int:
     mixed = [(url, secrets[a]) for urls in cells.values() for url, a in urls[:20]]
     result["http"] = {}
     for workers in [int(w) for w in args.workers.split(",")]:
+        with_reader = Reader(
+            warehouse
+        )  # the answer of the snapshot current now (a run may have moved it)
+        expected_first = with_reader.get(first_url, first_account)[1]
+        with_reader.close()
         server, port, started = start_server(warehouse, workers)
         try:
             startup = first_answer(
@@ -375,9 +382,8 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=60)
+        out.write_text(json.dumps(result, indent=1, default=str))  # what is measured so far
     result["load_end"] = loadavg()
-    out = HERE / "results" / f"serving-{args.label}-{warehouse.name}.json"
-    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str))
     log(f"wrote {out}")
     return 0
