@@ -1,5 +1,6 @@
-"""Where the reader's time and memory go: load time and resident memory of each part of the
-serving index, then per-endpoint latency for one channel over 1-day and 1-year ranges.
+"""Where the reader's time and memory go: time and resident memory to map each part of the
+serving index (its segments), then per-endpoint latency for one channel over 1-day and 1-year
+ranges.
 
     uv run python benchmarks/profile_reader.py WAREHOUSE CHANNEL_ID ACCOUNT_ID [ORGANIZATION]
 """
@@ -12,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from metrics_etl.serve.index import LOADERS
+from metrics_etl.serve.index import BUILDERS, WHOLE
 from metrics_etl.serve.reader import ANALYTICS, Reader
 
 
@@ -27,12 +28,12 @@ def main() -> None:
     org = sys.argv[4] if len(sys.argv) > 4 else None
     reader = Reader(warehouse)
     index = reader.snapshot().index
-    for name in LOADERS:
+    for name in [*WHOLE, *BUILDERS]:
         before, t0 = rss_mib(), time.perf_counter()
-        index.part(name)
-        print(f"load {name:13s} {time.perf_counter() - t0:6.2f} s  +{rss_mib() - before:7.1f} MiB")
+        index.part(name, None if name in WHOLE else channel)
+        print(f"map {name:13s} {time.perf_counter() - t0:8.4f} s  +{rss_mib() - before:7.1f} MiB")
     print(f"resident total {rss_mib():.0f} MiB")
-    reader.warm()  # as the server does: also freezes the loaded objects out of the GC's scans
+    reader.warm()  # as the server does: maps every segment
     ranges = {
         "1d": ("2017-03-03T05:06:07.123456Z", "2017-03-04T05:06:07.123456Z"),
         "1y": ("2016-06-03T05:06:07.123456Z", "2017-06-03T05:06:07.123456Z"),
@@ -66,6 +67,7 @@ def main() -> None:
             assert status == 200, (path, _)
         times.sort()
         print(f"{label:32s} p50 {statistics.median(times):7.2f} ms  max {times[-1]:7.2f} ms")
+    print(f"resident total after requests {rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -475,10 +475,10 @@ def bench_reader(
     log(f"  targets: {json.dumps(targets)}")
     cells = make_requests(targets, args.requests, seed=11)
     rss_before, t0 = rss_mib(), time.perf_counter()
-    reader.warm()  # load the serving index of the snapshot (the server does this aside)
+    reader.warm()  # map the snapshot's serving segments (the server does this aside)
     index_load = {"seconds": time.perf_counter() - t0, "rss_mib": rss_mib() - rss_before}
     log(
-        f"  serving index loaded in {index_load['seconds']:.1f} s, +{index_load['rss_mib']:.0f} MiB"
+        f"  serving index mapped in {index_load['seconds']:.2f} s, +{index_load['rss_mib']:.0f} MiB"
     )
     for urls in cells.values():
         for url, account in urls[:2]:
@@ -622,6 +622,19 @@ def bench_http(
     }
 
 
+def bench_serving(warehouse: Path, env: dict[str, str]) -> dict:
+    """benchmarks/serving.py on a warehouse: start-up, memory per worker, HTTP load with 1 and
+    2 workers (its 1% switch needs fresh raw events: run it with --raw on its own)."""
+    label = "segments"
+    subprocess.run(
+        [sys.executable, str(HERE / "serving.py"), str(warehouse), "--label", label],
+        env=env,
+        cwd=REPO,
+        check=True,
+    )
+    return json.loads((HERE / "results" / f"serving-{label}-{warehouse.name}.json").read_text())
+
+
 # ------------------------------------------------------------------------------- report
 
 
@@ -665,8 +678,8 @@ def reader_table(size: int, rd: dict) -> list[str]:
     out.append(
         f"Requests per cell: in-process {rq['inproc']}, HTTP {rq['http']}, on-the-fly {rq['onthefly']}. "
         f"On-the-fly answers checked against the reader: {rd['onthefly_check']['checked']}, "
-        f"mismatched {rd['onthefly_check']['mismatched']}. Serving index: loaded in "
-        f"{rd['serving_index']['seconds']:.1f} s, +{rd['serving_index']['rss_mib']:,.0f} MiB.\n"
+        f"mismatched {rd['onthefly_check']['mismatched']}. Serving index: mapped in "
+        f"{rd['serving_index']['seconds']:.2f} s, +{rd['serving_index']['rss_mib']:,.0f} MiB.\n"
     )
     out.append(
         "| endpoint | target | range | in-proc p50 | in-proc p99 | HTTP p50 | HTTP p99 | "
@@ -790,6 +803,12 @@ def main() -> int:
     parser.add_argument("--workdir", default=str(HERE / "work"), type=Path)
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument(
+        "--skip-serving",
+        action="store_true",
+        help="skip benchmarks/serving.py (start-up, memory per worker, HTTP load with 1 and 2 "
+        "workers) after each size's reader benchmarks",
+    )
+    parser.add_argument(
         "--skip-builds",
         action="store_true",
         help="reuse the warehouse left in --workdir by an earlier run (reader only)",
@@ -876,6 +895,8 @@ def main() -> int:
                 path.write_text(json.dumps(record, indent=1, default=str))
             log(f"{size:,}: reader benchmarks")
             record["reader"] = bench_reader(warehouse, work, args, env)
+            if not args.skip_serving:
+                record["serving"] = bench_serving(warehouse, env)
             record["loadavg_end"] = loadavg()
             path.write_text(json.dumps(record, indent=1, default=str))
         if args.include_100m:

@@ -120,6 +120,17 @@ def build_parser() -> Parser:
     serve.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help, metavar="DIR")
     serve.add_argument("--host", default="127.0.0.1", help=_default("address to bind", "127.0.0.1"))
     serve.add_argument("--port", type=_positive, default=8000, help=_default("port", 8000))
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help=_default(
+            "worker processes; they share the mapped serving segments and each follows "
+            "`current` on its own",
+            1,
+        ),
+    )
 
     get = sub.add_parser(
         "get", help="answer one API request in-process; prints the JSON body on stdout"
@@ -327,11 +338,30 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the APIs over HTTP."""
+    import socket
+
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    from metrics_etl.serve.http import create_app
-
-    uvicorn.run(create_app(args.warehouse), host=args.host, port=args.port, log_level="info")
+    # each worker process builds its app from the environment (server.app_from_env)
+    os.environ["METRICS_ETL_WAREHOUSE"] = str(args.warehouse.resolve())
+    config = uvicorn.Config(
+        "metrics_etl.serve.http:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+    )
+    if args.workers == 1:
+        uvicorn.Server(config).run()
+        return 0
+    # Workers share a socket uvicorn binds without naming the protocol, so asyncio does not
+    # turn Nagle's algorithm off on their connections, and every answer waited ~40 ms for a
+    # delayed ACK; connections accepted from this socket inherit TCP_NODELAY from it.
+    sock = config.bind_socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    Multiprocess(config, sockets=[sock]).run()
     return 0
 
 

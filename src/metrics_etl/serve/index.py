@@ -485,8 +485,9 @@ class Fetched:
         a = int(np.searchsorted(self.bucket, bucket, "left"))
         b = int(np.searchsorted(self.bucket, bucket, "right"))
         channel = self.channel[a:b]
-        channels, first = np.unique(channel, return_index=True)
+        first = np.flatnonzero(np.diff(channel, prepend=channel[:1] - 1))  # rows are sorted
         starts = np.append(first, len(channel)).astype(np.int64)
+        channels = channel[first]
         cols = {
             k: v[a:b] if isinstance(v, np.ndarray) else v.slice(a, b - a)
             for k, v in self.cols.items()
@@ -500,14 +501,16 @@ def fetch(
     """Read a source's rows of some buckets, sorted by bucket, channel and time."""
     select = "".join(f", {expr} as {name}" for name, expr in source.columns.items())
     then = f", {source.then_by}" if source.then_by else ""
+    where = source.where
+    if len(set(buckets)) < size:
+        where += f" and list_contains($buckets, {bucket_sql(size)})"
     cursor = conn.cursor()
     try:
         table = cursor.execute(
             f"select {bucket_sql(size)} as bucket, channel_id, "
             f"epoch_us({source.time_column}) as t{select} from {source.table} "
-            f"where {source.where} and list_contains($buckets, {bucket_sql(size)}) "
-            f"order by bucket, channel_id, t{then}",
-            {"buckets": buckets},
+            f"where {where} order by bucket, channel_id, t{then}",
+            {"buckets": buckets} if "$buckets" in where else {},
         ).fetch_arrow_table()
     finally:
         cursor.close()

@@ -19,6 +19,7 @@ The manifest lists them under "segments"; clean-up keeps every file a manifest l
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -40,7 +41,7 @@ from metrics_etl.serve.index import BUILDERS, SOURCES, TYPES, WHOLE, bucket_sql,
 VERSION = "1"  # bump when a segment's columns or a builder change
 BUCKETS = 16  # channel buckets per channel part
 FOLDER = "data/_serving"
-CHUNK_ROWS = 4_000_000  # source rows read at once while writing segments (bounds the memory)
+CHUNK_ROWS = 8_000_000  # source rows read at once while writing segments (bounds the memory)
 
 
 # -- columns of a segment ------------------------------------------------------------------
@@ -60,9 +61,15 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A dataclass's field types (evaluated once: its annotations are strings)."""
+    return typing.get_type_hints(cls)
+
+
 def unflatten(cls: type, columns: dict[str, Any], prefix: str = "") -> Any:
     """A part of type `cls` from its arrays by dotted name (the inverse of `flatten`)."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         name, hint = prefix + f.name, hints[f.name]

@@ -1,0 +1,180 @@
+"""Serving segments: written by the build, listed in the manifest, mapped by the reader, rewritten
+only where rows changed, kept and removed by clean-up like data files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import build
+from metrics_etl.generator.generate import generate
+from metrics_etl.serve import segments
+from metrics_etl.serve.reader import ANALYTICS, Reader
+from rawkit import base_world, jsonl, reads, report
+from snapshots import ask, manifest_of
+
+AS_OF = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
+
+
+def listed_segments(warehouse: Path) -> dict[str, str]:
+    """Segment name -> its file, in the current snapshot's manifest."""
+    return {name: info["files"][0] for name, info in manifest_of(warehouse)["segments"].items()}
+
+
+def random_requests(warehouse: Path, n: int, seed: int) -> list[tuple[str, int]]:
+    """Random analytics requests over the channels of the warehouse, and report-stats pages."""
+    reader = Reader(warehouse)
+    conn = reader.snapshot().conn
+    channels = conn.execute("select channel_id, account_id from dim_channels").fetchall()
+    fields = conn.execute("select field_id from dim_fields").fetchall()
+    orgs = conn.execute("select username, account_id from dim_accounts").fetchall()
+    lo, hi = conn.execute("select min(created_at), max(created_at) from fct_reports").fetchone()
+    reader.close()
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        channel, account = rng.choice(channels)
+        start = lo + dt.timedelta(microseconds=rng.randrange(int((hi - lo).total_seconds() * 1e6)))
+        end = start + dt.timedelta(hours=rng.choice([1, 30, 24 * 40, 24 * 400]), microseconds=7)
+        endpoint = rng.choice(ANALYTICS)
+        q = f"channel_id={channel}&start_date={start.isoformat()}&end_date={end.isoformat()}"
+        q = q.replace("+", "%2B")
+        if endpoint == "reports_per_field_selection":
+            q += f"&field_id={rng.choice(fields)[0]}"
+        if endpoint == "reports_read":
+            q += "&fields=total_reads,unique_reads,report_readers,reports_seen"
+        if endpoint == "user_awareness":
+            q += "&fields=total_alerts,unique_alerts,alert_source_reports,alerts_opened"
+        out.append((f"/api/v4/analytics/{endpoint}?{q}", account))
+    for username, account in orgs:
+        for page in ("page=1&per_page=3", "page=2&per_page=3&include_spaces=all"):
+            out.append((f"/batch/{username}/report_stats?{page}", account))
+    return out
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse built from generated data."""
+    root = tmp_path_factory.mktemp("segments")
+    summary = generate(root / "raw", events=8_000, seed=5)
+    as_of = dt.datetime.fromisoformat(summary["as_of"].replace("Z", "+00:00"))
+    build(root / "raw", root / "wh", as_of)
+    return root / "wh"
+
+
+def test_every_bucket_of_every_part_is_a_listed_file(generated: Path) -> None:
+    listing = listed_segments(generated)
+    channel_parts = ["reports", "selections", "images", "reads", "deliveries"]
+    expected = {f"{p}/{b:02d}" for p in channel_parts for b in range(segments.BUCKETS)}
+    assert set(listing) == expected | {"dims", "report_stats"}
+    assert manifest_of(generated)["segment_buckets"] == segments.BUCKETS
+    on_disk = {
+        p.relative_to(generated).as_posix() for p in (generated / "data/_serving").rglob("*")
+    }
+    assert set(listing.values()) == {p for p in on_disk if p.endswith(".arrow")}
+
+
+def test_mapped_answers_equal_an_index_built_in_memory(generated: Path, tmp_path: Path) -> None:
+    """The same requests answered from the mapped segments and, for a copy of the snapshot
+    whose manifest lists no segments (one published before they existed), from an index built
+    from its Parquet tables."""
+    requests = random_requests(generated, 300, seed=3)
+    mapped = ask(generated, requests)
+    copy = tmp_path / "wh"
+    shutil.copytree(generated, copy, symlinks=True)
+    manifest_path = copy / "current" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["segments"]
+    manifest_path.write_text(json.dumps(manifest))
+    built = ask(copy, requests)
+    assert sum(status == 200 for status, _ in mapped.values()) > 200
+    diffs = [r for r in requests if mapped[r] != built[r]]
+    assert not diffs, f"{len(diffs)} answers differ, e.g. {diffs[:2]}"
+
+
+def test_the_reader_maps_segments_without_copying(generated: Path) -> None:
+    reader = Reader(generated)
+    try:
+        channel = reader.snapshot().conn.execute("select min(channel_id) from fct_reads").fetchone()
+        reads = reader.snapshot().index.part("reads", channel[0])
+        for array in (reads.pair.facts.t, reads.by_pair.prev, reads.users.values):
+            assert isinstance(array, np.ndarray)
+            assert not array.flags.owndata and not array.flags.writeable
+    finally:
+        reader.close()
+
+
+def hand_world(raw: Path) -> None:
+    """Reports in channels 1 and 3 (of account 1), one read of each."""
+    base_world(raw)
+    jsonl(
+        raw / "reports/r.jsonl",
+        [report(i, f"2016-11-0{i}T12:00:00Z", channel_id=1 if i % 2 else 3) for i in range(1, 7)],
+    )
+    jsonl(
+        raw / "reads/r.jsonl",
+        [r for i in range(1, 7) for r in reads([i], i, at=f"2016-11-0{i}T13:00:00Z")],
+    )
+
+
+def test_a_run_rewrites_only_the_segments_whose_rows_changed(tmp_path: Path) -> None:
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    hand_world(raw)
+    build(raw, wh, AS_OF)
+    before = listed_segments(wh)
+    reader = Reader(wh)
+    with reader.pinned() as first:
+        other_channel = first.index.part("reads", 3)
+        this_channel = first.index.part("reads", 1)
+    # one more report in channel 1, and its read: channel 1's bucket changes, channel 3's not
+    at = "2016-11-20T00:00:00Z"
+    jsonl(raw / "reports/more.jsonl", [report(50, at, at, channel_id=1)])
+    jsonl(raw / "reads/more.jsonl", reads([50], 50, at="2016-11-20T01:00:00Z"))
+    build(raw, wh, AS_OF)
+    after = listed_segments(wh)
+    changed = {name for name in after if after[name] != before[name]}
+    bucket = f"{1 % segments.BUCKETS:02d}"
+    assert {"reports/" + bucket, "reads/" + bucket} <= changed
+    assert changed <= {f"{p}/{bucket}" for p in segments.SOURCES} | {"dims", "report_stats"}
+    for name in set(after) - changed:
+        assert (wh / after[name]).exists()
+    # the switch maps only the new segments: channel 3's is the one mapped already
+    with reader.pinned() as second:
+        assert second.snapshot_id != first.snapshot_id
+        assert second.index.part("reads", 3) is other_channel
+        assert second.index.part("reads", 1) is not this_channel
+        answer = reader.get(
+            "/api/v4/analytics/reports_read?channel_id=1&start_date=2016-11-01"
+            "&end_date=2016-12-01&fields=total_reads,reports_seen",
+            1,
+        )
+    assert answer == (200, {"total_reads": 4, "reports_seen": 4})
+    reader.close()
+
+
+def test_clean_up_keeps_exactly_the_segments_a_snapshot_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METRICS_ETL_KEEP_SNAPSHOTS", "1")
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    hand_world(raw)
+    build(raw, wh, AS_OF)
+    first = set(listed_segments(wh).values())
+    for i in (60, 61):
+        at = f"2016-11-2{i - 59}T00:00:00Z"
+        jsonl(raw / f"reports/more{i}.jsonl", [report(i, at, at, channel_id=1)])
+        build(raw, wh, AS_OF)
+    listed = set()
+    for manifest in (wh / "snapshots").glob("*/manifest.json"):
+        listed |= {i["files"][0] for i in json.loads(manifest.read_text())["segments"].values()}
+    on_disk = {
+        p.relative_to(wh).as_posix() for p in (wh / "data/_serving").rglob("*") if p.is_file()
+    }
+    assert on_disk == listed
+    assert first - listed, "segments of removed snapshots were not removed"
