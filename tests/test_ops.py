@@ -127,7 +127,11 @@ def test_readiness_follows_the_snapshots_through_a_switch(tmp_path: Path) -> Non
     assert metric(metrics, "metrics_etl_ready") == 1
     stats = {"endpoint": "/batch/{organization}/report_stats", "status": "200"}
     assert (metric(metrics, "metrics_etl_http_requests_total", **stats) or 0) >= len(seen)
-    assert metric(metrics, "metrics_etl_http_requests_total", endpoint="/readyz", status="503") == 1
+    # 503s: only before the first snapshot was loaded (the check above, and wait_ready's polls
+    # until then); the switch itself had none (asserted on `seen`)
+    assert (
+        metric(metrics, "metrics_etl_http_requests_total", endpoint="/readyz", status="503") or 0
+    ) >= 1
     assert metric(metrics, "metrics_etl_http_request_duration_seconds_count", **stats) == metric(
         metrics, "metrics_etl_http_requests_total", **stats
     )
