@@ -1,8 +1,10 @@
-"""Small file-system helpers shared by publish and the key store."""
+"""Small file-system helpers shared by ingest, publish and the key store."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -13,3 +15,11 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sha256_of(blocks: Iterable[bytes]) -> str:
+    """The SHA-256 hex digest of bytes read block by block (raw files, written Parquet files)."""
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(block)
+    return digest.hexdigest()

@@ -4,7 +4,6 @@ descriptor, checked to be a regular file, and hashed and read through that descr
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from metrics_etl.contract import STREAMS, SUFFIXES
 from metrics_etl.errors import UserError
+from metrics_etl.files import sha256_of
 
 
 @dataclass(frozen=True)
@@ -226,16 +226,13 @@ def hashed(raw_file: RawFile) -> Opened:
     """Open a raw file and hash its content; the caller closes the descriptor."""
     opened = open_raw(raw_file)
     try:
-        digest = hashlib.sha256()
-        for block in pread_blocks(opened.fd, 1 << 20):
-            digest.update(block)
+        opened.digest = sha256_of(pread_blocks(opened.fd, 1 << 20))
     except OSError as error:
         os.close(opened.fd)
         raise Unreadable(why(error)) from error
     except BaseException:
         os.close(opened.fd)
         raise
-    opened.digest = digest.hexdigest()
     return opened
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import glob
-import hashlib
 import json
 import os
 import re
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_etl.files import fsync_dir
+from metrics_etl.files import fsync_dir, sha256_of
 from metrics_etl.models import catalog as models
 from metrics_etl.settings import crash_point
 
@@ -130,12 +129,10 @@ def _write_partition(
     if not rows and part != "empty":
         tmp.unlink()
         return None, False
-    digest = hashlib.sha256()
     with tmp.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
+        digest = sha256_of(iter(lambda: handle.read(1 << 20), b""))
         os.fsync(handle.fileno())
-    target = folder / f"{digest.hexdigest()[:20]}.parquet"
+    target = folder / f"{digest[:20]}.parquet"
     rel = target.relative_to(warehouse).as_posix()
     if target.exists():
         tmp.unlink()
@@ -377,14 +374,20 @@ def switch_current(warehouse: Path, snapshot_id: str) -> None:
     fsync_dir(warehouse)
 
 
-def current_snapshot(warehouse: Path) -> Path | None:
-    """The folder of the current snapshot, or None when nothing is published."""
-    link = warehouse / "current"
+def current_id(warehouse: Path) -> str | None:
+    """The id of the snapshot `current` points at, or None when there is no `current`."""
     try:
-        target = os.readlink(link)
+        return Path(os.readlink(warehouse / "current")).name
     except OSError:
         return None
-    folder = warehouse / target
+
+
+def current_snapshot(warehouse: Path) -> Path | None:
+    """The folder of the current snapshot, or None when nothing is published."""
+    snapshot_id = current_id(warehouse)
+    if snapshot_id is None:
+        return None
+    folder = warehouse / "snapshots" / snapshot_id
     return folder if (folder / "manifest.json").exists() else None
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import re
 import sys
 import threading
@@ -35,6 +34,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from metrics_etl.publish.snapshot import current_id
 from metrics_etl.serve import api_models, params
 from metrics_etl.serve.keys import KeyStore
 from metrics_etl.serve.reader import ANALYTICS, ApiError, Reader, Snapshot
@@ -54,8 +54,8 @@ UNAUTHORIZED = "missing or invalid API key; send Authorization: Bearer <key>"
 def _error(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    """A JSON error answer."""
-    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+    """A JSON error answer (the body every error of the API has)."""
+    return JSONResponse(ApiError(status, code, message).body(), status_code=status, headers=headers)
 
 
 def request_target(request: Request) -> str:
@@ -190,10 +190,7 @@ class Ops:
 
     def _current(self) -> str | None:
         """The snapshot id `current` points at, or None."""
-        try:
-            return Path(os.readlink(self.reader.warehouse / "current")).name
-        except OSError:
-            return None
+        return current_id(self.reader.warehouse)
 
     def unserved(self) -> None:
         """Record that no snapshot can be served (`current` is gone)."""

@@ -13,7 +13,6 @@ import fcntl
 import json
 import logging
 import math
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from metrics_etl.errors import UserError
-from metrics_etl.publish.snapshot import current_snapshot, parquet_scan
+from metrics_etl.publish.snapshot import current_id, current_snapshot, parquet_scan
 from metrics_etl.serve.index import (
     NO_ID,
     Pair,
@@ -174,10 +173,7 @@ class Reader:
         In background mode (the HTTP server), a moved `current` is loaded and warmed in a
         thread while requests go on being answered from the previous whole snapshot.
         """
-        try:
-            target = Path(os.readlink(self.warehouse / "current")).name
-        except OSError:
-            target = None
+        target = current_id(self.warehouse)
         with self._lock:
             snap = self._snapshot
             if snap is not None and target is not None and target == snap.snapshot_id:
