@@ -53,7 +53,11 @@ def test_a_header_parses() -> None:
     assert model.grain == ("channel_id", "hour_start")
     assert model.storage_order == "date_trunc('month', hour_start), channel_id, hour_start"
     assert model.part_expr == "strftime(hour_start, '%Y-%m')"
-    assert (model.incremental, model.incremental_key) == ("by_group", None)
+    assert (model.incremental, model.groups) == ("by_group", ("channel_id", "hour_start"))
+    other = parse_model(
+        Path("agg_things.sql"), "marts", GOOD.replace("by_group", "by_group(hour_start)")
+    )
+    assert other.groups == ("hour_start",)
 
 
 @pytest.mark.parametrize(
@@ -63,6 +67,9 @@ def test_a_header_parses() -> None:
         ("-- grain: channel_id, hour_start\n", "", "no 'grain' line"),
         ("-- incremental: by_group", "-- incremental: sometimes", "is not one of"),
         ("-- incremental: by_group", "-- incremental: by_key", "by_key(column)"),
+        ("-- incremental: by_group", "-- incremental: by_key(a, b)", "by_key(column)"),
+        ("-- incremental: by_group", "-- incremental: full(x)", "only by_key and by_group"),
+        ("-- incremental: by_group", "-- incremental: by_group(a b)", "is not a column name"),
         ("-- grain: channel_id, hour_start", "-- grain: channel id", "is not a column name"),
         ("-- grain: channel_id, hour_start", "-- grain: hour_start, hour_start", "listed twice"),
         ("(month)", "(day)", "expected `column (month)`"),

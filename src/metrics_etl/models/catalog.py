@@ -16,7 +16,8 @@ file stays plain DuckDB SQL); a value may go on over lines indented under it (`-
 - partitioned_by: the time column whose UTC month names a published table's partition
   (a published table without one has a single partition, `all`);
 - order_by: the sort keys a published table is stored in (within its partition);
-- incremental: how an incremental run brings the model up to date (INCREMENTAL).
+- incremental: how an incremental run brings the model up to date (INCREMENTAL); `by_key`
+  names its key column, `by_group` may name its group columns (default: the grain).
 
 Published models (marts not named `int_`) declare order_by; the others declare neither
 order_by nor partitioned_by (they are kept in no particular order).
@@ -34,12 +35,12 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"  # package data
 LAYERS = ("staging", "marts")
 # incremental kinds: how an incremental run (incremental.py) brings a model up to date
 INCREMENTAL = {
-    "by_key": "the rows of changed keys are recomputed and replaced (by_key(column))",
+    "by_key": "the rows of changed keys are recomputed and replaced: by_key(column)",
     "on_change": "rebuilt when a source changed; published again only if its rows differ",
     "by_report": "recomputed for the dirty reports and the reports of changed channels",
     "by_account": "recomputed for the organizations whose listed reports changed",
     "append_missing": "rows missing for changed reports and events are added, never changed",
-    "by_group": "the groups of the grain that replaced fact rows fall in are recomputed",
+    "by_group": "the groups replaced fact rows fall in are recomputed: by_group[(columns)]",
     "by_report_inputs": "recomputed for the reports whose inputs changed",
     "full": "rebuilt in full, every partition marked changed",
 }
@@ -65,8 +66,19 @@ class Model:
     partitioned_by: str | None = None
     order_by: tuple[str, ...] = ()
     incremental: str = "full"
-    incremental_key: str | None = None
+    incremental_columns: tuple[str, ...] = ()
     refs: frozenset[str] = frozenset()
+
+    @property
+    def incremental_key(self) -> str:
+        """The key column of a `by_key(column)` model."""
+        (key,) = self.incremental_columns
+        return key
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The group columns of a `by_group` rollup: those named, or its grain."""
+        return self.incremental_columns or self.grain
 
     @property
     def published(self) -> bool:
@@ -136,17 +148,20 @@ def _header(path: Path, sql: str) -> dict[str, str]:
     return fields
 
 
-def _incremental(path: Path, value: str) -> tuple[str, str | None]:
-    """An incremental kind and its key column (by_key(column) only)."""
-    match = re.fullmatch(rf"([a-z_]+)(?:\(({IDENT})\))?", value)
-    kind, key = match.groups() if match else (value, None)
+def _incremental(path: Path, value: str) -> tuple[str, tuple[str, ...]]:
+    """An incremental kind and its columns: by_key(column), by_group[(columns)], or a kind."""
+    match = re.fullmatch(r"([a-z_]+)(?:\((.*)\))?", value)
+    kind, columns = match.groups() if match else (value, None)
     if kind not in INCREMENTAL:
         raise ModelHeaderError(
             f"{path}: incremental: {value!r} is not one of {', '.join(INCREMENTAL)}"
         )
-    if (kind == "by_key") != (key is not None):
-        raise ModelHeaderError(f"{path}: incremental: only by_key takes a column: by_key(column)")
-    return kind, key
+    listed = _columns(path, "incremental", columns) if columns is not None else ()
+    if kind == "by_key" and len(listed) != 1:
+        raise ModelHeaderError(f"{path}: incremental: by_key names one key column: by_key(column)")
+    if listed and kind not in ("by_key", "by_group"):
+        raise ModelHeaderError(f"{path}: incremental: only by_key and by_group take columns")
+    return kind, listed
 
 
 def parse_model(path: Path, layer: str, sql: str | None = None) -> Model:
@@ -163,7 +178,7 @@ def parse_model(path: Path, layer: str, sql: str | None = None) -> Model:
         if match is None:
             raise ModelHeaderError(f"{path}: partitioned_by: expected `column (month)`")
         partitioned_by = match.group(1)
-    kind, key = _incremental(path, fields["incremental"])
+    kind, columns = _incremental(path, fields["incremental"])
     if is_published(path.stem, layer) and not order_by:
         raise ModelHeaderError(f"{path}: a published model declares its order_by")
     if not is_published(path.stem, layer) and (order_by or partitioned_by):
@@ -179,7 +194,7 @@ def parse_model(path: Path, layer: str, sql: str | None = None) -> Model:
         partitioned_by=partitioned_by,
         order_by=order_by,
         incremental=kind,
-        incremental_key=key,
+        incremental_columns=columns,
         refs=frozenset(REFERENCE.findall(re.sub(r"--[^\n]*", "", sql))),
     )
 

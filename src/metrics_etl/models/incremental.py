@@ -321,7 +321,6 @@ class Run:
         differ; keep those rows before and after for the rollups."""
         conn, name, fact = self.conn, model.name, FACTS[model.name]
         key = model.incremental_key
-        assert key is not None, name  # by_key(column) always names its column
         if not _count(conn, fact.scope):
             return
         _temp(conn, "scope_rows", f"from {name} where {key} in (select {key} from {fact.scope})")
@@ -337,13 +336,13 @@ class Run:
         self.touched.add(name)
 
     def rollup(self, model: Model) -> None:
-        """Recompute the rollup groups (its grain) the replaced fact rows fall in."""
+        """Recompute the rollup groups the replaced fact rows fall in."""
         fact = rollup_fact(model)
         if fact not in self.touched:
             return
         conn = self.conn
-        groups = ", ".join(model.grain)
-        match = " and ".join(f"t.{c} = g.{c}" for c in model.grain)
+        groups = ", ".join(model.groups)
+        match = " and ".join(f"t.{c} = g.{c}" for c in model.groups)
         _temp(
             conn,
             "touched_groups",
@@ -356,7 +355,7 @@ class Run:
         _temp(conn, "new_rows", substitute(model.sql, {fact: f"delta_{fact}"}))
         _insert(conn, model.name, "new_rows")
         # rows before and after fall in the touched groups, whose hours name their partitions
-        assert model.partitioned_by in model.grain, model.name
+        assert model.partitioned_by in model.groups, model.name
         _mark(conn, model.name, "touched_groups")
 
     # ------------------------------------------------------------------ report stats
