@@ -108,3 +108,10 @@ def test_report_stats_pages_match_brute_force(
         if a == who and (spaces or s)
     ]
     assert stats.page(who, first, size, spaces) == (len(rows), rows[first - 1 : first - 1 + size])
+
+
+def test_report_stat_columns_are_declared_once_for_the_loader_the_answer_and_the_schema() -> None:
+    from metrics_etl.serve.api_models import ReportStatRow
+    from metrics_etl.serve.index import REPORT_STAT_KEYS
+
+    assert tuple(ReportStatRow.model_fields) == REPORT_STAT_KEYS

@@ -604,14 +604,26 @@ def _arrow(conn: duckdb.DuckDBPyConnection, sql: str) -> Any:
         cursor.close()
 
 
+# The columns of a report-stats row in the API's answer, in its order (the response model in
+# api_models.py declares the same keys; a test holds them together).
+REPORT_STAT_KEYS = (
+    "report_id",
+    "report_token",
+    "active_schedules_count",
+    "explorations_count",
+    "total_views_count",
+    "recent_manual_run_creators_emails",
+    "scheduled_run_creators_emails",
+    "editors_emails",
+)
+
+
 def load_report_stats(conn: duckdb.DuckDBPyConnection) -> ReportStats:
     """Report stats in (account, report) order."""
     table = _arrow(
         conn,
         "select account_id, position_shared is not null as shared, "
-        "report_id, report_token, active_schedules_count, explorations_count, "
-        "total_views_count, recent_manual_run_creators_emails, scheduled_run_creators_emails, "
-        "editors_emails from report_stats order by account_id, report_id",
+        f"{', '.join(REPORT_STAT_KEYS)} from report_stats order by account_id, report_id",
     )
     account = table.column("account_id").to_numpy()
     shared = np.flatnonzero(table.column("shared").to_numpy(zero_copy_only=False))

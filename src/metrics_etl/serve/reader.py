@@ -29,6 +29,7 @@ from metrics_etl.errors import UserError
 from metrics_etl.publish.snapshot import current_id, current_snapshot, parquet_scan
 from metrics_etl.serve.index import (
     NO_ID,
+    REPORT_STAT_KEYS,
     Pair,
     format_instants,
     from_us,
@@ -576,18 +577,6 @@ class Reader:
         first = (page - 1) * per_page + 1
         total, rows = self._part("report_stats").page(account_id, first, per_page, include_spaces)
         return report_stats_body(organization, page, per_page, include_spaces, total, rows)
-
-
-REPORT_STAT_KEYS = (
-    "report_id",
-    "report_token",
-    "active_schedules_count",
-    "explorations_count",
-    "total_views_count",
-    "recent_manual_run_creators_emails",
-    "scheduled_run_creators_emails",
-    "editors_emails",
-)
 
 
 def report_stats_body(
