@@ -10,7 +10,9 @@ py=$repo/.venv/bin/python
 work=$(mktemp -d /tmp/metrics-etl-compare-XXXXXX)
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 for rev in "$old" "$new"; do
-    mkdir -p "$work/$rev" && git -C "$repo" archive "$rev" src sql flows | tar -x -C "$work/$rev"
+    # the SQL models moved into the package (src/metrics_etl/.../sql); older revisions have sql/
+    paths=$(git -C "$repo" ls-tree --name-only "$rev" src sql flows)
+    mkdir -p "$work/$rev" && git -C "$repo" archive "$rev" $paths | tar -x -C "$work/$rev"
 done
 PYTHONPATH=$work/$new/src $py -m metrics_etl.cli generate --raw "$work/raw" --events "$events" > /dev/null
 port=$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
