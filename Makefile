@@ -45,6 +45,7 @@ format: setup
 bench: setup
 	$(RUN) python benchmarks/overhead.py
 	$(RUN) python benchmarks/run.py
+	$(RUN) python benchmarks/freshness.py
 
 clean:
 	rm -rf data/raw data/warehouse

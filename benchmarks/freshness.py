@@ -224,6 +224,8 @@ def bench_size(size: int, work: Path, rounds: int, env: dict[str, str]) -> dict[
     finally:
         server.terminate()
         server.wait(timeout=30)
+        for landed in raw.rglob("fresh-*.jsonl"):  # the raw folder is shared with run.py
+            landed.unlink()
     return {"full_build_s": full, "cases": results}
 
 
