@@ -24,6 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from metrics_etl.models import catalog as models
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 HOUR_US = 3_600_000_000
@@ -346,17 +348,22 @@ class Source:
     each column is a SQL expression, sorted by channel, time and `then_by`."""
 
     table: str
-    time_column: str
     columns: dict[str, str]
     where: str = "true"
     then_by: str = ""
+
+    @property
+    def time_column(self) -> str:
+        """The table's time column: the one its model header partitions it by."""
+        column = models.catalog()[self.table].partitioned_by
+        assert column is not None, f"{self.table} declares no partitioned_by"
+        return column
 
 
 SOURCES: dict[str, dict[str, Source]] = {
     "reports": {
         "facts": Source(
             "fct_reports",
-            "created_at",
             {
                 "hour": "epoch_us(hour_start)",
                 "day": "epoch_us(day_start)",
@@ -370,7 +377,6 @@ SOURCES: dict[str, dict[str, Source]] = {
         ),
         "time": Source(
             "agg_reports_hourly",
-            "hour_start",
             {
                 "hour": "epoch_us(hour_start)",
                 "day": "epoch_us(day_start)",
@@ -383,12 +389,10 @@ SOURCES: dict[str, dict[str, Source]] = {
         ),
         "user": Source(
             "agg_reports_by_user_hourly",
-            "hour_start",
             {"user_id": "user_id", "n": "report_count"},
         ),
         "state": Source(
             "agg_reports_by_state_hourly",
-            "hour_start",
             {"state_id": "state_id", "n": "report_count"},
             where="state_id is not null",
         ),
@@ -396,19 +400,16 @@ SOURCES: dict[str, dict[str, Source]] = {
     "selections": {
         "rollup": Source(
             "agg_report_selections_hourly",
-            "hour_start",
             {"field_id": "field_id", "value": "value", "n": "report_count"},
         ),
         "facts": Source(
             "fct_report_selections",
-            "created_at",
             {"hour": "epoch_us(hour_start)", "field_id": "field_id", "value": "value"},
         ),
     },
     "images": {
         "rows": Source(
             "fct_report_images",
-            "created_at",
             {
                 "report_image_id": "report_image_id",
                 "report_id": "report_id",
@@ -421,19 +422,16 @@ SOURCES: dict[str, dict[str, Source]] = {
     "reads": {
         "rollup": Source(
             "agg_reads_hourly",
-            "hour_start",
             {"report_id": "report_id", "user_id": "user_id", "n": "read_count"},
         ),
         "facts": Source(
             "fct_reads",
-            "read_at",
             {"hour": "epoch_us(hour_start)", "report_id": "report_id", "user_id": "user_id"},
         ),
     },
     "deliveries": {
         "rollup": Source(
             "agg_deliveries_hourly",
-            "hour_start",
             {
                 "user_id": "user_id",
                 "alert_id": "alert_id",
@@ -444,7 +442,6 @@ SOURCES: dict[str, dict[str, Source]] = {
         ),
         "facts": Source(
             "fct_deliveries",
-            "sent_at",
             {
                 "hour": "epoch_us(hour_start)",
                 "user_id": "user_id",
