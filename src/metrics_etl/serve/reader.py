@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from metrics_etl.errors import UserError
-from metrics_etl.publish.snapshot import current_id, current_snapshot, parquet_scan
+from metrics_etl.publish.snapshot import current_id, current_snapshot
 from metrics_etl.serve.index import (
     NO_ID,
     REPORT_STAT_KEYS,
@@ -96,21 +96,18 @@ class Snapshot:
         self.manifest = manifest
         self.lease = lease
         self.index = Index(warehouse, manifest, lambda: self.conn)
-        self._warehouse = warehouse
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._conn_lock = threading.Lock()
 
     @property
     def conn(self) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with one view per published table (made on first use)."""
+        """A read-only DuckDB connection to the snapshot's catalog: its views over the
+        snapshot's Parquet files, the same ones the DuckDB shell reads (made on first use)."""
         with self._conn_lock:
             if self._conn is None:
-                conn = duckdb.connect()
+                conn = duckdb.connect(str(self.folder / "catalog.duckdb"), read_only=True)
                 conn.execute("set TimeZone = 'UTC'")
                 conn.execute("set threads = 2")
-                for table, info in self.manifest["tables"].items():
-                    scan = parquet_scan([self._warehouse / f for f in info["files"]])
-                    conn.execute(f"create view {table} as select * from {scan}")
                 self._conn = conn
             return self._conn
 
