@@ -311,3 +311,37 @@ def test_readme_deploy_path_fires_on_schedule_and_the_artifact_inspects(
     assert "metrics-etl-run" in cli("artifact", "ls")
     shown = cli("artifact", "inspect", "metrics-etl-run")  # its latest versions
     assert "'type': 'table'" in shown and "published snapshot" in shown
+
+
+def test_watch_runs_in_process_when_files_land_and_stops_cleanly(
+    tmp_path: Path, prefect_server: tuple[str, Path]
+) -> None:
+    api_url, home = prefect_server
+    raw, wh = raw_world(tmp_path), tmp_path / "wh"
+    command = [str(BIN / "metrics-etl"), "watch", "--poll", "0.2"]
+    command += ["--raw", str(raw), "--warehouse", str(wh)]
+    watcher = start(command, prefect_env(home, api_url), tmp_path / "watch.log")
+    try:
+        first = wait_for("the first snapshot", lambda: published(wh), watcher)
+        jsonl(raw / "reports/r2.jsonl", [report(2, "2016-11-08T09:00:00Z")])
+        wait_for("a snapshot with the landed file", lambda: published(wh) not in (None, first), watcher)
+        second = published(wh)
+        rows = subprocess.run(
+            [str(BIN / "metrics-etl"), "sql", "--warehouse", str(wh), "--format", "csv",
+             "select report_id from fct_reports order by report_id"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert rows == ["report_id", "1", "2"]
+        time.sleep(1)  # a few idle polls: nothing new, so no run and no new snapshot
+        assert published(wh) == second
+        code = stop(watcher, signal.SIGTERM)
+    finally:
+        stop(watcher, signal.SIGKILL)
+    assert code == 128 + signal.SIGTERM
+    out = (tmp_path / "watch.out").read_text()
+    err = (tmp_path / "watch.err").read_text()
+    assert out.count("published snapshot") == 2, out
+    assert "stopped by SIGTERM" in err and "Traceback" not in err, err
+    runs = api("POST", f"{api_url}/flow_runs/filter", {"limit": 200}).json()
+    finished = [r for r in runs if r["name"] and r["state_type"] == "COMPLETED"]
+    assert len(finished) >= 2  # each run is a flow run on the server

@@ -1,4 +1,4 @@
-"""The `metrics-etl` command line: generate, run, sql, serve, keys, schedule."""
+"""The `metrics-etl` command line: generate, run, sql, serve, keys, schedule, watch."""
 
 from __future__ import annotations
 
@@ -189,6 +189,27 @@ def build_parser() -> Parser:
         "--name",
         default="metrics-etl-scheduled",
         help=_default("the Prefect deployment's name", "metrics-etl-scheduled"),
+    )
+    watch = sub.add_parser(
+        "watch",
+        help="run the flow in this process whenever new raw files land, until stopped (no "
+        "start-up cost per run)",
+    )
+    watch.add_argument("--raw", type=Path, default=cfg.raw, help=raw_help, metavar="DIR")
+    watch.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help, metavar="DIR")
+    watch.add_argument(
+        "--poll",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help=_default("seconds between checks of the raw folder", 1),
+    )
+    watch.add_argument(
+        "--max-runs",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="stop after N runs (default: run until SIGINT or SIGTERM)",
     )
     return parser
 
@@ -410,6 +431,24 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 128 + signum
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Run whenever new raw files land, until SIGINT (exit 130) or SIGTERM (exit 143)."""
+    from metrics_etl.run import prefect_server, watch
+
+    if not 0 < args.poll <= 86_400:
+        raise UserError(f"--poll must be a number of seconds in (0, 86400], not {args.poll}")
+    quiet_prefect()
+    print(f"watching {args.raw} every {args.poll:g} s; Ctrl-C to stop", flush=True)
+    code = watch.watch(
+        args.raw, args.warehouse, args.poll, lambda text: print(text, flush=True), args.max_runs
+    )
+    for signum in prefect_server.STOP_SIGNALS:  # stopping: Prefect's exit flush runs undisturbed
+        signal.signal(signum, signal.SIG_IGN)
+    if code:
+        sys.stderr.write(f"metrics-etl watch: stopped by {signal.Signals(code - 128).name}\n")
+    return code
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """Write synthetic raw data."""
     from metrics_etl.generator.generate import generate
@@ -431,6 +470,7 @@ COMMANDS = {
     "get": cmd_get,
     "keys": cmd_keys,
     "schedule": cmd_schedule,
+    "watch": cmd_watch,
 }
 
 

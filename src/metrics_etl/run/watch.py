@@ -1,0 +1,95 @@
+"""Watch the raw folder and run the flow in this process as soon as new files land.
+
+A `metrics-etl run` process spends 2-4 s outside the pipeline (importing Prefect and the stack,
+starting the flow run); a scheduled run spawns a fresh process each time, so it pays the same.
+`metrics-etl watch` pays that once: it stays up, checks the raw folder every `poll` seconds
+(the planning `run` does when nothing is new: well under a second, no flow started), and runs
+the flow in-process when there is something to do. Each run is a Prefect flow run like any
+other (on PREFECT_API_URL's server, or Prefect's temporary one for the process's lifetime).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from metrics_etl.errors import UserError
+from metrics_etl.run import plan
+from metrics_etl.run.prefect_server import STOP_SIGNALS, Stopped
+
+
+class StopFlag:
+    """SIGINT/SIGTERM: between runs, stop at once; during a run, stop after it (a second signal
+    stops at once: the run is abandoned, which publishes nothing partial)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.running = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.running and self.signum is None:
+            self.signum = signum
+            return
+        self.signum = signum
+        raise Stopped(signum)
+
+
+@contextmanager
+def stop_flag() -> Iterator[StopFlag]:
+    """A StopFlag installed for SIGINT and SIGTERM within the block."""
+    flag = StopFlag()
+    previous = {s: signal.signal(s, flag) for s in STOP_SIGNALS}
+    try:
+        yield flag
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def run_once(raw: Path, warehouse: Path) -> plan.RunSummary | None:
+    """Run the flow in this process if there is anything to do; its summary, or None if idle."""
+    from metrics_etl.run.flow import etl
+
+    if plan.check(raw, warehouse, None, False) is not None:
+        return None
+    state = etl(raw=str(raw), warehouse=str(warehouse), return_state=True)
+    if state.is_failed():
+        raise UserError(state.message or "the run failed; see the log above")
+    return plan.RunSummary(**state.result())
+
+
+def watch(
+    raw: Path,
+    warehouse: Path,
+    poll_s: float,
+    report: Callable[[str], None],
+    max_runs: int | None = None,
+) -> int:
+    """Run whenever the raw folder has something new, until stopped; returns 128 + the signal
+    (or 0 after `max_runs` runs). A failed run is reported and the watch goes on."""
+    runs = 0
+    with stop_flag() as flag:
+        try:
+            while flag.signum is None and (max_runs is None or runs < max_runs):
+                flag.running = True
+                try:
+                    summary = run_once(raw, warehouse)
+                except UserError as error:
+                    report(f"run failed: {error}")
+                    summary = None
+                    runs += 1
+                finally:
+                    flag.running = False
+                if summary is not None:
+                    report(plan.format_summary(summary))
+                    runs += 1
+                    continue  # more may have landed during the run
+                if flag.signum is None and (max_runs is None or runs < max_runs):
+                    time.sleep(poll_s)
+        except Stopped:
+            pass
+    return 0 if flag.signum is None else 128 + flag.signum
