@@ -851,8 +851,11 @@ def test_only_touched_partitions_are_written(tmp_path: Path) -> None:
     build_incrementally(r2, inc)
     after = manifest_of(inc)["tables"]
 
-    def parts(files: list[str]) -> dict[str, str]:
-        return {f.split("/")[2].removeprefix("part="): f for f in files}
+    def parts(files: list[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for f in files:
+            found.setdefault(f.split("/")[2].removeprefix("part="), []).append(f)
+        return found
 
     changed = {
         table: sorted(
@@ -874,3 +877,53 @@ def test_only_touched_partitions_are_written(tmp_path: Path) -> None:
     }
     full = full_rebuild([r1, r2], tmp_path / "all", tmp_path / "full")
     assert_same_tables(inc, full)
+
+
+def part_files(warehouse: Path, table: str, part: str) -> list[str]:
+    """The files of one partition of a published table, from the current manifest."""
+    files = manifest_of(warehouse)["tables"][table]["files"]
+    return sorted(f for f in files if f.split("/")[2] == f"part={part}")
+
+
+def test_added_rows_are_published_as_files_of_their_own_until_compacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New rows of a partition go into a small file of their own beside its earlier files; a
+    changed row, or too many files, gets the partition written whole again. Equal to full."""
+    from metrics_etl.publish import snapshot
+
+    monkeypatch.setattr(snapshot, "MAX_PART_FILES", 3)
+    folders = [tmp_path / "r0"]
+    busy_world(folders[0])
+    inc = tmp_path / "inc"
+    build(folders[0], inc, HAND_AS_OF)
+    history = [part_files(inc, "fct_reads", "2016-03")]
+    hours = ["2016-03-20T00:00:00Z", "2016-03-21T00:00:00Z", "2016-03-22T00:00:00Z"]
+    for index, at in enumerate(hours, start=1):
+        folders.append(tmp_path / f"r{index}")
+        late = folders[-1] / f"reads/late-{index}.jsonl"  # a file of the same name would replace
+        jsonl(late, reads([90 + index], 64, user_id=5, at=at))
+        build_incrementally(folders[-1], inc)
+        history.append(part_files(inc, "fct_reads", "2016-03"))
+    # runs 1 and 2 add a file each and keep the earlier ones; run 3 finds 3 files and compacts
+    assert len(history[0]) == 1
+    assert set(history[0]) < set(history[1]) and len(history[1]) == 2
+    assert set(history[1]) < set(history[2]) and len(history[2]) == 3
+    assert len(history[3]) == 1 and history[3][0] not in history[2]
+    added = (set(history[1]) - set(history[0])).pop()
+    rows = duckdb.sql(f"select read_id from '{inc / added}'").fetchall()
+    assert rows == [(91,)]
+    # the same kind of read for the rollup: a new (hour, user) group is a new row, appended too
+    rollup = part_files(inc, "agg_reads_hourly", "2016-03")
+    assert len(rollup) == 1  # compacted with fct_reads' third run (3 files)
+    # a read in an hour and by a user that has a row already changes that row: written whole
+    folders.append(tmp_path / "r4")
+    jsonl(folders[-1] / "reads/more.jsonl", reads([99], 64, user_id=5, at=hours[0]))
+    build_incrementally(folders[-1], inc)
+    assert len(part_files(inc, "agg_reads_hourly", "2016-03")) == 1
+    assert part_files(inc, "agg_reads_hourly", "2016-03") != rollup
+    assert len(part_files(inc, "fct_reads", "2016-03")) == 2  # the fact row is new: appended
+    full = full_rebuild(folders, tmp_path / "all", tmp_path / "full")
+    assert_same_tables(inc, full)
+    requests = [r for r in hand_requests() if "/batch/" not in r[0]]
+    assert_same_answers(inc, full, requests)

@@ -86,12 +86,61 @@ def set_state(conn: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
 
 
 def mark_published(conn: duckdb.DuckDBPyConnection) -> None:
-    """Everything loaded is now published: forget what was pending."""
+    """Everything loaded is now published: forget what was pending (and the change logs)."""
     conn.execute("begin transaction")
     conn.execute("delete from dirty_keys; delete from dirty_parts;")
+    drop_change_logs(conn)
     set_state(conn, "all_dirty", "false")
     set_state(conn, "dirty", "false")
     conn.execute("commit")
+
+
+# -- change logs: the rows each published table lost and gained since the last publish ------
+#
+# `changes_<table>` holds the table's columns and `_added` (false: a row removed, true: a row
+# added), appended by the incremental transform as it replaces rows. Publish writes a changed
+# partition's added rows as a small file of their own when no removed row is in its files. A
+# table changed without a log (rebuilt in full: `unlogged:<table>` in pipeline_state) has its
+# changed partitions rewritten whole.
+
+CHANGES_PREFIX = "changes_"
+
+
+def log_changes(conn: duckdb.DuckDBPyConnection, table: str, removed: str, added: str) -> None:
+    """Append the rows of relation `removed` (gone from `table`) and `added` to its change log."""
+    log = CHANGES_PREFIX + table
+    conn.execute(
+        f"create table if not exists {log} as select *, true as _added from {table} limit 0"
+    )
+    conn.execute(f"insert into {log} by name select *, false as _added from {removed}")
+    conn.execute(f"insert into {log} by name select *, true as _added from {added}")
+
+
+def mark_unlogged(conn: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Note that `table` changed without a change log (its changed partitions are rewritten)."""
+    set_state(conn, f"unlogged:{table}", "true")
+
+
+def change_log(conn: duckdb.DuckDBPyConnection, table: str) -> str | None:
+    """The change log of `table` when it holds every change since the last publish, else None."""
+    if get_state(conn, f"unlogged:{table}") == "true":
+        return None
+    log = CHANGES_PREFIX + table
+    found = conn.execute(
+        "select count(*) from duckdb_tables() where table_name = ? and not temporary", [log]
+    ).fetchall()[0][0]
+    return log if found else None
+
+
+def drop_change_logs(conn: duckdb.DuckDBPyConnection) -> None:
+    """Forget every change log (after a publish, or before a full rebuild)."""
+    logs = conn.execute(
+        "select table_name from duckdb_tables() where starts_with(table_name, ?) and not temporary",
+        [CHANGES_PREFIX],
+    ).fetchall()
+    for (log,) in logs:
+        conn.execute(f"drop table {log}")
+    conn.execute("delete from pipeline_state where key like 'unlogged:%'")
 
 
 def create_state_tables(conn: duckdb.DuckDBPyConnection) -> None:

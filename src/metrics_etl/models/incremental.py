@@ -20,7 +20,9 @@ publish touch, with the same model SQL run over restricted inputs.
   organization's name, and manual runs that entered or left the 30-day window when the as-of
   time moved;
 - the partitions (months, or `all`) each published table changed in are recorded in
-  `dirty_parts`, so publishing rewrites only those.
+  `dirty_parts`, and the rows it lost and gained in its change log (`state.log_changes`), so
+  publishing touches only those partitions, and adds the gained rows as a file of their own
+  where no lost row is in the partition's files.
 
 Each model's header names its rule (`-- incremental: ...`, see models.INCREMENTAL); a model whose
 rule is `full` is rebuilt in full with all of its partitions marked dirty. The result equals a
@@ -50,6 +52,7 @@ from metrics_etl.models.build import (
     sorted_rows,
     substitute,
 )
+from metrics_etl import state
 from metrics_etl.settings import crash_point
 
 
@@ -110,6 +113,14 @@ def _mark(conn: duckdb.DuckDBPyConnection, table: str, relation: str) -> None:
     )
 
 
+def _log(conn: duckdb.DuckDBPyConnection, table: str, removed: str, added: str) -> None:
+    """Log the rows a published table lost and gained (publish writes the gained ones as a file
+    of their own where it can)."""
+    model = models.catalog().get(table)
+    if model is not None and model.published:
+        state.log_changes(conn, table, removed, added)
+
+
 def _rebuild(conn: duckdb.DuckDBPyConnection, model: Model) -> None:
     """Rebuild one model in full, stored in its publishing order."""
     conn.execute("set preserve_insertion_order = true")
@@ -167,6 +178,7 @@ class Run:
             record_sorted(self.conn, [model.name])
             if _diff(self.conn, f"diff_{model.name}", f"old_{model.name}", model.name):
                 self.conn.execute("insert into dirty_parts values (?, 'all')", [model.name])
+                state.mark_unlogged(self.conn, model.name)
                 self.changed.add(model.name)
         if model.name == "dim_channels" and "dim_channels" not in self.changed:
             _temp(self.conn, "diff_dim_channels", "from dim_channels limit 0")
@@ -333,6 +345,7 @@ class Run:
         conn.execute(f"delete from {name} where {key} in (select {key} from old_{name})")
         _insert(conn, name, f"new_{name}")
         _mark(conn, name, f"(from old_{name} union all from new_{name})")
+        _log(conn, name, f"old_{name}", f"new_{name}")
         self.touched.add(name)
 
     def rollup(self, model: Model) -> None:
@@ -348,12 +361,14 @@ class Run:
             "touched_groups",
             f"select distinct {groups} from old_{fact} union select distinct {groups} from new_{fact}",
         )
+        _temp(conn, "old_rows", f"select t.* from {model.name} t semi join touched_groups g on {match}")
         conn.execute(f"delete from {model.name} t using touched_groups g where {match}")
         _temp(
             conn, f"delta_{fact}", f"select * from {fact} t semi join touched_groups g on {match}"
         )
         _temp(conn, "new_rows", substitute(model.sql, {fact: f"delta_{fact}"}))
         _insert(conn, model.name, "new_rows")
+        _log(conn, model.name, "old_rows", "new_rows")
         # rows before and after fall in the touched groups, whose hours name their partitions
         assert model.partitioned_by in model.groups, model.name
         _mark(conn, model.name, "touched_groups")
@@ -419,9 +434,11 @@ class Run:
                 f"create or replace temp view stats_{table} as "
                 f"from {table} where report_id in ({scope})"
             )
+        _temp(conn, "old_report_stats", f"from report_stats where report_id in ({scope})")
         conn.execute(f"delete from report_stats where report_id in ({scope})")
         _temp(conn, "new_report_stats", substitute(model.sql, {t: f"stats_{t}" for t in inputs}))
         _insert(conn, "report_stats", "new_report_stats")
+        _log(conn, "report_stats", "old_report_stats", "new_report_stats")
         conn.execute("insert into dirty_parts values ('report_stats', 'all')")
 
     # ------------------------------------------------------------------ anything else
@@ -429,6 +446,7 @@ class Run:
     def fallback(self, model: Model) -> None:
         """A model without an incremental rule: rebuilt in full, every partition marked."""
         _mark(self.conn, model.name, model.name)
+        state.mark_unlogged(self.conn, model.name)
         _rebuild(self.conn, model)
         record_sorted(self.conn, [model.name])
         _mark(self.conn, model.name, model.name)

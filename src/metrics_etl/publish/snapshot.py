@@ -112,19 +112,22 @@ def _write_partition(
     part: str,
     tag: str,
     options: str,
+    query: str | None = None,
 ) -> tuple[str | None, bool]:
-    """Write one partition, named by a hash of its bytes; returns (file, written).
+    """Write one partition (or `query`'s rows: a partition's added rows), named by a hash of its
+    bytes; returns (file, written).
 
-    The file is written beside its final place and renamed into it; a partition with no rows
-    gives (None, False), and one whose file already exists (the same bytes) is not replaced.
+    The file is written beside its final place and renamed into it; no rows give (None, False),
+    and a file that already exists (the same bytes) is not replaced.
     """
     layout = LAYOUTS[table]
     folder = warehouse / "data" / table / f"part={part}"
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".tmp-{tag}.parquet"
-    query = f"select * from {table} where {_partition_filter(layout, part)}"
-    if not layout.stored_in_order:
-        query += f" order by {layout.order_by}"
+    if query is None:
+        query = f"select * from {table} where {_partition_filter(layout, part)}"
+        if not layout.stored_in_order:
+            query += f" order by {layout.order_by}"
     rows = conn.execute(f"copy ({query}) to '{tmp}' ({options})").fetchall()[0][0]
     if not rows and part != "empty":
         tmp.unlink()
@@ -143,16 +146,91 @@ def _write_partition(
     return rel, True
 
 
-def previous_parts(warehouse: Path) -> dict[str, dict[str, str]]:
-    """table -> partition -> file, from the current snapshot's manifest."""
+def previous_parts(warehouse: Path) -> dict[str, dict[str, list[str]]]:
+    """table -> partition -> files, from the current snapshot's manifest."""
     current = current_snapshot(warehouse)
     if current is None:
         return {}
     manifest = json.loads((current / "manifest.json").read_text())
-    return {
-        table: {f.split("/")[2].removeprefix("part="): f for f in info["files"]}
-        for table, info in manifest["tables"].items()
-    }
+    found: dict[str, dict[str, list[str]]] = {}
+    for table, info in manifest["tables"].items():
+        for rel in info["files"]:
+            part = rel.split("/")[2].removeprefix("part=")
+            found.setdefault(table, {}).setdefault(part, []).append(rel)
+    return found
+
+
+# A partition's files: the one it was last written whole in, and a file per publish that added
+# rows to it since; past this many it is written whole again.
+MAX_PART_FILES = 8
+
+
+def net_changes(conn: duckdb.DuckDBPyConnection, table: str, log: str) -> None:
+    """Temp tables `net_removed` and `net_added`: the rows `table` lost and gained since the last
+    publish (its change log, each side net of the other), with their partition in `_part`."""
+    cols = ", ".join(name for name, _ in _columns(conn, table))
+    part = part_expr(LAYOUTS[table])
+    for name, side in (("net_removed", "not _added"), ("net_added", "_added")):
+        other = "_added" if side == "not _added" else "not _added"
+        conn.execute(
+            f"create or replace temp table {name} as select *, {part} as _part from ("
+            f"select {cols} from {log} where {side} "
+            f"except all select {cols} from {log} where {other})"
+        )
+
+
+def _abs_paths(warehouse: Path, files: list[str]) -> list[str]:
+    """Absolute paths of data files, escaped for DuckDB's globbing."""
+    return [glob.escape(str(warehouse / rel)) for rel in files]
+
+
+def append_added(
+    conn: duckdb.DuckDBPyConnection,
+    warehouse: Path,
+    table: str,
+    part: str,
+    files: list[str],
+    tag: str,
+    options: str,
+) -> tuple[list[str], bool] | None:
+    """A changed partition as its files plus one of its added rows (`net_changes`), when none of
+    its removed rows is in its files; None when it must be written whole instead (a removed row
+    is in its files, it has too many files, or the files' rows would not add up to the table's).
+    Returns the files and whether one was written."""
+    if not files or len(files) >= MAX_PART_FILES:
+        return None
+    layout, grain = LAYOUTS[table], models.catalog()[table].grain
+    paths = _abs_paths(warehouse, files)
+    removed = "(select * from net_removed where _part = $part)"
+    if conn.execute(f"select count(*) from {removed}", {"part": part}).fetchall()[0][0]:
+        match = " and ".join(f"f.{c} is not distinct from r.{c}" for c in grain)
+        hits = conn.execute(
+            f"select count(*) from read_parquet($paths, hive_partitioning = false) as f "
+            f"semi join {removed} as r on {match}",
+            {"paths": paths, "part": part},
+        ).fetchall()[0][0]
+        if hits:
+            return None
+    written = False
+    out = list(files)
+    quoted = part.replace("'", "''")
+    added = (
+        f"select * exclude (_part) from net_added where _part = '{quoted}' "
+        f"order by {layout.order_by}"
+    )
+    rel, new = _write_partition(conn, warehouse, table, part, tag, options, added)
+    if rel is not None:
+        out.append(rel)
+        written = new
+    # the partition's files must hold exactly the table's rows of it
+    have = conn.execute(
+        "select coalesce(sum(num_rows), 0) from parquet_file_metadata($paths)",
+        {"paths": _abs_paths(warehouse, out)},
+    ).fetchall()[0][0]
+    want = conn.execute(
+        f"select count(*) from {table} where {_partition_filter(layout, part)}"
+    ).fetchall()[0][0]
+    return (out, written) if have == want else None
 
 
 def publish_table(
@@ -161,27 +239,41 @@ def publish_table(
     table: str,
     tag: str,
     dirty: set[str] | None = None,
-    previous: dict[str, str] | None = None,
+    previous: dict[str, list[str]] | None = None,
+    log: str | None = None,
 ) -> tuple[list[str], int, int]:
     """Write the changed partitions of one table; returns (files, written, reused).
 
     With `dirty` (the partitions an incremental transform touched) and the previous snapshot's
     files, untouched partitions are taken over as they are, without reading them, and only the
-    touched ones are written. Otherwise every partition is written; a file whose bytes an
-    earlier snapshot already holds is shared, not replaced.
+    touched ones are written: with the table's change `log`, as their files plus one of their
+    added rows where that suffices (`append_added`), else whole. Without them every partition
+    is written; a file whose bytes an earlier snapshot already holds is shared, not replaced.
     """
     layout = LAYOUTS[table]
-    kept: dict[str, str] = {}
+    kept: dict[str, list[str]] = {}
     if dirty is not None and previous is not None:
         kept = {p: f for p, f in previous.items() if p not in dirty and p != "empty"}
         todo = sorted(dirty)
     else:
         rows = conn.execute(f"select distinct {part_expr(layout)} from {table}").fetchall()
         todo = sorted(row[0] for row in rows)
-    files = list(kept.values())
-    written, reused = 0, len(kept)
+    files = [f for part_files in kept.values() for f in part_files]
+    written, reused = 0, len(files)
     options = _copy_options(conn, table)
+    if log is not None and todo:
+        net_changes(conn, table, log)
     for part in todo:
+        appended = None
+        if log is not None and previous is not None:
+            appended = append_added(
+                conn, warehouse, table, part, previous.get(part, []), tag, options
+            )
+        if appended is not None:
+            files += appended[0]
+            written += appended[1]
+            reused += len(appended[0]) - appended[1]
+            continue
         rel, new = _write_partition(conn, warehouse, table, part, tag, options)
         if rel is not None:
             files.append(rel)
@@ -303,11 +395,13 @@ def write_tables(
     snapshot_id: str,
     dirty: dict[str, set[str]] | None = None,
     into: PublishResult | None = None,
+    logs: dict[str, str] | None = None,
 ) -> PublishResult:
     """Write the changed partitions of tables (sharing unchanged ones) into a snapshot's listing.
 
-    `dirty` maps tables maintained incrementally to the partitions they changed in; `into` is a
-    listing to add the tables to (a snapshot written in several steps).
+    `dirty` maps tables maintained incrementally to the partitions they changed in; `logs` maps
+    tables to their change logs; `into` is a listing to add the tables to (a snapshot written in
+    several steps).
     """
     result = into or PublishResult(snapshot_id, 0, 0, {"tables": {}})
     previous = previous_parts(warehouse) if dirty else {}
@@ -317,7 +411,8 @@ def write_tables(
         known = previous.get(table)
         if hint is None or known is None:
             hint = known = None
-        files, w, r = publish_table(conn, warehouse, table, snapshot_id, hint, known)
+        log = (logs or {}).get(table) if hint is not None else None
+        files, w, r = publish_table(conn, warehouse, table, snapshot_id, hint, known, log)
         rows = conn.execute(f"select count(*) from {table}").fetchall()[0][0]
         result.manifest["tables"][table] = {
             "files": files,

@@ -40,7 +40,9 @@ from metrics_etl.run.plan import (
 )
 from metrics_etl.serve import segments
 from metrics_etl.state import (
+    change_log,
     disk_full,
+    drop_change_logs,
     get_state,
     mark_published,
     reset_state,
@@ -231,6 +233,7 @@ def begin_transform(conn: duckdb.DuckDBPyConnection, summary: RunSummary) -> inc
     if incremental_mode:
         return incremental.begin(conn, get_state(conn, "as_of"))
     set_state(conn, "all_dirty", "true")
+    drop_change_logs(conn)  # everything is published whole
     return None
 
 
@@ -339,12 +342,10 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
     summary.snapshot_id = summary.snapshot_id or new_snapshot_id()
     summary.status = "published"
     with writer.attempt() as conn:
+        tables = [*transform.published_models(), "rejects", "file_stats"]
+        logs = {t: log for t in tables if (log := change_log(conn, t)) is not None}
         result = publish.write_tables(
-            conn,
-            warehouse,
-            [*transform.published_models(), "rejects", "file_stats"],
-            summary.snapshot_id,
-            dirty_partitions(conn),
+            conn, warehouse, tables, summary.snapshot_id, dirty_partitions(conn), logs=logs
         )
         summary.partitions_written = result.written + 1  # and the `runs` file written below
         summary.partitions_reused = result.reused
