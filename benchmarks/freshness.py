@@ -9,11 +9,17 @@ production. Per size: one full build (the scale to compare against), then rounds
 - `0.1% recent`: ~0.1% new events per event stream, all within the last hour of the data (what
   a scheduled run usually finds).
 
-Each round lands its files, runs `metrics-etl run` (PREFECT_API_URL set), and polls the API
-until it answers from the run's snapshot (the `X-Snapshot-Id` header names it). The time is
-split into run start-up (the command's wall time outside the pipeline), the pipeline's own
-steps (from the run's summary in the `runs` table) and the server's switch (from the
-snapshot's publish until the first answer from it). Results: benchmarks/results/freshness.json.
+Each round lands its files and has them run in one of two ways (`--modes`):
+
+- `run`: a `metrics-etl run` process per run (PREFECT_API_URL set), as cron would;
+- `watch`: a `metrics-etl watch --poll 0.1` process that stays up and runs the flow in-process
+  when files land (the start-up is paid once).
+
+It polls the API until it answers from the run's snapshot (the `X-Snapshot-Id` header names it).
+The time from landing to that answer is split into the pipeline's steps up to its publish (from
+the run's summary in the `runs` table), the server's switch (from the snapshot's publish until
+the first answer from it), and the rest, `outside`: process start-up and Prefect's flow run (run),
+or the poll and Prefect's flow run (watch). Results: benchmarks/results/freshness.json.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from run import EVENT_STREAMS, ensure_raw, log  # noqa: E402
 
 CLI = [sys.executable, "-m", "metrics_etl.cli"]
 STEPS = ("ingest", "transform", "audit", "publish", "clean-up")
+MODES = ("run", "watch")
+POLL_S = 0.1  # the watch's poll interval
 CASES = {"1% spread": (1.0, False), "0.1% recent": (0.1, True)}
 KEY_OFFSET = 2_000_000_000_000  # new events' keys: above every generated key, one range per round
 
@@ -94,11 +102,15 @@ def stage(raw: Path, out: Path, percent: float, recent: bool, round_no: int) -> 
     return lines
 
 
-def step_seconds(output: str) -> dict[str, float]:
-    """The pipeline's step times from the run summary's `time:` line."""
-    line = next(x for x in output.splitlines() if x.strip().startswith("time:"))
-    pairs = (item.strip().rsplit(" ", 1) for item in line.split(":", 1)[1].split(","))
-    return {name: float(value.rstrip("s")) for name, value in pairs}
+def run_seconds(warehouse: Path, snapshot: str) -> dict[str, float]:
+    """The pipeline's step times of the run that published a snapshot (its `runs` row)."""
+    conn = duckdb.connect()
+    rows = conn.execute(
+        "select summary from read_parquet(?) where snapshot_id = ?",
+        [str(warehouse / "snapshots" / snapshot / "tables" / "runs" / "*.parquet"), snapshot],
+    ).fetchall()
+    conn.close()
+    return json.loads(rows[0][0])["seconds"]
 
 
 def served_snapshot(base: str, key: str, path: str) -> str | None:
@@ -128,27 +140,76 @@ def first_new_answer(probe: tuple[str, str, str], old: str | None, stop: threadi
     return seen
 
 
-def one_round(
-    raw: Path, warehouse: Path, env: dict[str, str], probe: tuple[str, str, str], staged: Path
-) -> dict[str, Any]:
-    """Land staged files, run, and note when the API first answers from the new snapshot (it
-    is polled from the moment the files land, so the switch is timed while the run ends)."""
-    stop = threading.Event()
-    seen = first_new_answer(probe, served_snapshot(*probe), stop)
+def land(staged: Path, raw: Path) -> None:
+    """Move staged files into the raw folder, each landing whole (renamed into place)."""
     for src in staged.rglob("*.jsonl"):
         dest = raw / src.relative_to(staged)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest.with_suffix(".tmp"))
-        os.replace(dest.with_suffix(".tmp"), dest)  # the file lands whole
-    landed = time.monotonic()
-    done = subprocess.run(
-        [*CLI, "run", "--raw", str(raw), "--warehouse", str(warehouse)],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
+        os.replace(dest.with_suffix(".tmp"), dest)
+
+
+class Watcher:
+    """A `metrics-etl watch` process; counts the runs it has finished (from its output)."""
+
+    def __init__(self, raw: Path, warehouse: Path, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [*CLI, "watch", "--raw", str(raw), "--warehouse", str(warehouse), "--poll", str(POLL_S)],
+                env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def finished(self) -> int:
+        """Runs finished so far (each prints a summary with its `time:` line)."""
+        return self.log.read_text(errors="replace").count("  time: ")
+
+    def wait_for_run(self, count: int, timeout: float = 600) -> None:
+        """Wait until `count` runs have finished."""
+        deadline = time.monotonic() + timeout
+        while self.finished() < count:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(
+                    f"metrics-etl watch stopped or stalled:\n{self.log.read_text()[-3000:]}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM, then wait."""
+        self.process.terminate()
+        self.process.wait(timeout=120)
+
+
+def one_round(
+    mode: str,
+    raw: Path,
+    warehouse: Path,
+    env: dict[str, str],
+    probe: tuple[str, str, str],
+    staged: Path,
+    watcher: Watcher | None,
+) -> dict[str, Any]:
+    """Land staged files, have them run (a `metrics-etl run` process, or the running watch), and
+    note when the API first answers from the new snapshot (polled from the moment the files land,
+    so the switch is timed while the run ends)."""
+    stop = threading.Event()
+    seen = first_new_answer(probe, served_snapshot(*probe), stop)
+    before = watcher.finished() if watcher else 0
+    land(staged, raw)
+    landed, landed_wall = time.monotonic(), time.time()
+    if watcher is None:
+        done = subprocess.run(
+            [*CLI, "run", "--raw", str(raw), "--warehouse", str(warehouse)],
+            env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode != 0:
+            stop.set()
+            raise SystemExit(
+                f"metrics-etl run failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+            )
+    else:
+        watcher.wait_for_run(before + 1)
     ran = time.monotonic()
-    if done.returncode != 0:
-        stop.set()
-        raise SystemExit(f"metrics-etl run failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     snapshot = Path(os.readlink(warehouse / "current")).name
     # the manifest is the publish's last write before `current` switches (wall clock)
     published = (warehouse / "current" / "manifest.json").stat().st_mtime
@@ -156,19 +217,27 @@ def one_round(
     stop.set()
     if seen.get("snapshot") != snapshot:
         raise SystemExit(f"the server did not answer from {snapshot} within 300 s")
-    seconds = step_seconds(done.stdout)
-    wall = ran - landed
+    seconds = run_seconds(warehouse, snapshot)
+    steps = {f"{step}_s": seconds.get(step, 0.0) for step in STEPS}
+    freshness = seen["at"] - landed
+    switch = max(0.0, seen["wall"] - published)
+    before_publish = sum(v for k, v in steps.items() if k != "clean-up_s")
     return {
-        "freshness_s": seen["at"] - landed,
-        "run_wall_s": wall,
-        "startup_s": wall - seconds.get("total", wall),
-        **{f"{step}_s": seconds.get(step, 0.0) for step in STEPS},
-        "switch_s": max(0.0, seen["wall"] - published),
+        "freshness_s": freshness,
+        "run_wall_s": ran - landed,
+        # landing to the first answer, less the pipeline's steps to its publish and the switch:
+        # process start-up and Prefect's flow run (run), or the poll and Prefect's flow run (watch)
+        "outside_s": max(0.0, freshness - before_publish - switch),
+        "published_after_s": published - landed_wall,
+        **steps,
+        "switch_s": switch,
         "snapshot": snapshot,
     }
 
 
-def bench_size(size: int, work: Path, rounds: int, env: dict[str, str]) -> dict[str, Any]:
+def bench_size(
+    size: int, work: Path, rounds: int, env: dict[str, str], modes: list[str]
+) -> dict[str, Any]:
     """One size: a full build, then rounds of each case against a running server."""
     raw = ensure_raw(work, size)
     warehouse = work / f"fresh-wh-{size}"
@@ -204,24 +273,37 @@ def bench_size(size: int, work: Path, rounds: int, env: dict[str, str]) -> dict[
         f"/api/v4/analytics/reports_read?channel_id={channel}"
         "&start_date=2000-01-01&end_date=2100-01-01",
     )
-    results: dict[str, list[dict[str, Any]]] = {case: [] for case in CASES}
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {
+        mode: {case: [] for case in CASES} for mode in modes
+    }
+    watcher = None
     try:
         while served_snapshot(*probe) is None:
             time.sleep(0.1)
-        for round_no in range(rounds):
-            for case, (percent, recent) in CASES.items():
-                staged = work / f"fresh-staged-{size}"
-                shutil.rmtree(staged, ignore_errors=True)
-                index = round_no * len(CASES) + list(CASES).index(case)
-                lines = stage(raw, staged, percent, recent, index)
-                result = one_round(raw, warehouse, env, probe, staged)
-                result["new_events"] = lines
-                results[case].append(result)
-                log(
-                    f"{size:,} {case} round {round_no + 1}: {result['freshness_s']:.2f} s "
-                    f"({100 * result['freshness_s'] / full:.1f}% of the full build)"
-                )
+        for mode in modes:
+            if mode == "watch":
+                watcher = Watcher(raw, warehouse, env, work / f"fresh-watch-{size}.log")
+            for round_no in range(rounds):
+                for case, (percent, recent) in CASES.items():
+                    staged = work / f"fresh-staged-{size}"
+                    shutil.rmtree(staged, ignore_errors=True)
+                    index = (MODES.index(mode) * rounds + round_no) * len(CASES) + list(
+                        CASES
+                    ).index(case)
+                    lines = stage(raw, staged, percent, recent, index)
+                    result = one_round(mode, raw, warehouse, env, probe, staged, watcher)
+                    result["new_events"] = lines
+                    results[mode][case].append(result)
+                    log(
+                        f"{size:,} {mode} {case} round {round_no + 1}: {result['freshness_s']:.2f} s "
+                        f"({100 * result['freshness_s'] / full:.1f}% of the full build)"
+                    )
+            if watcher is not None:
+                watcher.stop()
+                watcher = None
     finally:
+        if watcher is not None:
+            watcher.stop()
         server.terminate()
         server.wait(timeout=30)
         for landed in raw.rglob("fresh-*.jsonl"):  # the raw folder is shared with run.py
@@ -233,6 +315,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000,10000000")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--modes", default=",".join(MODES), help="run (a process per run), watch")
     parser.add_argument(
         "--work", type=Path, default=Path(tempfile.gettempdir()) / "metrics-etl-bench"
     )
@@ -245,7 +328,7 @@ def main() -> int:
     out: dict[str, Any] = {}
     try:
         for size in (int(s) for s in args.sizes.split(",")):
-            out[str(size)] = bench_size(size, args.work, args.rounds, env)
+            out[str(size)] = bench_size(size, args.work, args.rounds, env, args.modes.split(","))
     finally:
         prefect.terminate()
         prefect.wait(timeout=60)
@@ -254,11 +337,16 @@ def main() -> int:
     (results / "freshness.json").write_text(json.dumps(out, indent=1))
     for size, data in out.items():
         print(f"\n{int(size):,} events: full build {data['full_build_s']:.1f} s")
-        for case, rows in data["cases"].items():
-            med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.endswith("_s")}
-            share = 100 * med["freshness_s"] / data["full_build_s"]
-            parts = ", ".join(f"{k[:-2]} {v:.2f}" for k, v in med.items() if k != "freshness_s")
-            print(f"  {case}: {med['freshness_s']:.2f} s median ({share:.1f}%): {parts}")
+        for mode, cases in data["cases"].items():
+            for case, rows in cases.items():
+                med = {
+                    k: statistics.median(r[k] for r in rows) for k in rows[0] if k.endswith("_s")
+                }
+                share = 100 * med["freshness_s"] / data["full_build_s"]
+                parts = ", ".join(f"{k[:-2]} {v:.2f}" for k, v in med.items() if k != "freshness_s")
+                print(
+                    f"  {mode}, {case}: {med['freshness_s']:.2f} s median ({share:.1f}%): {parts}"
+                )
     return 0
 
 

@@ -92,7 +92,24 @@ def mark_published(conn: duckdb.DuckDBPyConnection) -> None:
     drop_change_logs(conn)
     set_state(conn, "all_dirty", "false")
     set_state(conn, "dirty", "false")
+    set_state(conn, "publishing", "")
     conn.execute("commit")
+
+
+def mark_publishing(conn: duckdb.DuckDBPyConnection, snapshot_id: str) -> None:
+    """Note the snapshot about to become `current` (see recover_publish)."""
+    set_state(conn, "publishing", snapshot_id)
+
+
+def recover_publish(conn: duckdb.DuckDBPyConnection, current_id: str | None) -> bool:
+    """Finish a run that stopped after switching `current` to its snapshot but before marking
+    it published: its changes are served, so they are no longer pending (the change logs and
+    the publish's previous snapshot then agree again). Returns whether there was one."""
+    pending = get_state(conn, "publishing")
+    if pending and pending == current_id:
+        mark_published(conn)
+        return True
+    return False
 
 
 # -- change logs: the rows each published table lost and gained since the last publish ------

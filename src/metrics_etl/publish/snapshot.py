@@ -146,12 +146,17 @@ def _write_partition(
     return rel, True
 
 
+def current_manifest(warehouse: Path) -> dict | None:
+    """The current snapshot's manifest, or None when nothing is published."""
+    current = current_snapshot(warehouse)
+    return None if current is None else json.loads((current / "manifest.json").read_text())
+
+
 def previous_parts(warehouse: Path) -> dict[str, dict[str, list[str]]]:
     """table -> partition -> files, from the current snapshot's manifest."""
-    current = current_snapshot(warehouse)
-    if current is None:
+    manifest = current_manifest(warehouse)
+    if manifest is None:
         return {}
-    manifest = json.loads((current / "manifest.json").read_text())
     found: dict[str, dict[str, list[str]]] = {}
     for table, info in manifest["tables"].items():
         for rel in info["files"]:

@@ -45,6 +45,8 @@ from metrics_etl.state import (
     drop_change_logs,
     get_state,
     mark_published,
+    mark_publishing,
+    recover_publish,
     reset_state,
     set_state,
     writer_lock,
@@ -343,14 +345,18 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
     summary.status = "published"
     with writer.attempt() as conn:
         tables = [*transform.published_models(), "rejects", "file_stats"]
+        dirty = dirty_partitions(conn)
         logs = {t: log for t in tables if (log := change_log(conn, t)) is not None}
-        result = publish.write_tables(
-            conn, warehouse, tables, summary.snapshot_id, dirty_partitions(conn), logs=logs
-        )
+        previous = publish.current_manifest(warehouse)
+        result = publish.write_tables(conn, warehouse, tables, summary.snapshot_id, dirty, logs=logs)
         summary.partitions_written = result.written + 1  # and the `runs` file written below
         summary.partitions_reused = result.reused
         segments_started = time.monotonic()
-        listing, seg_written, seg_reused = segments.write_segments(conn, warehouse)
+        # the source tables that changed since the previous snapshot, with their change logs
+        changed = None if dirty is None else {t: logs.get(t) for t, parts in dirty.items() if parts}
+        entries, seg_written, seg_reused = segments.write_segments(
+            conn, warehouse, changed, previous
+        )
         summary.seconds["segments"] = round(time.monotonic() - segments_started, 3)
         summary.seconds["publish"] = round(time.monotonic() - started, 3)
         conn.execute("delete from runs where run_id = ?", [summary.run_id])
@@ -361,8 +367,9 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
         "as_of": summary.as_of,
         "published_at": datetime.now(UTC).isoformat(),
         "segment_buckets": segments.BUCKETS,
-        "segments": listing,
+        **entries,
     }
+    mark_publishing(writer.conn, summary.snapshot_id)
     publish.finish(warehouse, result, info)
     _log().info(
         "snapshot %s: %d partitions written, %d reused; %d serving segments written, %d reused "
@@ -406,6 +413,8 @@ def run(raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool) 
         with writer_lock(warehouse, cfg.lock_timeout_s), progress.Display() as display:
             writer = Writer(warehouse)
             try:
+                if recover_publish(writer.conn, publish.current_id(warehouse)):
+                    _log().info("the previous run's snapshot was published: marked so now")
                 todo, track = plan_task(writer, found, summary)
                 with display.bar("ingest", len(todo), "files") as bar:
                     for stream, files in load.by_stream(todo).items():

@@ -13,6 +13,8 @@ views for integers, Arrow arrays for strings. Nothing is copied or decompressed 
 A segment is named by a hash of the rows it is built from (their count and the sum of their
 row hashes, per source table, computed by DuckDB) and of the format version, so a run rewrites
 only the segments whose rows changed; the others are the previous snapshot's files, reused.
+The counts and sums are kept in the manifest, and a run updates them from the change logs of
+the tables it changed (sums add up), reading only the rows that changed.
 The manifest lists them under "segments"; clean-up keeps every file a manifest lists.
 """
 
@@ -112,31 +114,86 @@ def segment_name(part: str, bucket: int | None) -> str:
     return part if bucket is None else f"{part}/{bucket:02d}"
 
 
-def source_hashes(conn: duckdb.DuckDBPyConnection) -> tuple[dict[str, str], dict[str, int]]:
+# Per source table, per channel bucket (-1: a whole part's table), its rows and the sum of their
+# row hashes: [rows, sum] (the sum as a decimal string). Kept in the manifest ("segment_sources"),
+# so a run updates them from its change logs instead of reading every table again.
+Sums = dict[str, dict[str, list]]
+
+
+def _whole_tables() -> set[str]:
+    """Tables read whole into a part (dims, report stats)."""
+    return {t for _, tables in WHOLE.values() for t in tables}
+
+
+def source_tables() -> list[str]:
+    """Every table a segment is built from."""
+    channel = {s.table for sources in SOURCES.values() for s in sources.values()}
+    return sorted(channel | _whole_tables())
+
+
+def _sums(conn: duckdb.DuckDBPyConnection, table: str, relation: str) -> dict[str, list]:
+    """Rows and row-hash sum per bucket of a relation holding `table`'s columns."""
+    bucket = "-1" if table in _whole_tables() else bucket_sql(BUCKETS)
+    rows = conn.execute(
+        f"select {bucket} as bucket, count(*), coalesce(sum(hash(t))::hugeint, 0)::varchar "
+        f"from {relation} as t group by all"
+    ).fetchall()
+    return {str(b): [n, digest] for b, n, digest in rows if n}
+
+
+def table_sums(
+    conn: duckdb.DuckDBPyConnection, changed: dict[str, str | None] | None, previous: Sums | None
+) -> Sums:
+    """Every source table's sums: carried over from `previous` for a table not in `changed`,
+    updated from its change log (`changed[table]`), or counted anew (no log, no previous sums,
+    or `changed` None: everything changed)."""
+    out: Sums = {}
+    for table in source_tables():
+        known = (previous or {}).get(table)
+        if changed is not None and known is not None and table not in changed:
+            out[table] = known
+            continue
+        log = changed.get(table) if changed is not None else None
+        if known is None or log is None:
+            out[table] = _sums(conn, table, table)
+            continue
+        sums = {b: [int(n), int(d)] for b, (n, d) in known.items()}
+        cols = "* exclude (_added)"
+        for sign, side in ((1, "_added"), (-1, "not _added")):
+            for b, (n, d) in _sums(conn, table, f"(select {cols} from {log} where {side})").items():
+                was = sums.setdefault(b, [0, 0])
+                sums[b] = [was[0] + sign * n, was[1] + sign * int(d)]
+        out[table] = {b: [n, str(d)] for b, (n, d) in sums.items() if n}
+    return out
+
+
+def source_hashes(sums: Sums) -> tuple[dict[str, str], dict[str, int]]:
     """Per segment name, a hash of the rows it is built from, and how many rows that is."""
     found: dict[str, list[tuple[str, int, str]]] = {}
     for part, sources in SOURCES.items():
         for bucket in range(BUCKETS):
             found[segment_name(part, bucket)] = []
         for table in sorted({s.table for s in sources.values()}):
-            rows = conn.execute(
-                f"select {bucket_sql(BUCKETS)} as bucket, count(*), sum(hash(t))::hugeint::varchar "
-                f"from {table} as t group by all"
-            ).fetchall()
-            for bucket, n, digest in rows:
+            for bucket, (n, digest) in sorted(sums[table].items(), key=lambda i: int(i[0])):
                 found[segment_name(part, int(bucket))].append((table, n, digest))
     for part, (_, tables) in WHOLE.items():
         found[part] = []
         for table in tables:
-            n, digest = conn.execute(
-                f"select count(*), coalesce(sum(hash(t))::hugeint, 0)::varchar from {table} as t"
-            ).fetchone()  # type: ignore[misc]
+            n, digest = sums[table].get("-1", [0, "0"])
             found[part].append((table, n, digest))
     hashes = {
         name: hashlib.sha256(json.dumps([VERSION, BUCKETS, name, items]).encode()).hexdigest()[:20]
         for name, items in found.items()
     }
     return hashes, {name: sum(n for _, n, _ in items) for name, items in found.items()}
+
+
+def previous_sums(manifest: dict | None) -> Sums | None:
+    """The sums a snapshot's manifest holds, if it was written with this layout."""
+    if manifest is None or manifest.get("segment_format") != [VERSION, BUCKETS]:
+        return None
+    sums = manifest.get("segment_sources")
+    return sums if isinstance(sums, dict) else None
 
 
 def write_segment(path: Path, obj: Any) -> None:
@@ -164,10 +221,18 @@ def _chunks(buckets: list[int], rows: list[int]) -> list[list[int]]:
     return groups
 
 
-def write_segments(conn: duckdb.DuckDBPyConnection, warehouse: Path) -> tuple[dict, int, int]:
+def write_segments(
+    conn: duckdb.DuckDBPyConnection,
+    warehouse: Path,
+    changed: dict[str, str | None] | None = None,
+    previous: dict | None = None,
+) -> tuple[dict, int, int]:
     """Write the segments whose rows changed (the others exist already); returns the manifest's
-    "segments" entry, and how many segments were written and reused."""
-    hashes, rows = source_hashes(conn)
+    entries ("segments", "segment_sources", "segment_format"), and how many segments were
+    written and reused. `changed` and `previous` (the current snapshot's manifest): see
+    `table_sums`."""
+    sums = table_sums(conn, changed, previous_sums(previous))
+    hashes, rows = source_hashes(sums)
     listing: dict[str, dict[str, Any]] = {}
     todo: dict[str, list[int]] = {}
     for name, digest in hashes.items():
@@ -190,7 +255,8 @@ def write_segments(conn: duckdb.DuckDBPyConnection, warehouse: Path) -> tuple[di
                     write_segment(warehouse / rel, obj)
                     written += 1
         fsync_dir(folder)
-    return listing, written, len(listing) - written
+    entries = {"segments": listing, "segment_sources": sums, "segment_format": [VERSION, BUCKETS]}
+    return entries, written, len(listing) - written
 
 
 # -- mapping -------------------------------------------------------------------------------
