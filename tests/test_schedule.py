@@ -324,7 +324,9 @@ def test_watch_runs_in_process_when_files_land_and_stops_cleanly(
     try:
         first = wait_for("the first snapshot", lambda: published(wh), watcher)
         jsonl(raw / "reports/r2.jsonl", [report(2, "2016-11-08T09:00:00Z")])
-        wait_for("a snapshot with the landed file", lambda: published(wh) not in (None, first), watcher)
+        wait_for(
+            "a snapshot with the landed file", lambda: published(wh) not in (None, first), watcher
+        )
         second = published(wh)
         rows = subprocess.run(
             [str(BIN / "metrics-etl"), "sql", "--warehouse", str(wh), "--format", "csv",

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from metrics_etl import state
 from metrics_etl.contract import STREAMS
 from metrics_etl.models import catalog as models
 from metrics_etl.models.build import (
@@ -52,7 +53,6 @@ from metrics_etl.models.build import (
     sorted_rows,
     substitute,
 )
-from metrics_etl import state
 from metrics_etl.settings import crash_point
 
 
@@ -361,7 +361,11 @@ class Run:
             "touched_groups",
             f"select distinct {groups} from old_{fact} union select distinct {groups} from new_{fact}",
         )
-        _temp(conn, "old_rows", f"select t.* from {model.name} t semi join touched_groups g on {match}")
+        _temp(
+            conn,
+            "old_rows",
+            f"select t.* from {model.name} t semi join touched_groups g on {match}",
+        )
         conn.execute(f"delete from {model.name} t using touched_groups g where {match}")
         _temp(
             conn, f"delta_{fact}", f"select * from {fact} t semi join touched_groups g on {match}"

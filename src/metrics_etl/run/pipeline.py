@@ -348,7 +348,9 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
         dirty = dirty_partitions(conn)
         logs = {t: log for t in tables if (log := change_log(conn, t)) is not None}
         previous = publish.current_manifest(warehouse)
-        result = publish.write_tables(conn, warehouse, tables, summary.snapshot_id, dirty, logs=logs)
+        result = publish.write_tables(
+            conn, warehouse, tables, summary.snapshot_id, dirty, logs=logs
+        )
         summary.partitions_written = result.written + 1  # and the `runs` file written below
         summary.partitions_reused = result.reused
         segments_started = time.monotonic()
