@@ -56,7 +56,7 @@ def run_once(raw: Path, warehouse: Path) -> plan.RunSummary | None:
 
     if plan.check(raw, warehouse, None, False) is not None:
         return None
-    state = etl(raw=str(raw), warehouse=str(warehouse), return_state=True)
+    state: Any = etl(raw=str(raw), warehouse=str(warehouse), return_state=True)
     if state.is_failed():
         raise UserError(state.message or "the run failed; see the log above")
     return plan.RunSummary(**state.result())

@@ -171,8 +171,8 @@ def source_hashes(sums: Sums) -> tuple[dict[str, str], dict[str, int]]:
     """Per segment name, a hash of the rows it is built from, and how many rows that is."""
     found: dict[str, list[tuple[str, int, str]]] = {}
     for part, sources in SOURCES.items():
-        for bucket in range(BUCKETS):
-            found[segment_name(part, bucket)] = []
+        for number in range(BUCKETS):
+            found[segment_name(part, number)] = []
         for table in sorted({s.table for s in sources.values()}):
             for bucket, (n, digest) in sorted(sums[table].items(), key=lambda i: int(i[0])):
                 found[segment_name(part, int(bucket))].append((table, n, digest))
