@@ -20,8 +20,8 @@ from metrics_etl import settings as settings_mod
 from metrics_etl.errors import UserError
 from metrics_etl.ingest import load
 from metrics_etl.ingest.discover import Discovery, RawFile
+from metrics_etl.models import audits, incremental
 from metrics_etl.models import build as transform
-from metrics_etl.models import incremental
 from metrics_etl.publish import snapshot as publish
 from metrics_etl.run import progress
 from metrics_etl.run.plan import (
@@ -53,8 +53,6 @@ from metrics_etl.state import (
 )
 
 __all__ = ["AuditFailed", "RunSummary", "format_summary", "new_summary", "open_writer", "run"]
-
-AUDIT_DIR = transform.SQL_DIR / "audits"
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:
@@ -296,12 +294,13 @@ def finish_transform(
     set_state(conn, "transform_complete", "true")
 
 
-def run_audits(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
-    """Run every audit; returns failing rows per audit (empty lists when all pass)."""
-    return {
-        path.stem: conn.execute(path.read_text()).fetchall()
-        for path in sorted(AUDIT_DIR.glob("*.sql"))
-    }
+def changed_tables(conn: duckdb.DuckDBPyConnection) -> dict[str, str | None] | None:
+    """The published tables changed since the last publish, each with its change log (None:
+    changed without one); None when everything is to be published whole."""
+    dirty = dirty_partitions(conn)
+    if dirty is None:
+        return None
+    return {table: change_log(conn, table) for table, parts in dirty.items() if parts}
 
 
 @task(name="audit", cache_policy=NONE)
@@ -309,7 +308,8 @@ def audit_task(writer: Writer, summary: RunSummary) -> None:
     """Fail the run, publishing nothing, when an audit returns rows."""
     started = time.monotonic()
     with writer.attempt() as conn:
-        results = run_audits(conn)
+        changed = changed_tables(conn)
+        results = audits.run_audits(conn, changed)
     summary.audits = {name: len(rows) for name, rows in results.items()}
     summary.seconds["audit"] = round(time.monotonic() - started, 3)
     _log().info(
@@ -346,7 +346,8 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
     with writer.attempt() as conn:
         tables = [*transform.published_models(), "rejects", "file_stats"]
         dirty = dirty_partitions(conn)
-        logs = {t: log for t in tables if (log := change_log(conn, t)) is not None}
+        changed = changed_tables(conn)
+        logs = {t: log for t, log in (changed or {}).items() if log is not None}
         previous = publish.current_manifest(warehouse)
         result = publish.write_tables(
             conn, warehouse, tables, summary.snapshot_id, dirty, logs=logs
@@ -354,8 +355,6 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
         summary.partitions_written = result.written + 1  # and the `runs` file written below
         summary.partitions_reused = result.reused
         segments_started = time.monotonic()
-        # the source tables that changed since the previous snapshot, with their change logs
-        changed = None if dirty is None else {t: logs.get(t) for t, parts in dirty.items() if parts}
         entries, seg_written, seg_reused = segments.write_segments(
             conn, warehouse, changed, previous
         )

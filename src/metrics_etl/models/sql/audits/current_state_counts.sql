@@ -1,6 +1,7 @@
 -- current_state_counts: facts match direct counts over the current state, and a fact table is
 -- not empty when its sources have rows that qualify.
 -- returns: one row per subject whose published count differs from the current-state count
+-- scope: all (whole-table counts, cheap)
 with current_reports as (
     select * from int_current_reports
 ),

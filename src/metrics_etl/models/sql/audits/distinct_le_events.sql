@@ -3,6 +3,7 @@
 -- set of hours the distinct keys, counted as rows, never exceed the events summed (checked per
 -- row: one filtered scan instead of a grouping of every channel and hour).
 -- returns: one row per rollup row that breaks the bound (subject, channel_id, hour_start, counts)
+-- scope: keys (a failing rollup row was added since the last audit)
 with reads as (
     select
         'reads' as subject,

@@ -1,5 +1,7 @@
--- rollup_totals: every hourly rollup adds up to the facts it summarizes, per channel.
--- returns: one row per (rollup, channel_id) whose total differs from the fact count
+-- rollup_totals: every hourly rollup adds up to the facts it summarizes, per channel (a channel
+-- with facts and no rollup rows, or rollup rows and no facts, fails too).
+-- returns: one row per (subject, rollup, channel_id) whose total differs from the fact count
+-- scope: channels (a channel whose totals differ has a changed row)
 with fact_counts as (
     select
         'reports' as subject,
@@ -49,6 +51,7 @@ with fact_counts as (
 rollup_counts as (
     select
         'reports' as subject,
+        'agg_reports_hourly' as rollup_table,
         channel_id,
         sum(report_count) as n
     from agg_reports_hourly
@@ -56,6 +59,7 @@ rollup_counts as (
     union all
     select
         'reports' as subject,
+        'agg_reports_by_user_hourly' as rollup_table,
         channel_id,
         sum(report_count) as n
     from agg_reports_by_user_hourly
@@ -63,6 +67,7 @@ rollup_counts as (
     union all
     select
         'reports_with_state' as subject,
+        'agg_reports_by_state_hourly' as rollup_table,
         channel_id,
         sum(report_count) as n
     from agg_reports_by_state_hourly
@@ -70,6 +75,7 @@ rollup_counts as (
     union all
     select
         'selections' as subject,
+        'agg_report_selections_hourly' as rollup_table,
         channel_id,
         sum(report_count) as n
     from agg_report_selections_hourly
@@ -77,6 +83,7 @@ rollup_counts as (
     union all
     select
         'reads' as subject,
+        'agg_reads_hourly' as rollup_table,
         channel_id,
         sum(read_count) as n
     from agg_reads_hourly
@@ -84,6 +91,7 @@ rollup_counts as (
     union all
     select
         'deliveries' as subject,
+        'agg_deliveries_hourly' as rollup_table,
         channel_id,
         sum(delivery_count) as n
     from agg_deliveries_hourly
@@ -91,23 +99,67 @@ rollup_counts as (
     union all
     select
         'opened' as subject,
+        'agg_deliveries_hourly' as rollup_table,
         channel_id,
         sum(opened_count) as n
     from agg_deliveries_hourly
     group by all
 ),
 
+summarized_by as (
+    select
+        'reports' as subject,
+        'agg_reports_hourly' as rollup_table
+    union all
+    select
+        'reports' as subject,
+        'agg_reports_by_user_hourly' as rollup_table
+    union all
+    select
+        'reports_with_state' as subject,
+        'agg_reports_by_state_hourly' as rollup_table
+    union all
+    select
+        'selections' as subject,
+        'agg_report_selections_hourly' as rollup_table
+    union all
+    select
+        'reads' as subject,
+        'agg_reads_hourly' as rollup_table
+    union all
+    select
+        'deliveries' as subject,
+        'agg_deliveries_hourly' as rollup_table
+    union all
+    select
+        'opened' as subject,
+        'agg_deliveries_hourly' as rollup_table
+),
+
+expected as (
+    select
+        fact_counts.subject,
+        summarized_by.rollup_table,
+        fact_counts.channel_id,
+        fact_counts.n
+    from fact_counts
+    inner join summarized_by
+        on fact_counts.subject = summarized_by.subject
+),
+
 final as (
     select
-        rollup_counts.subject,
-        rollup_counts.channel_id,
-        rollup_counts.n as rollup_total,
-        coalesce(fact_counts.n, 0) as fact_total
+        coalesce(rollup_counts.subject, expected.subject) as subject,
+        coalesce(rollup_counts.rollup_table, expected.rollup_table) as rollup_table,
+        coalesce(rollup_counts.channel_id, expected.channel_id) as channel_id,
+        coalesce(rollup_counts.n, 0) as rollup_total,
+        coalesce(expected.n, 0) as fact_total
     from rollup_counts
-    left join fact_counts
-        on rollup_counts.subject = fact_counts.subject
-        and rollup_counts.channel_id = fact_counts.channel_id
-    where rollup_counts.n <> coalesce(fact_counts.n, 0)
+    full outer join expected
+        on rollup_counts.subject = expected.subject
+        and rollup_counts.rollup_table = expected.rollup_table
+        and rollup_counts.channel_id = expected.channel_id
+    where coalesce(rollup_counts.n, 0) <> coalesce(expected.n, 0)
 )
 
 select * from final
