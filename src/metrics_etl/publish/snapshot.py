@@ -184,11 +184,6 @@ def net_changes(conn: duckdb.DuckDBPyConnection, table: str, log: str) -> None:
         )
 
 
-def _abs_paths(warehouse: Path, files: list[str]) -> list[str]:
-    """Absolute paths of data files, escaped for DuckDB's globbing."""
-    return [glob.escape(str(warehouse / rel)) for rel in files]
-
-
 def append_added(
     conn: duckdb.DuckDBPyConnection,
     warehouse: Path,
@@ -198,31 +193,22 @@ def append_added(
     tag: str,
     options: str,
 ) -> tuple[list[str], bool] | None:
-    """A changed partition as its files plus one of its added rows (`net_changes`), when none of
-    its removed rows is in its files; None when it must be written whole instead (a removed row
-    is in its files, it has too many files, or the files' rows would not add up to the table's).
-    Returns the files and whether one was written."""
+    """A changed partition as its files plus one of its added rows (`net_changes`), when it only
+    gained rows; None when it must be written whole instead: it lost a row (which is in one of
+    its files: the change log starts at the current snapshot), it has too many files, or its
+    files' rows would not add up to the table's. Returns the files and whether one was written."""
     if not files or len(files) >= MAX_PART_FILES:
         return None
-    layout, grain = LAYOUTS[table], models.catalog()[table].grain
-    paths = _abs_paths(warehouse, files)
-    removed = "(select * from net_removed where _part = $part)"
-    if conn.execute(f"select count(*) from {removed}", {"part": part}).fetchall()[0][0]:
-        match = " and ".join(f"f.{c} is not distinct from r.{c}" for c in grain)
-        hits = conn.execute(
-            f"select count(*) from read_parquet($paths, hive_partitioning = false) as f "
-            f"semi join {removed} as r on {match}",
-            {"paths": paths, "part": part},
-        ).fetchall()[0][0]
-        if hits:
-            return None
-    written = False
-    out = list(files)
+    layout = LAYOUTS[table]
     quoted = part.replace("'", "''")
+    removed = f"select count(*) from net_removed where _part = '{quoted}'"
+    if conn.execute(removed).fetchall()[0][0]:
+        return None
     added = (
         f"select * exclude (_part) from net_added where _part = '{quoted}' "
         f"order by {layout.order_by}"
     )
+    out, written = list(files), False
     rel, new = _write_partition(conn, warehouse, table, part, tag, options, added)
     if rel is not None:
         out.append(rel)
@@ -230,7 +216,7 @@ def append_added(
     # the partition's files must hold exactly the table's rows of it
     have = conn.execute(
         "select coalesce(sum(num_rows), 0) from parquet_file_metadata($paths)",
-        {"paths": _abs_paths(warehouse, out)},
+        {"paths": [glob.escape(str(warehouse / rel)) for rel in out]},
     ).fetchall()[0][0]
     want = conn.execute(
         f"select count(*) from {table} where {_partition_filter(layout, part)}"
