@@ -773,3 +773,46 @@ def test_the_parallel_scan_loads_what_the_block_reader_loads(
     assert conn.execute(
         "select count(*) from raw_reads where _file = 'reads/plain.jsonl'"
     ).fetchall() == [(4,)]
+
+
+def test_the_parallel_scan_numbers_lines_in_file_order_across_buffers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines are numbered in file order however many buffers the scan reads in parallel."""
+    import gzip
+
+    raw = tmp_path / "raw"
+    base_world(raw)
+    (raw / "reads").mkdir()
+    rows = [
+        json.dumps(
+            {"read_id": i, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}
+        ).encode()
+        if i % 997
+        else b""
+        for i in range(1, 30_001)
+    ]
+    (raw / "reads/big.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+    (raw / "reads/big2.jsonl.gz").write_bytes(gzip.compress(b"\n".join(rows[::-1])))
+    monkeypatch.setattr(loading, "SCAN_LINE_BYTES", 1 << 12)
+    monkeypatch.setattr(loading, "SCAN_BUFFER_BYTES", 1 << 16)  # 40 buffers a file
+    refused: list[str] = []
+    scanned = loading._load_scanned
+
+    def watched(conn, stream, raw_file, *args):  # type: ignore[no-untyped-def]
+        try:
+            return scanned(conn, stream, raw_file, *args)
+        except loading.NotVouched:
+            refused.append(raw_file.rel)
+            raise
+
+    monkeypatch.setattr(loading, "_load_scanned", watched)
+    conn, _ = load(raw, tmp_path / "wh")
+    assert not refused
+    wrong = conn.execute(
+        "select count(*) from raw_reads where "
+        "(_file = 'reads/big.jsonl' and _line <> read_id) "
+        "or (_file = 'reads/big2.jsonl.gz' and _line <> 30001 - read_id)"
+    ).fetchall()
+    assert wrong == [(0,)]
+    assert accounting_of(conn)["reads/big.jsonl"] == (29_970, 29_970, 0)

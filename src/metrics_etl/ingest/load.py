@@ -195,7 +195,7 @@ def _line_scan(raw_file: RawFile, fd: int) -> str:
     format is the one discovery found, whatever its name. Each line is one VARCHAR (no
     delimiter, quote or escape; an empty line is null). The scan fails, rather than reading
     otherwise than the block reader would, on a carriage return (DuckDB ends a line there too),
-    on bytes that are not UTF-8, on a line longer than its limit and on a line holding its
+    on bytes that are not UTF-8, on a line longer than SCAN_LINE_BYTES and on a line holding its
     delimiter (a control character). It drops a leading byte order mark, and reads a truncated
     gzip stream as far as it goes: the caller checks that its lines hold every byte of the file.
     """
@@ -205,11 +205,14 @@ def _line_scan(raw_file: RawFile, fd: int) -> str:
         f"{sql_str(f'{FD_DIR}/{fd}')}, columns = {{'text': 'VARCHAR'}}, "
         f"delim = {sql_str(chr(1))}, quote = '', escape = '', header = false, "
         f"auto_detect = false, new_line = '\\n', compression = {sql_str(compression)}, "
-        f"max_line_size = {MAX_SCAN_LINE}))"
+        f"max_line_size = {SCAN_LINE_BYTES}, buffer_size = {SCAN_BUFFER_BYTES}))"
     )
 
 
-MAX_SCAN_LINE = 1 << 24
+# The scan's longest line (a longer one makes it fail: the block reader takes the file) and its
+# buffer (DuckDB's defaults; the tests make buffers small to number lines across many).
+SCAN_LINE_BYTES = 2_097_152
+SCAN_BUFFER_BYTES = 16 * SCAN_LINE_BYTES
 
 
 def _load_scanned(
