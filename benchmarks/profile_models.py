@@ -19,7 +19,6 @@ from pathlib import Path
 import duckdb
 
 from metrics_etl.models import build as transform
-from metrics_etl.publish.snapshot import storage_order
 
 
 def main() -> None:
@@ -59,8 +58,7 @@ def main() -> None:
         conn.execute("begin transaction")
     total = 0.0
     for model in transform.load_models():
-        order = storage_order(model.name)
-        query = f"select * from ({model.sql}) order by {order}" if order else model.sql
+        query = transform.in_storage_order(model)
         if model.name in args.only.split(","):
             print(conn.execute(f"explain {model.sql}").fetchall()[0][1], flush=True)
         timer = threading.Timer(args.timeout, conn.interrupt)

@@ -144,6 +144,7 @@ def run_child(
     out.unlink()
     result["process_s"] = process_s
     result["peak_rss_bytes"] = usage.ru_maxrss * 1024
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime  # the child's own (all its threads)
     result["peak_spill_bytes"] = peak_spill
     return result
 

@@ -692,3 +692,127 @@ def test_keys_are_tracked_only_for_an_incremental_transform(
     incremental = tracked_in(raw, warehouse, AS_OF, False)
     refresh = tracked_in(raw, warehouse, AS_OF, True)  # --full-refresh
     assert (full, incremental, refresh) == ({False}, {True}, {False})
+
+
+def _loaded_state(conn) -> dict[str, list]:
+    """Every raw table, reject and count, in a comparable order."""
+    tables = {f"raw_{s}": "select * from raw_" + s + " order by all" for s in STREAMS}
+    tables["rejects"] = "select stream, file, line, raw, reason from rejects order by all"
+    tables["file_stats"] = (
+        "select file, lines_read, blank_lines, accepted, rejected from file_stats order by all"
+    )
+    return {name: conn.execute(sql).fetchall() for name, sql in tables.items()}
+
+
+def test_the_parallel_scan_loads_what_the_block_reader_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Well-formed JSONL (plain and gzip) is read by DuckDB's parallel scan, and loads exactly
+    what the block-by-block reader loads: rows, line numbers, rejects and counts. A file the scan
+    cannot read exactly (a byte order mark, a truncated gzip, a carriage return)
+    falls back to the block reader, with the same outcome."""
+    import gzip
+
+    raw = tmp_path / "raw"
+    base_world(raw)
+    good = {"account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}
+    lines = [
+        json.dumps({**good, "read_id": 1}).encode(),
+        b"",
+        b"   ",
+        "\u00a0\u3000".encode(),  # only Unicode whitespace: blank
+        json.dumps({**good, "read_id": 2, "s": "\\u00e9\u00e9 \\" + '"'}).encode(),
+        b"garbage",
+        b"[1, 2]",
+        json.dumps({**good, "read_id": "3"}).encode(),  # a string holding an int
+        json.dumps({**good, "read_id": 4, "read_at": "2017-01-01T00:00:00"}).encode(),
+        b'{"read_id": 5, "read_id": 6, "account_id": 1, "report_id": 1, "user_id": 3, '
+        b'"read_at": "2017-01-01T00:00:00Z"}',
+        json.dumps({**good, "read_id": 7}).encode(),
+    ]
+    body = b"\n".join(lines)
+    (raw / "reads").mkdir()
+    well_formed = {
+        "reads/plain.jsonl": body + b"\n",
+        "reads/no-final-newline.jsonl": body,
+        "reads/z.jsonl.gz": gzip.compress(body + b"\n"),
+        "reads/empty.jsonl": b"",
+        "reads/blank.jsonl.gz": gzip.compress(b"\n\n \n"),
+        "reads/members.jsonl.gz": gzip.compress(body[:100]) + gzip.compress(body[100:]),
+    }
+    odd = {
+        "reads/bom.jsonl": b"\xef\xbb\xbf" + body,
+        "reads/cut.jsonl.gz": gzip.compress(body)[:-9],
+        "reads/crlf.jsonl": body.replace(b"\n", b"\r\n"),
+    }
+    for name, data in {**well_formed, **odd}.items():
+        (raw / name).write_bytes(data)
+    refused: list[str] = []
+    scanned = loading._load_scanned
+
+    def watched(conn, stream, raw_file, *args):  # type: ignore[no-untyped-def]
+        try:
+            return scanned(conn, stream, raw_file, *args)
+        except loading.NotVouched:
+            refused.append(raw_file.rel)
+            raise
+
+    monkeypatch.setattr(loading, "_load_scanned", watched)
+    conn, _ = load(raw, tmp_path / "wh-scan")
+    assert not set(refused) & set(well_formed)
+    assert set(odd) <= set(refused)
+
+    def never(*args):  # type: ignore[no-untyped-def]
+        raise loading.NotVouched("the block reader only")
+
+    monkeypatch.setattr(loading, "_load_scanned", never)
+    blocks, _ = load(raw, tmp_path / "wh-blocks")
+    assert _loaded_state(conn) == _loaded_state(blocks)
+    ref = Reference(raw, AS_OF)
+    assert rejects_of(conn) == {(r["stream"], r["file"], r["line"]) for r in ref.rejects}
+    assert conn.execute(
+        "select count(*) from raw_reads where _file = 'reads/plain.jsonl'"
+    ).fetchall() == [(4,)]
+
+
+def test_the_parallel_scan_numbers_lines_in_file_order_across_buffers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines are numbered in file order however many buffers the scan reads in parallel."""
+    import gzip
+
+    raw = tmp_path / "raw"
+    base_world(raw)
+    (raw / "reads").mkdir()
+    rows = [
+        json.dumps(
+            {"read_id": i, "account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}
+        ).encode()
+        if i % 997
+        else b""
+        for i in range(1, 30_001)
+    ]
+    (raw / "reads/big.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+    (raw / "reads/big2.jsonl.gz").write_bytes(gzip.compress(b"\n".join(rows[::-1])))
+    monkeypatch.setattr(loading, "SCAN_LINE_BYTES", 1 << 12)
+    monkeypatch.setattr(loading, "SCAN_BUFFER_BYTES", 1 << 16)  # 40 buffers a file
+    refused: list[str] = []
+    scanned = loading._load_scanned
+
+    def watched(conn, stream, raw_file, *args):  # type: ignore[no-untyped-def]
+        try:
+            return scanned(conn, stream, raw_file, *args)
+        except loading.NotVouched:
+            refused.append(raw_file.rel)
+            raise
+
+    monkeypatch.setattr(loading, "_load_scanned", watched)
+    conn, _ = load(raw, tmp_path / "wh")
+    assert not refused
+    wrong = conn.execute(
+        "select count(*) from raw_reads where "
+        "(_file = 'reads/big.jsonl' and _line <> read_id) "
+        "or (_file = 'reads/big2.jsonl.gz' and _line <> 30001 - read_id)"
+    ).fetchall()
+    assert wrong == [(0,)]
+    assert accounting_of(conn)["reads/big.jsonl"] == (29_970, 29_970, 0)

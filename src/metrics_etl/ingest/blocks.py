@@ -19,7 +19,7 @@ BATCH_ROWS = 1 << 16
 NEWLINE = ord("\n")
 
 
-def _lines_table(first_line: int, data: bytes | memoryview) -> pa.Table:
+def lines_table(first_line: int, data: bytes | memoryview) -> pa.Table:
     """Arrow table (line, text, bad_utf8, blank) of the lines of a block of bytes.
 
     The block is split on newline bytes with numpy, with no Python object per line; a line
@@ -108,8 +108,8 @@ def jsonl_blocks(raw_file: RawFile, fd: int, chunk_bytes: int) -> Iterator[pa.Ta
             continue
         block = rest + chunk[:cut] if rest else memoryview(chunk)[:cut]
         rest = chunk[cut:]
-        table = _lines_table(next_line, block)
+        table = lines_table(next_line, block)
         next_line += table.num_rows
         yield table
     if rest:
-        yield _lines_table(next_line, rest)
+        yield lines_table(next_line, rest)

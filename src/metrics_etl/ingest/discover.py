@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +203,9 @@ class Opened:
     size: int
     mtime_ns: int
     digest: str = ""
+    # the bytes a JSONL file holds (decompressed), and whether they end with a newline; None
+    # when not known (a gzip stream that does not inflate whole and checked here)
+    content: tuple[int, bool] | None = None
 
 
 # Where this process's open descriptors have names (DuckDB reads a Parquet file through one).
@@ -226,7 +230,14 @@ def hashed(raw_file: RawFile) -> Opened:
     """Open a raw file and hash its content; the caller closes the descriptor."""
     opened = open_raw(raw_file)
     try:
-        opened.digest = sha256_of(pread_blocks(opened.fd, 1 << 20))
+        if raw_file.format == "jsonl.gz":
+            inflated = Inflated()
+            opened.digest = sha256_of(inflated.feed(b) for b in pread_blocks(opened.fd, 1 << 20))
+            opened.content = inflated.result()
+        else:
+            opened.digest = sha256_of(pread_blocks(opened.fd, 1 << 20))
+            last = os.pread(opened.fd, 1, opened.size - 1) if opened.size else b""
+            opened.content = (opened.size, last in (b"", b"\n"))
     except OSError as error:
         os.close(opened.fd)
         raise Unreadable(why(error)) from error
@@ -234,6 +245,42 @@ def hashed(raw_file: RawFile) -> Opened:
         os.close(opened.fd)
         raise
     return opened
+
+
+class Inflated:
+    """The size of a gzip stream's content, checked (CRC and length) as its bytes are fed."""
+
+    def __init__(self) -> None:
+        self.inflater = zlib.decompressobj(wbits=31)
+        self.size = 0
+        self.last = b"\n"
+        self.broken = False
+
+    def feed(self, data: bytes) -> bytes:
+        """Inflate (and drop) the next compressed bytes; returns them unchanged."""
+        if self.broken:
+            return data
+        try:
+            rest = data
+            while rest:
+                out = self.inflater.decompress(rest)
+                if out:
+                    self.size += len(out)
+                    self.last = out[-1:]
+                rest = b""
+                if self.inflater.eof:  # a member ended: another may follow
+                    rest = self.inflater.unused_data
+                    if rest:
+                        self.inflater = zlib.decompressobj(wbits=31)
+        except zlib.error:
+            self.broken = True
+        return data
+
+    def result(self) -> tuple[int, bool] | None:
+        """(content bytes, ends with a newline), or None unless every member inflated whole."""
+        if self.broken or not self.inflater.eof:
+            return None
+        return self.size, self.last == b"\n"
 
 
 def pread_blocks(fd: int, block_bytes: int) -> Iterator[bytes]:

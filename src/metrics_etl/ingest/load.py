@@ -18,7 +18,13 @@ import pyarrow.parquet as pq
 
 from metrics_etl import state
 from metrics_etl.contract import STREAMS, Stream
-from metrics_etl.ingest.blocks import BATCH_ROWS, CorruptFile, jsonl_blocks, prefetched
+from metrics_etl.ingest.blocks import (
+    BATCH_ROWS,
+    CorruptFile,
+    jsonl_blocks,
+    lines_table,
+    prefetched,
+)
 from metrics_etl.ingest.discover import (
     FD_DIR,
     Discovery,
@@ -116,6 +122,26 @@ def _load_lines(
     (line, text, bad_utf8, blank), an Arrow table of the block's lines numbered from its first
     row, or SQL of a relation holding just them.
     """
+    accepted, others = _load_fast(conn, stream, rel, fast, track)
+    if not others:
+        return accepted, 0
+    if isinstance(lines, pa.Table):
+        numbers = conn.execute("select line from fast where not ok").fetchnumpy()["line"]
+        first = lines["line"][0].as_py()
+        conn.register("failing_lines", lines.take(pa.array(numbers - first)))
+        try:
+            more, rejected = _load_failing(conn, stream, rel, "failing_lines", run_id, track)
+        finally:
+            conn.unregister("failing_lines")
+    else:
+        more, rejected = _load_failing(conn, stream, rel, lines, run_id, track)
+    return accepted + more, rejected
+
+
+def _load_fast(
+    conn: duckdb.DuckDBPyConnection, stream: Stream, rel: str, fast: str, track: bool
+) -> tuple[int, int]:
+    """Run the fast pass into temp table `fast` and load the lines it vouches for; (ok, others)."""
     names = ", ".join(f.name for f in stream.fields)
     conn.execute(f"create or replace temp table fast as {fast}")
     conn.execute(f"insert into raw_{stream.name} select {names}, ?, line from fast where ok", [rel])
@@ -124,19 +150,22 @@ def _load_lines(
     accepted, others = conn.execute(
         "select count(*) filter (where ok), count(*) filter (where not ok) from fast"
     ).fetchall()[0]
-    if not others:
-        return int(accepted), 0
-    if isinstance(lines, pa.Table):
-        numbers = conn.execute("select line from fast where not ok").fetchnumpy()["line"]
-        first = lines["line"][0].as_py()
-        conn.register("failing_lines", lines.take(pa.array(numbers - first)))
-        failing = "failing_lines"
-    else:
-        failing = lines
+    return int(accepted), int(others)
+
+
+def _load_failing(
+    conn: duckdb.DuckDBPyConnection,
+    stream: Stream,
+    rel: str,
+    failing: str,
+    run_id: str,
+    track: bool,
+) -> tuple[int, int]:
+    """Validate in detail the lines the fast pass left, `failing(line, text, bad_utf8, blank)`:
+    load the good ones and reject the others with their reason; (accepted, rejected)."""
+    names = ", ".join(f.name for f in stream.fields)
     source = f"(select {sql_str(rel)} as file, line, text, bad_utf8, blank from {failing})"
     conn.execute(f"create or replace temp table validated as {validated_sql(stream, source)}")
-    if isinstance(lines, pa.Table):
-        conn.unregister("failing_lines")
     conn.execute(
         f"insert into raw_{stream.name} select {names}, file, line from validated "
         f"where reason is null"
@@ -152,7 +181,93 @@ def _load_lines(
         "select count(*) filter (where reason is null), "
         "count(*) filter (where reason is not null) from validated"
     ).fetchall()[0]
-    return int(accepted + more), int(rejected)
+    return int(more), int(rejected)
+
+
+class NotVouched(Exception):
+    """The parallel scan cannot read a JSONL file exactly as its lines: read it block by block."""
+
+
+def _line_scan(raw_file: RawFile, fd: int) -> str:
+    """SQL: DuckDB's parallel scan of an open JSONL file as (line, text), numbered from 1.
+
+    The file is read through its descriptor's name, so its own name is never a glob, and its
+    format is the one discovery found, whatever its name. Each line is one VARCHAR (no
+    delimiter, quote or escape; an empty line is null). The scan fails, rather than reading
+    otherwise than the block reader would, on a carriage return (DuckDB ends a line there too),
+    on bytes that are not UTF-8, on a line longer than SCAN_LINE_BYTES and on a line holding its
+    delimiter (a control character). It drops a leading byte order mark, and reads a truncated
+    gzip stream as far as it goes: the caller checks that its lines hold every byte of the file.
+    """
+    compression = "gzip" if raw_file.format == "jsonl.gz" else "none"
+    return (
+        f"(select row_number() over () as line, text from read_csv("
+        f"{sql_str(f'{FD_DIR}/{fd}')}, columns = {{'text': 'VARCHAR'}}, "
+        f"delim = {sql_str(chr(1))}, quote = '', escape = '', header = false, "
+        f"auto_detect = false, new_line = '\\n', compression = {sql_str(compression)}, "
+        f"max_line_size = {SCAN_LINE_BYTES}, buffer_size = {SCAN_BUFFER_BYTES}))"
+    )
+
+
+# The scan's longest line (a longer one makes it fail: the block reader takes the file) and its
+# buffer (DuckDB's defaults; the tests make buffers small to number lines across many).
+SCAN_LINE_BYTES = 2_097_152
+SCAN_BUFFER_BYTES = 16 * SCAN_LINE_BYTES
+
+
+def _load_scanned(
+    conn: duckdb.DuckDBPyConnection,
+    stream: Stream,
+    raw_file: RawFile,
+    fd: int,
+    content: tuple[int, bool] | None,
+    run_id: str,
+    track: bool,
+) -> tuple[int, int, int]:
+    """Load a JSONL file through one parallel DuckDB scan that parses and validates;
+    (accepted, rejected, blank). Raises NotVouched when the scan cannot read it exactly.
+
+    `content` is the file's size in bytes (decompressed) and whether it ends with a newline, as
+    the hashing thread checked it (None: a gzip stream that does not inflate whole). The fast pass
+    vouches for most lines in that scan. The others (blank lines, bad records, the
+    odd escaped string) keep their text, made into the same Arrow lines as the
+    block reader's (so blank and UTF-8 are decided alike), and validated in detail.
+    """
+    if content is None:
+        raise NotVouched("a gzip stream that does not inflate whole")
+    scan = _line_scan(raw_file, fd)
+    source = f"(select line, text, false as bad_utf8, false as blank from {scan})"
+    keep = (
+        "coalesce(strlen(text), 0) + 1 as _bytes",
+        "case when not ok then coalesce(text, '') end as _text",
+    )
+    fast = fast_sql(stream, source, keep)
+    try:
+        accepted, others = _load_fast(conn, stream, raw_file.rel, fast, track)
+        # every byte of the file is in a line (each line ends with a newline, but perhaps the
+        # last): nothing was left out or cut short
+        total = conn.execute("select coalesce(sum(_bytes), 0) from fast").fetchall()[0][0]
+        if total - (0 if content[1] else 1) != content[0]:
+            raise NotVouched(f"the scan read {total} bytes of {content[0]}")
+        if not others:
+            return accepted, 0, 0
+        rows = conn.execute(
+            "select line, encode(_text) from fast where not ok order by line"
+        ).fetchall()
+    except (duckdb.InvalidInputException, duckdb.IOException) as error:
+        # a line or byte the scan does not read as the block reader does, a broken stream
+        raise NotVouched(str(error).splitlines()[0]) from error
+    table = lines_table(1, b"".join(bytes(text) + b"\n" for _, text in rows))
+    table = table.set_column(0, "line", pa.array([line for line, _ in rows], pa.int64()))
+    blank = pc.sum(table["blank"]).as_py() or 0
+    if blank == table.num_rows:  # only blank lines: nothing to validate
+        return accepted, 0, blank
+    conn.register("failing_lines", table)
+    try:
+        more, rejected = _load_failing(conn, stream, raw_file.rel, "failing_lines", run_id, track)
+    finally:
+        conn.unregister("failing_lines")
+    return accepted + more, rejected, blank
 
 
 @dataclass(frozen=True)
@@ -440,12 +555,15 @@ def load_file(
     chunk_bytes: int,
     new: bool = False,
     track: bool = True,
+    scan: bool = True,
 ) -> tuple[int, int]:
     """Load one new or changed open file, replacing its earlier records; (accepted, rejected).
 
     A `new` file (one the manifest does not know) has no earlier records to replace: records,
     rejects and counts are only written in the transaction that adds their file to the manifest.
-    `track` records the keys added and removed for the incremental transform.
+    `track` records the keys added and removed for the incremental transform. A JSONL file is
+    read by DuckDB's parallel scan (`scan`), which raises NotVouched (the transaction is then
+    spoilt: roll back) for a file it cannot read exactly; else block by block, as Arrow lines.
     """
     stream = STREAMS[raw_file.stream]
     if not new:
@@ -453,6 +571,10 @@ def load_file(
     accepted = rejected = blank = 0
     if raw_file.format == "parquet":
         accepted, rejected = _load_parquet(conn, stream, raw_file, opened.fd, run_id, track)
+    elif scan:
+        accepted, rejected, blank = _load_scanned(
+            conn, stream, raw_file, opened.fd, opened.content, run_id, track
+        )
     else:
         for block in prefetched(jsonl_blocks(raw_file, opened.fd, chunk_bytes)):
             conn.register("block", block)
@@ -594,6 +716,8 @@ def load(
     each file once it is done with.
     """
     stats: dict[str, LoadStats] = {}
+    # the parallel line scan numbers lines in file order only with insertion order kept
+    conn.execute("set preserve_insertion_order = true")
     # the next file is opened and hashed by a helper thread (hashlib releases the GIL) while one
     # loads: at most two files are open at a time
     hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-hash")
@@ -624,6 +748,7 @@ def load(
         if ahead is not None and not ahead.cancel() and ahead.exception() is None:
             os.close(ahead.result().fd)
         hasher.shutdown(wait=False, cancel_futures=True)
+        conn.execute("set preserve_insertion_order = false")
     return stats
 
 
@@ -668,7 +793,16 @@ def _load_one(
     conn.execute("begin transaction")
     try:
         try:
-            accepted, rejected = load_file(conn, raw_file, opened, run_id, chunk_bytes, new, track)
+            try:
+                accepted, rejected = load_file(
+                    conn, raw_file, opened, run_id, chunk_bytes, new, track
+                )
+            except NotVouched:
+                conn.execute("rollback")
+                conn.execute("begin transaction")
+                accepted, rejected = load_file(
+                    conn, raw_file, opened, run_id, chunk_bytes, new, track, scan=False
+                )
         except CorruptFile as error:
             check_unchanged(raw_file, opened)  # a file rewritten while read is not corrupt
             conn.execute("rollback")

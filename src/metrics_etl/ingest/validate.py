@@ -463,8 +463,10 @@ def _fast_query(
     fields: list[FastField],
     guard: str = "true",
     extra: tuple[str, ...] = (),
+    keep: tuple[str, ...] = (),
 ) -> str:
-    """SQL (line, ok, typed fields) over the columns `parsed` reads from `source`.
+    """SQL (line, ok, typed fields, then `keep`) over the columns `parsed` reads from `source`
+    (`keep` may use them and `ok`).
 
     `extra` are more columns computed next to the conversions, for `guard` to use.
     """
@@ -472,7 +474,7 @@ def _fast_query(
         [*(f"{f.conversion} as v{i}" for i, f in enumerate(fields, 1)), *extra]
     )
     checks = "\n        and ".join([guard, *(f.check for f in fields)])
-    typed = ", ".join(f"v{i} as {f.name}" for i, f in enumerate(stream.fields, 1))
+    typed = ", ".join([*(f"v{i} as {f.name}" for i, f in enumerate(stream.fields, 1)), *keep])
     return f"""
 with parsed as (
     select
@@ -485,15 +487,22 @@ converted as (
         *,
         {conversions}
     from parsed
+),
+
+checked as (
+    select
+        *,
+        coalesce(
+            {checks},
+            false) as ok
+    from converted
 )
 
 select
     line,
-    coalesce(
-        {checks},
-        false) as ok,
+    ok,
     {typed}
-from converted
+from checked
 """
 
 
@@ -526,10 +535,11 @@ def _fast_keys(stream: Stream) -> tuple[str, str]:
     return "case when j is not null then len(json_keys(text)) end as nk", " and ".join(checks)
 
 
-def fast_sql(stream: Stream, source: str) -> str:
+def fast_sql(stream: Stream, source: str, keep: tuple[str, ...] = ()) -> str:
     """Fast pass over `source(line, text, bad_utf8, blank)` of JSON lines: (line, ok, fields).
 
-    Blank lines are left out; `ok` is false for lines to validate in detail.
+    Blank lines are left out; `ok` is false for lines to validate in detail. `keep` are more
+    output columns, SQL over the line's `text` and `ok`.
     """
     struct = "{" + ", ".join(f'"{f.name}": {FAST_READ_AS[f.type]}' for f in stream.fields) + "}"
     fields = [
@@ -542,7 +552,7 @@ def fast_sql(stream: Stream, source: str) -> str:
     parsed = f"line, text, case when not bad_utf8 then try(from_json(text, '{struct}')) end as j"
     keys, keys_ok = _fast_keys(stream)
     guard = f"j is not null and {keys_ok}"
-    return _fast_query(stream, f"{source} where not blank", parsed, fields, guard, (keys,))
+    return _fast_query(stream, f"{source} where not blank", parsed, fields, guard, (keys,), keep)
 
 
 # Parquet columns whose values the fast pass takes as they are. Their JSON rendering (what the

@@ -96,14 +96,35 @@ cut_slots as (
         or epoch_us(local_last) - epoch_us(local_first) <> epoch_us(ends_at) - epoch_us(slot) - 1
 ),
 
+-- UTC days at one offset throughout, a whole quarter hour: a slot's local time there is the
+-- day's first local time plus the slot's distance from the day's start (one ICU call per day,
+-- not per slot)
+steady_days as (
+    select
+        utc_day_edges.timezone,
+        utc_day_edges.utc_day,
+        to_timestamp(utc_day_edges.utc_day * 86400) as day_start,
+        utc_day_edges.local_first
+    from utc_day_edges
+    anti join changing_days
+        on utc_day_edges.timezone = changing_days.timezone
+        and utc_day_edges.utc_day = changing_days.utc_day
+),
+
 whole_slots as (
     select
         slots.timezone,
         slots.slot,
         slots.slot as starts_at,
         slot_end(slots.slot) as ends_at,
-        local_ts(slots.slot, slots.timezone) as local_start
+        coalesce(
+            steady_days.local_first + (slots.slot - steady_days.day_start),
+            local_ts(slots.slot, slots.timezone)
+        ) as local_start
     from slots
+    left join steady_days
+        on slots.timezone = steady_days.timezone
+        and epoch_us(slots.slot) // 86400000000 = steady_days.utc_day
     anti join cut_slots
         on slots.timezone = cut_slots.timezone
         and slots.slot = cut_slots.slot
