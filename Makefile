@@ -46,6 +46,7 @@ bench: setup
 	$(RUN) python benchmarks/overhead.py
 	$(RUN) python benchmarks/run.py
 	$(RUN) python benchmarks/freshness.py
+	$(RUN) python benchmarks/floors.py --sizes 1000000,10000000
 
 clean:
 	rm -rf data/raw data/warehouse
