@@ -347,3 +347,29 @@ def test_watch_runs_in_process_when_files_land_and_stops_cleanly(
     runs = api("POST", f"{api_url}/flow_runs/filter", {"limit": 200}).json()
     finished = [r for r in runs if r["name"] and r["state_type"] == "COMPLETED"]
     assert len(finished) >= 2  # each run is a flow run on the server
+
+
+def test_watch_stopped_by_sigterm_during_a_run_exits_143_and_the_next_run_publishes(
+    tmp_path: Path, prefect_server: tuple[str, Path]
+) -> None:
+    api_url, home = prefect_server
+    raw, wh = raw_world(tmp_path), tmp_path / "wh"
+    command = [str(BIN / "metrics-etl"), "watch", "--poll", "0.2"]
+    command += ["--raw", str(raw), "--warehouse", str(wh)]
+    env = prefect_env(home, api_url)
+    watcher = start(command, env, tmp_path / "watch.log")
+    err = tmp_path / "watch.err"
+    try:
+        wait_for("a run in flight", lambda: "ingest-" in err.read_text(), watcher)
+        code = stop(watcher, signal.SIGTERM)
+    finally:
+        stop(watcher, signal.SIGKILL)
+    assert code == 128 + signal.SIGTERM
+    text = err.read_text()
+    assert "stopped by SIGTERM" in text and "Traceback" not in text, text
+    done = subprocess.run(
+        [str(BIN / "metrics-etl"), "run", "--raw", str(raw), "--warehouse", str(wh)],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert published(wh) is not None

@@ -90,6 +90,7 @@ def mark_published(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("begin transaction")
     conn.execute("delete from dirty_keys; delete from dirty_parts;")
     drop_change_logs(conn)
+    set_state(conn, "change_logs", "on")  # changes from here on are logged from the start
     set_state(conn, "all_dirty", "false")
     set_state(conn, "dirty", "false")
     set_state(conn, "publishing", "")
@@ -101,15 +102,22 @@ def mark_publishing(conn: duckdb.DuckDBPyConnection, snapshot_id: str) -> None:
     set_state(conn, "publishing", snapshot_id)
 
 
-def recover_publish(conn: duckdb.DuckDBPyConnection, current_id: str | None) -> bool:
-    """Finish a run that stopped after switching `current` to its snapshot but before marking
-    it published: its changes are served, so they are no longer pending (the change logs and
-    the publish's previous snapshot then agree again). Returns whether there was one."""
+def recover_publish(
+    conn: duckdb.DuckDBPyConnection, current_id: str | None
+) -> tuple[bool, str | None]:
+    """After a run that stopped while publishing: if it switched `current` to its snapshot but
+    did not mark it published, its changes are served, so they are marked published now (the
+    change logs and the publish's previous snapshot then agree again); if it stopped before the
+    switch, its snapshot was never served. Returns (marked now, the id of a snapshot written
+    aside and never switched to, or None)."""
     pending = get_state(conn, "publishing")
-    if pending and pending == current_id:
+    if not pending:
+        return False, None
+    if pending == current_id:
         mark_published(conn)
-        return True
-    return False
+        return True, None
+    set_state(conn, "publishing", "")
+    return False, pending
 
 
 # -- change logs: the rows each published table lost and gained since the last publish ------
@@ -139,8 +147,10 @@ def mark_unlogged(conn: duckdb.DuckDBPyConnection, table: str) -> None:
 
 
 def change_log(conn: duckdb.DuckDBPyConnection, table: str) -> str | None:
-    """The change log of `table` when it holds every change since the last publish, else None."""
-    if get_state(conn, f"unlogged:{table}") == "true":
+    """The change log of `table` when it holds every change since the last publish, else None
+    (no log; changed without one; or logging was not on at the last publish, as after an
+    upgrade with changes pending)."""
+    if get_state(conn, "change_logs") != "on" or get_state(conn, f"unlogged:{table}") == "true":
         return None
     log = CHANGES_PREFIX + table
     found = conn.execute(

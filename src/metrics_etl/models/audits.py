@@ -71,9 +71,12 @@ def key_views(conn: duckdb.DuckDBPyConnection, changed: Changed) -> dict[str, st
     return views
 
 
-def channel_views(conn: duckdb.DuckDBPyConnection, changed: Changed) -> dict[str, str] | None:
+def channel_views(
+    conn: duckdb.DuckDBPyConnection, changed: Changed, reads: set[str]
+) -> dict[str, str] | None:
     """Per published table with a channel, a view of its rows in the channels with a changed
-    row; None when a changed table has no log or no channel (then everything is read)."""
+    row in the tables the audit `reads`; None when one of those changed without a log or has
+    no channel (then everything is read)."""
     with_channel = {
         row[0]
         for row in conn.execute(
@@ -83,8 +86,7 @@ def channel_views(conn: duckdb.DuckDBPyConnection, changed: Changed) -> dict[str
     }
     logs = []
     for table, log in changed.items():
-        model = models.catalog().get(table)
-        if model is None or not model.published:
+        if table not in reads:
             continue
         if log is None or table not in with_channel:
             return None
@@ -117,7 +119,7 @@ def run_audits(conn: duckdb.DuckDBPyConnection, changed: Changed | None) -> dict
                 text = substitute(models.unique_keys_query(), views).replace("'", "''")
                 conn.execute(f"create or replace macro unique_keys_query() as '{text}'")
             elif changed is not None and scope == "channels":
-                views = channel_views(conn, changed)
+                views = channel_views(conn, changed, set(models.REFERENCE.findall(sql)))
             results[path.stem] = conn.execute(substitute(sql, views or {})).fetchall()
     finally:
         install_macros(conn)  # the unscoped unique_keys_query() again

@@ -499,6 +499,18 @@ def listed_files(manifest: dict) -> set[str]:
     return {f for info in groups for f in info["files"]}
 
 
+def remove_unpublished(warehouse: Path, snapshot_id: str) -> None:
+    """Remove a snapshot written aside by a run that stopped before switching to it (never
+    `current`, so never read), unless it is current after all."""
+    if snapshot_id == current_id(warehouse) or "/" in snapshot_id or snapshot_id.startswith("."):
+        return
+    folder = warehouse / "snapshots" / snapshot_id
+    if folder.is_dir():
+        doomed = folder.with_name(f".del-{snapshot_id}")
+        os.rename(folder, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
 def clean_up(warehouse: Path, keep: int, retention_minutes: float) -> dict[str, int]:
     """Remove old unused snapshots, then data files no remaining snapshot references."""
     snapshots_dir = warehouse / "snapshots"

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
-from prefect.exceptions import MissingContextError
+from prefect.exceptions import MissingContextError, TerminationSignal
 from prefect.states import State
 
 from metrics_etl import settings as settings_mod
@@ -38,6 +38,7 @@ from metrics_etl.run.plan import (
     open_writer,
     record_run,
 )
+from metrics_etl.run.prefect_server import Stopped
 from metrics_etl.serve import segments
 from metrics_etl.state import (
     change_log,
@@ -102,9 +103,12 @@ EXPECTED = (UserError, AuditFailed)
 
 
 def transient(task: object, task_run: object, state: State) -> bool:
-    """Prefect retry condition: retry I/O failures, never bad input, a failed audit, or a query
-    interrupted because the run is being cancelled (a retry would publish a cancelled run)."""
-    return not isinstance(state.data, (*EXPECTED, duckdb.InterruptException))
+    """Prefect retry condition: retry I/O failures, never bad input, a failed audit, a query
+    interrupted because the run is being cancelled, or a stop signal (a retry would publish a
+    cancelled or stopped run)."""
+    return not isinstance(
+        state.data, (*EXPECTED, duckdb.InterruptException, Stopped, TerminationSignal)
+    )
 
 
 class QuietExpected(logging.Filter):
@@ -343,6 +347,8 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
     started = time.monotonic()
     summary.snapshot_id = summary.snapshot_id or new_snapshot_id()
     summary.status = "published"
+    if publish.current_id(warehouse) == summary.snapshot_id:
+        return  # an earlier attempt switched `current` already; never rewrite a live snapshot
     with writer.attempt() as conn:
         tables = [*transform.published_models(), "rejects", "file_stats"]
         dirty = dirty_partitions(conn)
@@ -370,7 +376,8 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
         "segment_buckets": segments.BUCKETS,
         **entries,
     }
-    mark_publishing(writer.conn, summary.snapshot_id)
+    with writer.attempt() as conn:
+        mark_publishing(conn, summary.snapshot_id)
     publish.finish(warehouse, result, info)
     _log().info(
         "snapshot %s: %d partitions written, %d reused; %d serving segments written, %d reused "
@@ -414,8 +421,11 @@ def run(raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool) 
         with writer_lock(warehouse, cfg.lock_timeout_s), progress.Display() as display:
             writer = Writer(warehouse)
             try:
-                if recover_publish(writer.conn, publish.current_id(warehouse)):
+                recovered, abandoned = recover_publish(writer.conn, publish.current_id(warehouse))
+                if recovered:
                     _log().info("the previous run's snapshot was published: marked so now")
+                if abandoned:  # written aside, never switched to: never served, so no lease
+                    publish.remove_unpublished(warehouse, abandoned)
                 todo, track = plan_task(writer, found, summary)
                 with display.bar("ingest", len(todo), "files") as bar:
                     for stream, files in load.by_stream(todo).items():

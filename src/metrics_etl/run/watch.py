@@ -17,14 +17,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from prefect.exceptions import TerminationSignal
+
 from metrics_etl.errors import UserError
+from metrics_etl.models.build import models_hash
 from metrics_etl.run import plan
 from metrics_etl.run.prefect_server import STOP_SIGNALS, Stopped
 
+MAX_BACKOFF_S = 60.0  # a failing run is retried after poll, 2 poll, 4 poll, ... up to this
+
 
 class StopFlag:
-    """SIGINT/SIGTERM: between runs, stop at once; during a run, stop after it (a second signal
-    stops at once: the run is abandoned, which publishes nothing partial)."""
+    """SIGINT/SIGTERM between runs stop at once. During a run, SIGINT stops after it (a second
+    one stops at once); SIGTERM, which Prefect's flow engine takes over, stops the run at once.
+    A run stopped part-way publishes nothing partial (the next run publishes what it would
+    have)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -57,7 +64,7 @@ def run_once(raw: Path, warehouse: Path) -> plan.RunSummary | None:
     if plan.check(raw, warehouse, None, False) is not None:
         return None
     state: Any = etl(raw=str(raw), warehouse=str(warehouse), return_state=True)
-    if state.is_failed():
+    if not state.is_completed():
         raise UserError(state.message or "the run failed; see the log above")
     return plan.RunSummary(**state.result())
 
@@ -70,26 +77,36 @@ def watch(
     max_runs: int | None = None,
 ) -> int:
     """Run whenever the raw folder has something new, until stopped; returns 128 + the signal
-    (or 0 after `max_runs` runs). A failed run is reported and the watch goes on."""
-    runs = 0
+    (or 0 after `max_runs` runs). A failed run is reported and retried after a growing pause."""
+    runs, failures = 0, 0
+    models = models_hash()
     with stop_flag() as flag:
         try:
             while flag.signum is None and (max_runs is None or runs < max_runs):
+                if models_hash() != models:
+                    raise UserError(
+                        "the SQL models changed under this watch (an upgrade?): start it again"
+                    )
                 flag.running = True
                 try:
                     summary = run_once(raw, warehouse)
-                except UserError as error:
-                    report(f"run failed: {error}")
-                    summary = None
-                    runs += 1
+                except TerminationSignal:  # SIGTERM, through Prefect's flow engine
+                    flag.signum = signal.SIGTERM
+                    break
+                except Stopped:
+                    raise
+                except Exception as error:  # reported; the watch goes on
+                    detail = str(error) if isinstance(error, UserError) else repr(error)
+                    report(f"run failed: {detail}")
+                    summary, runs, failures = None, runs + 1, failures + 1
                 finally:
                     flag.running = False
                 if summary is not None:
                     report(plan.format_summary(summary))
-                    runs += 1
+                    runs, failures = runs + 1, 0
                     continue  # more may have landed during the run
                 if flag.signum is None and (max_runs is None or runs < max_runs):
-                    time.sleep(poll_s)
+                    time.sleep(min(MAX_BACKOFF_S, poll_s * 2**failures) if failures else poll_s)
         except Stopped:
             pass
     return 0 if flag.signum is None else 128 + flag.signum
