@@ -234,8 +234,10 @@ def quiet_prefect() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the flow once and print its summary (at once, without a flow, when nothing is new)."""
-    from metrics_etl.run import dask_build, plan
+    from metrics_etl.run import plan
 
+    if args.partitions and not (args.workers or args.dask_address):
+        raise UserError("--partitions needs --workers N or --dask-address URL")
     idle = plan.check(args.raw, args.warehouse, args.as_of, args.full_refresh)
     if idle is not None:
         print(plan.format_summary(idle))
@@ -243,17 +245,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     quiet_prefect()
     etl = load_flow()
     partitions, threads = 0, 0
+    stack = ExitStack()
     if args.workers or args.dask_address:
+        from metrics_etl.run import dask_build
+
         workers = args.workers or dask_build.cluster_workers(args.dask_address)
         partitions = args.partitions or workers
         threads = max(1, settings_mod.load().threads // args.workers) if args.workers else 0
         etl = etl.with_options(task_runner=dask_build.task_runner(args.workers, args.dask_address))
-    elif args.partitions:
-        raise UserError("--partitions needs --workers N or --dask-address URL")
-    with ExitStack() as stack:
-        if partitions:
-            stack.enter_context(dask_build.shared_prefect_api())
-            dask_build.quiet_dask()
+        stack.enter_context(dask_build.shared_prefect_api())
+        dask_build.quiet_dask()
+    with stack:
         result = etl(
             raw=str(args.raw),
             warehouse=str(args.warehouse),

@@ -534,3 +534,24 @@ def cluster_workers(address: str) -> int:
             "address (tcp://host:port)"
         ) from None
     return sum(int(w.get("nthreads", 1)) for w in workers) or 1
+
+
+def _import_modules() -> None:
+    """Import what a partition task needs (run in every Dask worker while the writer ingests)."""
+    import prefect.task_engine  # noqa: F401
+
+    import metrics_etl.run.dask_build  # noqa: F401
+
+
+def warm_workers() -> None:
+    """Start the flow's Dask cluster (or connect to it) now, and let every worker import the task
+    modules without waiting: both then happen while the writer ingests, not after."""
+    from prefect.context import get_run_context
+
+    runner = get_run_context().task_runner
+    client = getattr(runner, "client", None)  # a DaskTaskRunner's client starts its cluster
+    if client is not None:
+        from distributed import fire_and_forget
+
+        for worker in client.scheduler_info(n_workers=-1)["workers"]:
+            fire_and_forget(client.submit(_import_modules, pure=False, workers=[worker]))

@@ -59,6 +59,7 @@ def etl(
     """
     step = None
     if partitions > 0:
+        dask_build.warm_workers()
         step = partial(dask_build.transform_partitioned, parts=partitions, threads=threads)
     try:
         summary = pipeline.run(Path(raw), Path(warehouse), as_of, full_refresh, step)
