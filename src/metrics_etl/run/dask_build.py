@@ -153,7 +153,11 @@ def read_files(conn: duckdb.DuckDBPyConnection, table: str, schema: str, files: 
 def task_connection(layout: Layout) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB for one task: UTC, its share of the worker's memory, a spill folder."""
     conn = duckdb.connect()
-    db.configure(conn, layout.root / "spill")
+    db.configure(conn)
+    # a spill folder of its own: tasks of one machine may share METRICS_ETL_TEMP_DIR
+    spill = (settings_mod.load().temp_dir or layout.root) / "spill" / str(os.getpid())
+    spill.mkdir(parents=True, exist_ok=True)
+    conn.execute("set temp_directory = ?", [str(spill)])
     conn.execute(f"set memory_limit = '{_task_memory(layout)}B'")
     conn.execute(f"set threads = {int(layout.threads or _worker_threads())}")
     conn.execute("set preserve_insertion_order = false")
@@ -421,13 +425,14 @@ def transform_partitioned(
     display: progress.Display,
     parts: int,
     threads: int,
-) -> BuildStats:
+) -> None:
     """A full transform across `parts` partitions, as Dask tasks (an incremental run rebuilds
-    in full too: see SCALING.md)."""
+    in full too: see SCALING.md); its figures go to the state folder's dask_build.json."""
     conn = writer.conn
     stats = BuildStats(parts)
     clock = time.monotonic()
     root = db.state_dir(writer.warehouse) / "dask" / summary.run_id
+    shutil.rmtree(root.parent, ignore_errors=True)  # a killed run's files (the writer lock is ours)
     layout = Layout(root, parts, summary.as_of, threads, _default_memory())
     set_state(conn, "transform_complete", "false")
     set_state(conn, "all_dirty", "true")
@@ -469,7 +474,6 @@ def transform_partitioned(
         parts,
         ", ".join(f"{step} {s:.1f} s" for step, s in stats.seconds.items()),
     )
-    return stats
 
 
 def task_runner(workers: int | None, address: str | None) -> Any:
@@ -546,10 +550,12 @@ def _import_modules() -> None:
 def warm_workers() -> None:
     """Start the flow's Dask cluster (or connect to it) now, and let every worker import the task
     modules without waiting: both then happen while the writer ingests, not after."""
-    from prefect.context import get_run_context
+    from prefect.context import FlowRunContext
 
-    runner = get_run_context().task_runner
-    client = getattr(runner, "client", None)  # a DaskTaskRunner's client starts its cluster
+    context = FlowRunContext.get()
+    client = (
+        getattr(context.task_runner, "client", None) if context else None
+    )  # a DaskTaskRunner's client starts its cluster
     if client is not None:
         from distributed import fire_and_forget
 
