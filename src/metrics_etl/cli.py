@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -97,6 +98,29 @@ def build_parser() -> Parser:
         "--full-refresh",
         action="store_true",
         help="forget what was loaded and rebuild from every raw file (default: off)",
+    )
+    dask = run.add_mutually_exclusive_group()
+    dask.add_argument(
+        "--workers",
+        type=_at_least(1),
+        default=None,
+        metavar="N",
+        help="partition the transform across a local Dask cluster of N processes "
+        "(default: the single-process build)",
+    )
+    dask.add_argument(
+        "--dask-address",
+        default=None,
+        metavar="URL",
+        help="partition the transform across the Dask cluster at URL (tcp://host:port); its "
+        "workers must read and write the warehouse folder",
+    )
+    run.add_argument(
+        "--partitions",
+        type=_at_least(1),
+        default=None,
+        metavar="P",
+        help="hash partitions of a --workers/--dask-address run (default: its worker threads)",
     )
 
     sql = sub.add_parser("sql", help="run ad-hoc SQL over the published tables")
@@ -233,19 +257,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the flow once and print its summary (at once, without a flow, when nothing is new)."""
     from metrics_etl.run import plan
 
+    if args.partitions and not (args.workers or args.dask_address):
+        raise UserError("--partitions needs --workers N or --dask-address URL")
     idle = plan.check(args.raw, args.warehouse, args.as_of, args.full_refresh)
     if idle is not None:
         print(plan.format_summary(idle))
         return 0
     quiet_prefect()
     etl = load_flow()
-    result = etl(
-        raw=str(args.raw),
-        warehouse=str(args.warehouse),
-        as_of=args.as_of,
-        full_refresh=args.full_refresh,
-        return_state=True,
-    )
+    partitions, threads = 0, 0
+    stack = ExitStack()
+    if args.workers or args.dask_address:
+        from metrics_etl.run import dask_build
+
+        workers = args.workers or dask_build.cluster_workers(args.dask_address)
+        partitions = args.partitions or workers
+        threads = max(1, settings_mod.load().threads // args.workers) if args.workers else 0
+        etl = etl.with_options(task_runner=dask_build.task_runner(args.workers, args.dask_address))
+        stack.enter_context(dask_build.shared_prefect_api())
+        dask_build.quiet_dask()
+    with stack:
+        result = etl(
+            raw=str(args.raw),
+            warehouse=str(args.warehouse),
+            as_of=args.as_of,
+            full_refresh=args.full_refresh,
+            partitions=partitions,
+            threads=threads,
+            return_state=True,
+        )
     if result.is_failed():
         raise UserError(result.message or "the run failed; see the log above")
     print(plan.format_summary(plan.RunSummary(**result.result())))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 
 from metrics_etl.errors import UserError
-from metrics_etl.run import pipeline
+from metrics_etl.run import dask_build, pipeline
 
 COUNTS = ("files", "lines", "accepted", "rejected")
 
@@ -47,10 +48,21 @@ def etl(
     warehouse: str = "data/warehouse",
     as_of: datetime | None = None,
     full_refresh: bool = False,
+    partitions: int = 0,
+    threads: int = 0,
 ):
-    """Load new raw files, rebuild the marts, audit them and publish a snapshot."""
+    """Load new raw files, rebuild the marts, audit them and publish a snapshot.
+
+    With `partitions` > 0 the transform runs as that many partitions' tasks on the flow's task
+    runner (a DaskTaskRunner: `metrics-etl run --workers N` or `--dask-address`), each task's
+    DuckDB with `threads` threads (0: its Dask worker's threads); see run/dask_build.py.
+    """
+    step = None
+    if partitions > 0:
+        dask_build.warm_workers()
+        step = partial(dask_build.transform_partitioned, parts=partitions, threads=threads)
     try:
-        summary = pipeline.run(Path(raw), Path(warehouse), as_of, full_refresh)
+        summary = pipeline.run(Path(raw), Path(warehouse), as_of, full_refresh, step)
     except (UserError, pipeline.AuditFailed) as error:
         return Failed(message=str(error))
     # Keyed, so `prefect artifact inspect metrics-etl-run` shows the latest runs' tables.

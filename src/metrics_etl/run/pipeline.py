@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -411,8 +411,30 @@ def cleanup_task(warehouse: Path, summary: RunSummary) -> None:
     )
 
 
-def run(raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool) -> RunSummary:
-    """One pipeline run under the writer lock: load, transform, audit, publish, clean up."""
+# The transform step of a run: brings every model's table in the writer up to date.
+TransformStep = Callable[[Writer, RunSummary, progress.Display], None]
+
+
+def transform_in_process(writer: Writer, summary: RunSummary, display: progress.Display) -> None:
+    """Bring the models up to date in the writer's DuckDB (incrementally when it can)."""
+    run_state = begin_transform(writer.conn, summary)
+    built: list[str] = []
+    layers = transform.layers()
+    with display.bar("transform", sum(map(len, layers.values())), "models") as bar:
+        for layer, models in layers.items():
+            built += transform_layer(writer, layer, models, run_state, bar)
+    finish_transform(writer.conn, summary, run_state, built)
+
+
+def run(
+    raw: Path,
+    warehouse: Path,
+    as_of: datetime | None,
+    full_refresh: bool,
+    transform_step: TransformStep | None = None,
+) -> RunSummary:
+    """One pipeline run under the writer lock: load, transform (`transform_step`, by default in
+    this process), audit, publish, clean up."""
     cfg = settings_mod.load()
     summary = new_summary(as_of, full_refresh)
     started = time.monotonic()
@@ -436,13 +458,7 @@ def run(raw: Path, warehouse: Path, as_of: datetime | None, full_refresh: bool) 
                     _log().info("no new or changed raw files: nothing to publish")
                     return no_op(summary)
                 transform_started = time.monotonic()
-                run_state = begin_transform(writer.conn, summary)
-                built: list[str] = []
-                layers = transform.layers()
-                with display.bar("transform", sum(map(len, layers.values())), "models") as bar:
-                    for layer, models in layers.items():
-                        built += transform_layer(writer, layer, models, run_state, bar)
-                finish_transform(writer.conn, summary, run_state, built)
+                (transform_step or transform_in_process)(writer, summary, display)
                 summary.seconds["transform"] = round(time.monotonic() - transform_started, 3)
                 audit_task(writer, summary)
                 publish_task(writer, warehouse, summary)

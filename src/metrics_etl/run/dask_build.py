@@ -1,0 +1,563 @@
+"""The transform partitioned across Dask workers (issue 17): DuckDB per partition, hash
+shuffles through Parquet files on a folder every worker reads (the smallpond pattern).
+
+Steps of a partitioned transform with P partitions (SCALING.md explains the choices):
+
+1. In the writer: the dimensions (staging of accounts, channels, fields, reports, states,
+   users; the `dim_` marts, `int_current_reports`, `int_report_positions`) are built once, as
+   today, and the ones the partitions read are written to `shared/`. Each event stream's raw
+   table is written hash-partitioned by its staging key (`raw/`): shuffle 1.
+2. `stage-a-<p>` (one task per key partition): the staging models dedup their events; each
+   staged row goes to the partition of its report's current channel (`stage/`): shuffle 2. An
+   alert open has no report: it goes to its delivery's key partition first (`opens/`), with the
+   route of every delivery of that partition (`routes/`).
+3. `stage-opens-<q>`: each open meets its delivery's route and goes to that channel partition.
+4. `build-<c>` (one task per channel partition): every other mart (local slots, facts,
+   rollups, report stats) is built from its partition's staged rows and the shared dimensions,
+   and written to `out/`.
+5. In the writer: the partitions' tables become the writer's tables, in storage order, so
+   that audits, publish and the serving segments run exactly as after a single-process build.
+
+Every task opens its own DuckDB with its share of its Dask worker's memory limit and runs the
+models' own SQL (the relations they read are tables of the same names). Prefect runs the tasks
+through its DaskTaskRunner (retries, scheduling); Dask sets the workers' memory limits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from prefect import task
+from prefect.cache_policies import NONE
+
+from metrics_etl import db
+from metrics_etl import settings as settings_mod
+from metrics_etl.errors import UserError
+from metrics_etl.models import build as transform
+from metrics_etl.models.catalog import Model, load_models
+from metrics_etl.run import pipeline, progress
+from metrics_etl.run.plan import RunSummary
+from metrics_etl.state import set_state
+
+# Marts built once, in the writer, before the partitions: the dimensions and the report maps
+# every partition reads (a report's current channel decides its partition).
+ONCE_MARTS = ("int_current_reports", "int_report_positions")
+# Share of a Dask worker's memory limit given to one task's DuckDB (the rest: Python, Arrow).
+DUCKDB_SHARE = 0.6
+STATS_FILE = "dask_build.json"  # in the writer's state folder: the last partitioned build
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one partitioned transform keeps its files, and how its tasks run."""
+
+    root: Path  # a folder every worker reads and writes (the warehouse's state folder)
+    parts: int
+    as_of: str
+    threads: int  # DuckDB threads per task (0: the Dask worker's threads)
+    memory_limit: int  # DuckDB bytes per task when the worker has no Dask memory limit
+
+    def files(self, *parts: str) -> list[str]:
+        """Parquet files under `root/<parts...>`, sorted, as strings."""
+        return sorted(str(p) for p in self.root.joinpath(*parts).glob("*.parquet"))
+
+
+@dataclass
+class TaskStats:
+    """What one partition task did: its rows written, seconds and its worker's peak memory."""
+
+    name: str
+    seconds: float = 0.0
+    rows: int = 0
+    bytes_written: int = 0
+    peak_rss_bytes: int = 0
+    worker: str = ""
+
+
+@dataclass
+class BuildStats:
+    """A partitioned transform's figures (written to the state folder as JSON)."""
+
+    parts: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    shuffle_bytes: dict[str, int] = field(default_factory=dict)
+    tasks: list[TaskStats] = field(default_factory=list)
+
+
+def is_once(model: Model) -> bool:
+    """True for a model built once in the writer (a dimension), not per partition."""
+    if model.layer == "marts":
+        return model.name.startswith("dim_") or model.name in ONCE_MARTS
+    return model.name in _once_staging()
+
+
+def _once_staging() -> set[str]:
+    """The staging models the dimensions read (the entity streams)."""
+    marts = [m for m in load_models() if m.layer == "marts"]
+    once = [m for m in marts if m.name.startswith("dim_") or m.name in ONCE_MARTS]
+    return {ref for m in once for ref in m.refs if ref.startswith("stg_")}
+
+
+def event_staging() -> list[Model]:
+    """The staging models built per key partition (the event streams)."""
+    return [m for m in load_models() if m.layer == "staging" and not is_once(m)]
+
+
+def partition_marts() -> list[Model]:
+    """The marts built per channel partition, in dependency order."""
+    return [m for m in load_models() if m.layer == "marts" and not is_once(m)]
+
+
+def shared_inputs() -> list[str]:
+    """The models built once that the partition marts read."""
+    once = {m.name for m in load_models() if is_once(m)}
+    return sorted({ref for m in partition_marts() for ref in m.refs} & once)
+
+
+def raw_table(model: Model) -> str:
+    """The raw table a staging model reads."""
+    (name,) = [ref for ref in model.refs if ref.startswith("raw_")]
+    return name
+
+
+def columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """A table's column names, in order."""
+    return [row[0] for row in conn.execute(f"describe {table}").fetchall()]
+
+
+def _quoted(paths: list[str]) -> str:
+    """A DuckDB list literal of file paths (paths made by this module, never user input)."""
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def read_files(conn: duckdb.DuckDBPyConnection, table: str, schema: str, files: list[str]) -> None:
+    """Create `table` from Parquet files; the empty `schema` file gives its columns when no
+    partition file exists (a partition may get no rows)."""
+    conn.execute(
+        f"create or replace table {table} as "
+        f"select * from read_parquet({_quoted([schema, *files])}, hive_partitioning = false)"
+    )
+
+
+def task_connection(layout: Layout) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for one task: UTC, its share of the worker's memory, a spill folder."""
+    conn = duckdb.connect()
+    db.configure(conn)
+    # a spill folder of its own: tasks of one machine may share METRICS_ETL_TEMP_DIR
+    spill = (settings_mod.load().temp_dir or layout.root) / "spill" / str(os.getpid())
+    spill.mkdir(parents=True, exist_ok=True)
+    conn.execute("set temp_directory = ?", [str(spill)])
+    conn.execute(f"set memory_limit = '{_task_memory(layout)}B'")
+    conn.execute(f"set threads = {int(layout.threads or _worker_threads())}")
+    conn.execute("set preserve_insertion_order = false")
+    return conn
+
+
+def _task_memory(layout: Layout) -> int:
+    """DuckDB's bytes for this task: a share of the Dask worker's memory limit per thread."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        limit = worker.memory_manager.memory_limit
+        threads = max(1, worker.state.nthreads)
+    except (ImportError, ValueError):
+        limit, threads = None, 1
+    if not limit:
+        return layout.memory_limit
+    return max(64 * 2**20, int(limit * DUCKDB_SHARE / threads))
+
+
+def _worker_threads() -> int:
+    """The Dask worker's threads (1 outside Dask)."""
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError):
+        return 1
+
+
+def _worker_name() -> str:
+    """The Dask worker's address, or this process's id outside Dask."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return f"pid {os.getpid()}"
+
+
+def _copy_by(conn: duckdb.DuckDBPyConnection, query: str, folder: Path) -> None:
+    """Write a query's rows as Parquet files partitioned by its `_dest` column (dropped)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)  # a retried task starts clean
+    conn.execute(f"copy ({query}) to '{folder}' (format parquet, partition_by (_dest))")
+
+
+def _finish(stats: TaskStats, started: float, folders: list[Path]) -> TaskStats:
+    """Fill in a task's seconds, bytes written, peak memory and worker."""
+    stats.seconds = round(time.monotonic() - started, 3)
+    stats.bytes_written = sum(_bytes(folder) for folder in folders)
+    stats.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    stats.worker = _worker_name()
+    return stats
+
+
+def _bytes(path: Path) -> int:
+    """Bytes of the files under a folder (or of one file)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _dest(layout: Layout, column: str) -> str:
+    """The partition of a value, as SQL: the same hash on every worker."""
+    return f"hash({column}) % {int(layout.parts)}"
+
+
+TASK_OPTIONS: dict[str, Any] = {
+    "cache_policy": NONE,
+    "retries": pipeline.RETRIES,
+    "retry_delay_seconds": pipeline.RETRY_DELAYS_S,
+    "retry_condition_fn": pipeline.transient,
+}
+
+
+@task(name="stage-a", task_run_name="stage-a-{part}", **TASK_OPTIONS)
+def stage_events(layout: Layout, part: int) -> TaskStats:
+    """Dedup one key partition's events (the staging models) and route each staged row to the
+    partition of its report's current channel (an open: to its delivery's key partition)."""
+    started = time.monotonic()
+    stats = TaskStats(f"stage-a-{part}")
+    conn = task_connection(layout)
+    try:
+        transform.prepare(conn, layout.as_of)
+        models = event_staging()
+        for model in models:
+            raw = raw_table(model)
+            read_files(
+                conn,
+                raw,
+                str(layout.root / "schema" / f"{raw}.parquet"),
+                layout.files("raw", raw, f"_dest={part}"),
+            )
+        transform.build_models(conn, models)
+        read_files(
+            conn, "current_reports", str(layout.root / "shared" / "int_current_reports.parquet"), []
+        )
+        conn.execute(
+            "create or replace table routes as select report_id, "
+            f"{_dest(layout, 'channel_id')} as _dest from current_reports"
+        )
+        folders: list[Path] = []
+        for model in models:
+            cols = columns(conn, model.name)
+            conn.execute(
+                f"copy (select * from {model.name} limit 0) to "
+                f"'{layout.root / 'schema' / model.name}-a{part}.parquet' (format parquet)"
+            )
+            if "report_id" in cols:
+                query = (
+                    f"select staged.*, coalesce(routes._dest, {_dest(layout, 'staged.report_id')})"
+                    f" as _dest from {model.name} as staged left join routes "
+                    "on staged.report_id = routes.report_id"
+                )
+                folder = layout.root / "stage" / model.name / f"a{part}"
+            else:  # an alert open: its delivery decides
+                query = f"select *, {_dest(layout, 'delivery_id')} as _dest from {model.name}"
+                folder = layout.root / "opens" / model.name / f"a{part}"
+            _copy_by(conn, query, folder)
+            folders.append(folder)
+            stats.rows += conn.execute(f"select count(*) from {model.name}").fetchall()[0][0]
+            if model.incremental_columns == ("delivery_id",):  # the deliveries' routes
+                route = layout.root / "routes" / model.name / f"a{part}.parquet"
+                route.parent.mkdir(parents=True, exist_ok=True)
+                conn.execute(
+                    f"copy (select staged.delivery_id, coalesce(routes._dest, "
+                    f"{_dest(layout, 'staged.report_id')}) as _dest from {model.name} as staged "
+                    f"left join routes on staged.report_id = routes.report_id) to '{route}' "
+                    "(format parquet)"
+                )
+                folders.append(route)
+    finally:
+        conn.close()
+    return _finish(stats, started, folders)
+
+
+@task(name="stage-opens", task_run_name="stage-opens-{part}", **TASK_OPTIONS)
+def stage_opens(layout: Layout, part: int) -> TaskStats:
+    """Route the staged opens of one delivery key partition to their delivery's partition."""
+    started = time.monotonic()
+    stats = TaskStats(f"stage-opens-{part}")
+    folders: list[Path] = []
+    conn = task_connection(layout)
+    try:
+        for folder in sorted((layout.root / "opens").glob("*")):
+            name = folder.name
+            schema = str(layout.root / "schema" / f"{name}-a0.parquet")
+            files = [
+                f
+                for a in sorted(folder.glob("a*"))
+                for f in layout.files("opens", name, a.name, f"_dest={part}")
+            ]
+            read_files(conn, "opens", schema, files)
+            (routes_dir,) = (layout.root / "routes").glob("*")
+            conn.execute(
+                "create or replace table routes as select * from read_parquet(?)",
+                [str(routes_dir / f"a{part}.parquet")],
+            )
+            query = (
+                "select opens.*, coalesce(routes._dest, "
+                f"{_dest(layout, 'opens.delivery_id')}) as _dest from opens left join routes "
+                "on opens.delivery_id = routes.delivery_id"
+            )
+            out = layout.root / "stage" / name / f"o{part}"
+            _copy_by(conn, query, out)
+            folders.append(out)
+            stats.rows += conn.execute("select count(*) from opens").fetchall()[0][0]
+    finally:
+        conn.close()
+    return _finish(stats, started, folders)
+
+
+@task(name="build", task_run_name="build-{part}", **TASK_OPTIONS)
+def build_partition(layout: Layout, part: int) -> TaskStats:
+    """Build one channel partition's marts (slots, facts, rollups, report stats) from its staged
+    rows and the shared dimensions, and write every table it holds to `out/`."""
+    started = time.monotonic()
+    stats = TaskStats(f"build-{part}")
+    out = layout.root / "out"
+    conn = task_connection(layout)
+    try:
+        transform.prepare(conn, layout.as_of)
+        for name in shared_inputs():
+            read_files(conn, name, str(layout.root / "shared" / f"{name}.parquet"), [])
+        conn.execute(
+            f"delete from int_current_reports where {_dest(layout, 'channel_id')} <> {int(part)}"
+        )
+        staged = [m.name for m in event_staging()]
+        for name in staged:
+            files = [
+                f
+                for a in sorted((layout.root / "stage" / name).glob("*"))
+                for f in layout.files("stage", name, a.name, f"_dest={part}")
+            ]
+            read_files(conn, name, str(layout.root / "schema" / f"{name}-a0.parquet"), files)
+        marts = partition_marts()
+        transform.build_models(conn, marts)
+        written = [*staged, *(m.name for m in marts)]
+        for name in written:
+            target = out / name / f"p{part}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            conn.execute(f"copy {name} to '{target}' (format parquet)")
+        stats.rows = sum(
+            conn.execute(f"select count(*) from {m.name}").fetchall()[0][0] for m in marts
+        )
+    finally:
+        conn.close()
+    return _finish(stats, started, [out / name / f"p{part}.parquet" for name in written])
+
+
+def _export(conn: duckdb.DuckDBPyConnection, layout: Layout) -> None:
+    """Write the shared dimensions and shuffle 1: each event stream's raw rows by key hash."""
+    for folder in ("shared", "schema", "raw"):
+        (layout.root / folder).mkdir(parents=True, exist_ok=True)
+    for name in shared_inputs():
+        conn.execute(f"copy {name} to '{layout.root / 'shared' / name}.parquet' (format parquet)")
+    for model in event_staging():
+        raw = raw_table(model)
+        key = model.incremental_key
+        conn.execute(
+            f"copy (select * from {raw} limit 0) to '{layout.root / 'schema' / raw}.parquet' "
+            "(format parquet)"
+        )
+        _copy_by(
+            conn, f"select *, {_dest(layout, key)} as _dest from {raw}", layout.root / "raw" / raw
+        )
+
+
+def _combine(conn: duckdb.DuckDBPyConnection, layout: Layout) -> list[str]:
+    """The partitions' tables as the writer's tables, in storage order; returns their names."""
+    names = [*(m.name for m in event_staging()), *(m.name for m in partition_marts())]
+    by_name = {m.name: m for m in load_models()}
+    conn.execute("set preserve_insertion_order = true")
+    try:
+        for name in names:
+            files = _quoted(layout.files("out", name))
+            query = f"select * from read_parquet({files})"
+            if name == "int_local_slots":
+                # partitions share (zone, slot) rows: each is the same function of its key
+                query = f"select distinct * from read_parquet({files})"
+            conn.execute(
+                f"create or replace table {name} as "
+                f"{transform.in_storage_order(by_name[name], query)}"
+            )
+    finally:
+        conn.execute("set preserve_insertion_order = false")
+    return names
+
+
+def _default_memory() -> int:
+    """DuckDB bytes per task outside a Dask worker with a memory limit: the writer's limit."""
+    conn = duckdb.connect()
+    try:
+        conn.execute(f"set memory_limit = '{settings_mod.load().memory_limit}'")
+        return transform.memory_limit_bytes(conn)
+    finally:
+        conn.close()
+
+
+def transform_partitioned(
+    writer: pipeline.Writer,
+    summary: RunSummary,
+    display: progress.Display,
+    parts: int,
+    threads: int,
+) -> None:
+    """A full transform across `parts` partitions, as Dask tasks (an incremental run rebuilds
+    in full too: see SCALING.md); its figures go to the state folder's dask_build.json."""
+    conn = writer.conn
+    stats = BuildStats(parts)
+    clock = time.monotonic()
+    root = db.state_dir(writer.warehouse) / "dask" / summary.run_id
+    shutil.rmtree(root.parent, ignore_errors=True)  # a killed run's files (the writer lock is ours)
+    layout = Layout(root, parts, summary.as_of, threads, _default_memory())
+    set_state(conn, "transform_complete", "false")
+    set_state(conn, "all_dirty", "true")
+    summary.transform_mode = "full"
+    transform.prepare(conn, summary.as_of)
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        stats.seconds[step] = round(now - clock, 3)
+        clock = now
+
+    try:
+        once = [m for m in load_models() if is_once(m)]
+        with display.bar("dimensions", len(once), "models") as bar:
+            transform.build_models(conn, once, bar.advance)
+        lap("dimensions")
+        _export(conn, layout)
+        lap("export")
+        for step, fn in (
+            ("stage-a", stage_events),
+            ("stage-opens", stage_opens),
+            ("build", build_partition),
+        ):
+            futures = fn.map(layout, range(parts))
+            stats.tasks += [future.result() for future in futures]
+            lap(step)
+        for folder in ("raw", "stage", "out"):
+            stats.shuffle_bytes[folder] = _bytes(root / folder)
+        built = _combine(conn, layout)
+        lap("combine")
+        pipeline.finish_transform(conn, summary, None, [*(m.name for m in once), *built])
+        lap("finish")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    (db.state_dir(writer.warehouse) / STATS_FILE).write_text(json.dumps(asdict(stats), indent=1))
+    pipeline._log().info(
+        "partitioned transform, %d partitions: %s",
+        parts,
+        ", ".join(f"{step} {s:.1f} s" for step, s in stats.seconds.items()),
+    )
+
+
+def task_runner(workers: int | None, address: str | None) -> Any:
+    """Prefect's DaskTaskRunner: on the cluster at `address`, or on a local cluster of `workers`
+    processes (one thread each, bound to 127.0.0.1, no dashboard), each with a Dask memory limit
+    that leaves its task's DuckDB the writer's memory limit."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "host": "127.0.0.1",
+            "dashboard_address": None,
+            "scheduler_kwargs": {"dashboard": False},
+            "memory_limit": int(_default_memory() / DUCKDB_SHARE),
+        },
+    )
+
+
+@contextmanager
+def shared_prefect_api() -> Iterator[None]:
+    """One Prefect API for the flow and its Dask workers: PREFECT_API_URL when set, else a
+    temporary server started here, whose address the local workers inherit (without it each
+    worker process would start a temporary server of its own)."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # the server the flow's own client would start; it stops at exit, after the logs are sent
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+
+
+def quiet_dask() -> None:
+    """Dask's own log at warnings only (its info lines and closing-connection noise hidden)."""
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+
+
+def cluster_workers(address: str) -> int:
+    """How many worker threads the Dask cluster at `address` has (a UserError if unreachable)."""
+    from distributed import Client
+
+    try:
+        with Client(address, timeout=10) as client:
+            workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    except OSError as error:
+        raise UserError(
+            f"cannot reach the Dask scheduler at {address} ({error}): start it, or check the "
+            "address (tcp://host:port)"
+        ) from None
+    return sum(int(w.get("nthreads", 1)) for w in workers) or 1
+
+
+def _import_modules() -> None:
+    """Import what a partition task needs (run in every Dask worker while the writer ingests)."""
+    import prefect.task_engine  # noqa: F401
+
+    import metrics_etl.run.dask_build  # noqa: F401
+
+
+def warm_workers() -> None:
+    """Start the flow's Dask cluster (or connect to it) now, and let every worker import the task
+    modules without waiting: both then happen while the writer ingests, not after."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    client = (
+        getattr(context.task_runner, "client", None) if context else None
+    )  # a DaskTaskRunner's client starts its cluster
+    if client is not None:
+        from distributed import fire_and_forget
+
+        for worker in client.scheduler_info(n_workers=-1)["workers"]:
+            fire_and_forget(client.submit(_import_modules, pure=False, workers=[worker]))

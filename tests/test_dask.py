@@ -1,0 +1,196 @@
+"""The transform partitioned across a real 2-process Dask cluster equals the single-process build.
+
+A module-wide local cluster (2 worker processes, 127.0.0.1) runs the partition tasks through
+Prefect's DaskTaskRunner. For several partition counts, full and over random file splits (mixed
+with single-process incremental runs), the published tables equal those of one single-process
+build row for row; `metrics-etl run --workers 2` as a real process publishes the same tables,
+and its API answers equal the independent reference.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import build
+from metrics_etl.generator.generate import generate
+from metrics_etl.run import dask_build
+from metrics_etl.serve.reader import Reader
+from reference import Reference
+from snapshots import assert_same_tables, same
+from test_api_vs_reference import random_requests
+from test_incremental import copy_files, random_split, raw_files
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A local Dask cluster of 2 worker processes; its workers use the session's Prefect API."""
+    from distributed import LocalCluster
+    from prefect.settings import PREFECT_API_URL
+
+    saved = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = str(PREFECT_API_URL.value())  # inherited by the workers
+    try:
+        with LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard": False},
+        ) as local:
+            yield local.scheduler_address
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
+
+
+def partitioned(cluster: str, raw: Path, warehouse: Path, as_of: dt.datetime, parts: int) -> dict:
+    """One run of the flow with its transform in `parts` partitions on the cluster."""
+    from metrics_etl.run.flow import etl
+
+    flow = etl.with_options(task_runner=dask_build.task_runner(None, cluster))
+    state = flow(
+        raw=str(raw),
+        warehouse=str(warehouse),
+        as_of=as_of,
+        partitions=parts,
+        threads=1,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["status"] in ("published", "no-op"), summary
+    return summary
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory):
+    """Generated raw files and their single-process full build."""
+    root = tmp_path_factory.mktemp("dask")
+    gen = root / "gen"
+    summary = generate(gen, events=2000, seed=23)
+    as_of = dt.datetime.fromisoformat(summary["as_of"].replace("Z", "+00:00"))
+    files = raw_files(gen)
+    full = root / "full"
+    build(copy_files(gen, root / "full_raw", files), full, as_of)
+    return gen, files, as_of, full
+
+
+@pytest.mark.parametrize("parts", [4])  # 1, 2, 3: below
+def test_partitioned_build_equals_single_process(
+    cluster: str, generated, tmp_path: Path, parts: int
+) -> None:
+    """Any partition count publishes the single-process build's tables, row for row."""
+    gen, files, as_of, full = generated
+    warehouse = tmp_path / "wh"
+    summary = partitioned(
+        cluster, copy_files(gen, tmp_path / "raw", files), warehouse, as_of, parts
+    )
+    assert summary["transform_mode"] == "full"
+    assert_same_tables(warehouse, full)
+    stats = json.loads((warehouse / "_state" / dask_build.STATS_FILE).read_text())
+    names = [task["name"] for task in stats["tasks"]]
+    assert names == [
+        f"{step}-{p}" for step in ("stage-a", "stage-opens", "build") for p in range(parts)
+    ]
+    assert all(task["worker"].startswith("tcp://127.0.0.1:") for task in stats["tasks"])
+    assert not (warehouse / "_state" / "dask").exists() or not any(
+        (warehouse / "_state" / "dask").iterdir()
+    ), "the shuffle files are removed"
+
+
+def test_random_splits_partitioned_and_incremental_equal_full(
+    cluster: str, generated, tmp_path: Path
+) -> None:
+    """Files split over runs, each run partitioned (3, then 2 parts) or single-process incremental
+    in turn, publish after every run what one single-process build of the files so far publishes."""
+    gen, files, as_of, full = generated
+    runs = random_split(files, seed=3)
+    assert len(runs) >= 3
+    warehouse = tmp_path / "wh"
+    modes = []
+    for index, run in enumerate(runs):
+        raw = copy_files(gen, tmp_path / f"raw{index}", run)
+        if index % 2 == 0:
+            parts = 3 if index == 0 else 2
+            modes.append(partitioned(cluster, raw, warehouse, as_of, parts)["transform_mode"])
+        else:
+            modes.append(build(raw, warehouse, as_of).transform_mode)
+        if index == 1:
+            prefix = [f for r in runs[:2] for f in r]
+            rebuilt = tmp_path / "prefix"
+            build(copy_files(gen, tmp_path / "prefix_raw", prefix), rebuilt, as_of)
+            assert_same_tables(warehouse, rebuilt)
+    # a single-process run after a partitioned one goes on incrementally from its tables
+    assert modes[1] == "incremental", modes
+    assert_same_tables(warehouse, full)
+
+
+def test_cli_workers_equals_single_process_and_reference(generated, tmp_path: Path) -> None:
+    """`metrics-etl run --workers 1 --partitions 1` (a real process with a local cluster of its
+    own) publishes the single-process tables, and its API answers equal the reference."""
+    from prefect.settings import PREFECT_API_URL
+
+    gen, files, as_of, full = generated
+    raw = copy_files(gen, tmp_path / "raw", files)
+    warehouse = tmp_path / "wh"
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "metrics_etl.cli", "run", "--workers", "1"),
+            *("--partitions", "1", "--raw", str(raw), "--warehouse", str(warehouse)),
+            *("--as-of", as_of.isoformat()),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "published snapshot" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert_same_tables(warehouse, full)
+    ref = Reference(raw, as_of)
+    reader = Reader(warehouse)
+    try:
+        requests = random_requests(ref, 300, seed=3)
+        mismatches = [(p, a) for p, a in requests if not same(ref.get(p, a), reader.get(p, a))]
+    finally:
+        reader.close()
+    assert not mismatches, f"{len(mismatches)} of {len(requests)} differ, e.g. {mismatches[:3]}"
+    nonempty = sum(1 for p, a in requests if (r := ref.get(p, a))[0] == 200 and r[1])
+    assert nonempty > 50
+
+
+def test_partitions_without_workers_is_a_clear_error(tmp_path: Path) -> None:
+    """--partitions alone is refused with one line, before any work."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metrics_etl.cli",
+            "run",
+            "--partitions",
+            "2",
+            "--raw",
+            str(tmp_path / "raw"),
+            "--warehouse",
+            str(tmp_path / "wh"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "--partitions needs --workers" in done.stderr
+    assert "Traceback" not in done.stderr
