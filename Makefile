@@ -47,6 +47,7 @@ bench: setup
 	$(RUN) python benchmarks/run.py
 	$(RUN) python benchmarks/freshness.py
 	$(RUN) python benchmarks/floors.py --sizes 1000000,10000000
+	$(RUN) python benchmarks/dask_build.py --events 1000000
 
 clean:
 	rm -rf data/raw data/warehouse
