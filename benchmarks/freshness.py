@@ -62,14 +62,19 @@ def stage(raw: Path, out: Path, percent: float, recent: bool, round_no: int) -> 
     conn = duckdb.connect()
     conn.execute("set TimeZone = 'UTC'")
     files = discover.discover(raw).files
+    summary = raw / "_generator.json"
+    records = json.loads(summary.read_text())["records"] if summary.exists() else {}
     lines = 0
     for name in EVENT_STREAMS:
         stream = STREAMS[name]
         parquet = [str(f.path) for f in files if f.stream == name and f.format == "parquet"]
         if not parquet:
             continue
-        # the generator writes each stream in every format; its Parquet files suffice to sample
+        # the generator writes each stream in every format; its Parquet files suffice to sample,
+        # at the rate that gives `percent` of the stream's records in all formats
         source = f"read_parquet({parquet!r}, union_by_name = true)"
+        in_parquet = conn.execute(f"select count(*) from {source}").fetchall()[0][0]
+        rate = min(100.0, percent * records.get(name, in_parquet) / max(in_parquet, 1))
         ts = next(f.name for f in stream.fields if f.type == "ts")
         last = conn.execute(
             f"select max(try_cast({ts} as timestamptz)) from {source} "
@@ -94,7 +99,7 @@ def stage(raw: Path, out: Path, percent: float, recent: bool, round_no: int) -> 
         target.parent.mkdir(parents=True, exist_ok=True)
         conn.execute(
             f"copy (select * from (select {', '.join(typed)} from {source}) where {valid} "
-            f"using sample {percent} percent (bernoulli, {round_no})) to '{target}' (format json)"
+            f"using sample {rate} percent (bernoulli, {round_no})) to '{target}' (format json)"
         )
         with target.open("rb") as handle:
             lines += sum(1 for _ in handle)
