@@ -26,7 +26,7 @@ demo: setup
 	$(RUN) python -m metrics_etl.demo
 
 # two workers, a test file each (module fixtures are built once): much of the suite waits on
-# subprocesses and servers (6 min 4 s on two workers, 10 min 7 s on one, quiet machine)
+# subprocesses and servers (413 tests: 8 min 50 s on two workers, quiet machine)
 test: setup
 	$(RUN) pytest -q -n 2 --dist loadfile
 
