@@ -20,13 +20,12 @@ from pathlib import Path
 import pytest
 
 from conftest import build
-from metrics_etl.generator.generate import generate
 from metrics_etl.run import dask_build
 from metrics_etl.serve.reader import Reader
 from reference import Reference
 from snapshots import assert_same_tables, same
 from test_api_vs_reference import random_requests
-from test_incremental import copy_files, random_split, raw_files
+from test_incremental import copy_files, generated_full_build, random_split
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +75,7 @@ def partitioned(cluster: str, raw: Path, warehouse: Path, as_of: dt.datetime, pa
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory):
     """Generated raw files and their single-process full build."""
-    root = tmp_path_factory.mktemp("dask")
-    gen = root / "gen"
-    summary = generate(gen, events=2000, seed=23)
-    as_of = dt.datetime.fromisoformat(summary["as_of"].replace("Z", "+00:00"))
-    files = raw_files(gen)
-    full = root / "full"
-    build(copy_files(gen, root / "full_raw", files), full, as_of)
-    return gen, files, as_of, full
+    return generated_full_build(tmp_path_factory.mktemp("dask"), events=2000, seed=23)
 
 
 @pytest.mark.parametrize("parts", [4])  # 1, 2, 3: below

@@ -107,16 +107,25 @@ def full_rebuild(
 # --------------------------------------------------------------------------- property test
 
 
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory):
-    """Generated raw files, their full rebuild, and a set of requests chosen from it."""
-    root = tmp_path_factory.mktemp("incremental")
+def generated_full_build(
+    root: Path, events: int, seed: int
+) -> tuple[Path, list[str], dt.datetime, Path]:
+    """Generated raw files under root/gen, their files, as-of time, and one full build of them."""
     gen = root / "gen"
-    summary = generate(gen, events=1000, seed=17)
+    summary = generate(gen, events=events, seed=seed)
     as_of = dt.datetime.fromisoformat(summary["as_of"].replace("Z", "+00:00"))
     files = raw_files(gen)
     full = root / "full"
     build(copy_files(gen, root / "full_raw", files), full, as_of)
+    return gen, files, as_of, full
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory):
+    """Generated raw files, their full rebuild, and a set of requests chosen from it."""
+    gen, files, as_of, full = generated_full_build(
+        tmp_path_factory.mktemp("incremental"), events=1000, seed=17
+    )
     tables = published_tables(full)
     assert tables["fct_reads"][1] and tables["fct_deliveries"][1] and tables["rejects"][1]
     requests = requests_for(full)

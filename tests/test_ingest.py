@@ -704,6 +704,22 @@ def _loaded_state(conn) -> dict[str, list]:
     return {name: conn.execute(sql).fetchall() for name, sql in tables.items()}
 
 
+def files_the_scan_refuses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A list that collects the files the parallel scan refuses (read by the block reader)."""
+    refused: list[str] = []
+    scanned = loading._load_scanned
+
+    def watched(conn, stream, raw_file, *args):  # type: ignore[no-untyped-def]
+        try:
+            return scanned(conn, stream, raw_file, *args)
+        except loading.NotVouched:
+            refused.append(raw_file.rel)
+            raise
+
+    monkeypatch.setattr(loading, "_load_scanned", watched)
+    return refused
+
+
 def test_the_parallel_scan_loads_what_the_block_reader_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -747,17 +763,7 @@ def test_the_parallel_scan_loads_what_the_block_reader_loads(
     }
     for name, data in {**well_formed, **odd}.items():
         (raw / name).write_bytes(data)
-    refused: list[str] = []
-    scanned = loading._load_scanned
-
-    def watched(conn, stream, raw_file, *args):  # type: ignore[no-untyped-def]
-        try:
-            return scanned(conn, stream, raw_file, *args)
-        except loading.NotVouched:
-            refused.append(raw_file.rel)
-            raise
-
-    monkeypatch.setattr(loading, "_load_scanned", watched)
+    refused = files_the_scan_refuses(monkeypatch)
     conn, _ = load(raw, tmp_path / "wh-scan")
     assert not set(refused) & set(well_formed)
     assert set(odd) <= set(refused)
@@ -796,17 +802,7 @@ def test_the_parallel_scan_numbers_lines_in_file_order_across_buffers(
     (raw / "reads/big2.jsonl.gz").write_bytes(gzip.compress(b"\n".join(rows[::-1])))
     monkeypatch.setattr(loading, "SCAN_LINE_BYTES", 1 << 12)
     monkeypatch.setattr(loading, "SCAN_BUFFER_BYTES", 1 << 16)  # 40 buffers a file
-    refused: list[str] = []
-    scanned = loading._load_scanned
-
-    def watched(conn, stream, raw_file, *args):  # type: ignore[no-untyped-def]
-        try:
-            return scanned(conn, stream, raw_file, *args)
-        except loading.NotVouched:
-            refused.append(raw_file.rel)
-            raise
-
-    monkeypatch.setattr(loading, "_load_scanned", watched)
+    refused = files_the_scan_refuses(monkeypatch)
     conn, _ = load(raw, tmp_path / "wh")
     assert not refused
     wrong = conn.execute(

@@ -313,14 +313,19 @@ def test_readme_deploy_path_fires_on_schedule_and_the_artifact_inspects(
     assert "'type': 'table'" in shown and "published snapshot" in shown
 
 
+def start_watch(raw: Path, wh: Path, env: dict[str, str], folder: Path) -> subprocess.Popen:
+    """`metrics-etl watch` polling every 0.2 s; its output in folder/watch.out and .err."""
+    command = [str(BIN / "metrics-etl"), "watch", "--poll", "0.2"]
+    command += ["--raw", str(raw), "--warehouse", str(wh)]
+    return start(command, env, folder / "watch.log")
+
+
 def test_watch_runs_in_process_when_files_land_and_stops_cleanly(
     tmp_path: Path, prefect_server: tuple[str, Path]
 ) -> None:
     api_url, home = prefect_server
     raw, wh = raw_world(tmp_path), tmp_path / "wh"
-    command = [str(BIN / "metrics-etl"), "watch", "--poll", "0.2"]
-    command += ["--raw", str(raw), "--warehouse", str(wh)]
-    watcher = start(command, prefect_env(home, api_url), tmp_path / "watch.log")
+    watcher = start_watch(raw, wh, prefect_env(home, api_url), tmp_path)
     try:
         first = wait_for("the first snapshot", lambda: published(wh), watcher)
         jsonl(raw / "reports/r2.jsonl", [report(2, "2016-11-08T09:00:00Z")])
@@ -354,10 +359,8 @@ def test_watch_stopped_by_sigterm_during_a_run_exits_143_and_the_next_run_publis
 ) -> None:
     api_url, home = prefect_server
     raw, wh = raw_world(tmp_path), tmp_path / "wh"
-    command = [str(BIN / "metrics-etl"), "watch", "--poll", "0.2"]
-    command += ["--raw", str(raw), "--warehouse", str(wh)]
     env = prefect_env(home, api_url)
-    watcher = start(command, env, tmp_path / "watch.log")
+    watcher = start_watch(raw, wh, env, tmp_path)
     err = tmp_path / "watch.err"
     try:
         wait_for("a run in flight", lambda: "ingest-" in err.read_text(), watcher)

@@ -298,10 +298,11 @@ def finish_transform(
     set_state(conn, "transform_complete", "true")
 
 
-def changed_tables(conn: duckdb.DuckDBPyConnection) -> dict[str, str | None] | None:
-    """The published tables changed since the last publish, each with its change log (None:
-    changed without one); None when everything is to be published whole."""
-    dirty = dirty_partitions(conn)
+def changed_tables(
+    conn: duckdb.DuckDBPyConnection, dirty: dict[str, set[str]] | None
+) -> dict[str, str | None] | None:
+    """The published tables changed since the last publish (`dirty`: dirty_partitions), each
+    with its change log (None: changed without one); None when everything is published whole."""
     if dirty is None:
         return None
     return {table: change_log(conn, table) for table, parts in dirty.items() if parts}
@@ -312,7 +313,7 @@ def audit_task(writer: Writer, summary: RunSummary) -> None:
     """Fail the run, publishing nothing, when an audit returns rows."""
     started = time.monotonic()
     with writer.attempt() as conn:
-        changed = changed_tables(conn)
+        changed = changed_tables(conn, dirty_partitions(conn))
         results = audits.run_audits(conn, changed)
     summary.audits = {name: len(rows) for name, rows in results.items()}
     summary.seconds["audit"] = round(time.monotonic() - started, 3)
@@ -352,7 +353,7 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
     with writer.attempt() as conn:
         tables = [*transform.published_models(), "rejects", "file_stats"]
         dirty = dirty_partitions(conn)
-        changed = changed_tables(conn)
+        changed = changed_tables(conn, dirty)
         logs = {t: log for t, log in (changed or {}).items() if log is not None}
         previous = publish.current_manifest(warehouse)
         result = publish.write_tables(
