@@ -20,10 +20,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -582,3 +584,26 @@ def test_clean_up_keeps_snapshots_that_readers_hold(
     used = publish.listed_files(manifest)  # its tables' files and its serving segments
     assert {p.relative_to(wh).as_posix() for p in (wh / "data").rglob("*") if p.is_file()} == used
     assert ask(wh, [(read_url, 1)])[(read_url, 1)] == (200, {"total_reads": 6})
+
+
+def test_sigterm_during_a_query_is_a_stop_not_a_failure_to_retry() -> None:
+    """DuckDB turns a signal handler's exception into RuntimeError("Query interrupted"); the
+    run must still see Prefect's TerminationSignal behind it (and not retry, not log a trace)."""
+    from prefect.exceptions import TerminationSignal
+    from prefect.states import Failed
+    from prefect.utilities.engine import _prefect_sigterm_handler
+
+    conn = duckdb.connect()
+    previous = signal.signal(signal.SIGTERM, _prefect_sigterm_handler)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        with pytest.raises(BaseException) as caught:
+            conn.execute("select sum(a.range * b.range) from range(1000000) a, range(1000000) b")
+    finally:
+        timer.join()
+        signal.signal(signal.SIGTERM, previous)
+    stop = pipeline.stop_signal(caught.value)
+    assert isinstance(stop, TerminationSignal) and stop.signal == signal.SIGTERM
+    assert not pipeline.transient(None, None, Failed(data=caught.value))
+    assert pipeline.transient(None, None, Failed(data=RuntimeError("IO Error: timed out")))

@@ -102,13 +102,28 @@ class Writer:
 EXPECTED = (UserError, AuditFailed)
 
 
+def stop_signal(error: BaseException) -> TerminationSignal | Stopped | None:
+    """The stop signal behind an error, if any: a SIGTERM that arrives during a DuckDB query
+    surfaces as the query's RuntimeError("Query interrupted"), caused by Prefect's
+    TerminationSignal."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = error
+    while seen is not None and seen not in chain:
+        if isinstance(seen, (TerminationSignal, Stopped)):
+            return seen
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def transient(task: object, task_run: object, state: State) -> bool:
     """Prefect retry condition: retry I/O failures, never bad input, a failed audit, a query
     interrupted because the run is being cancelled, or a stop signal (a retry would publish a
     cancelled or stopped run)."""
-    return not isinstance(
-        state.data, (*EXPECTED, duckdb.InterruptException, Stopped, TerminationSignal)
-    )
+    error = state.data
+    if isinstance(error, BaseException) and stop_signal(error) is not None:
+        return False
+    return not isinstance(error, (*EXPECTED, duckdb.InterruptException))
 
 
 class QuietExpected(logging.Filter):
@@ -117,7 +132,9 @@ class QuietExpected(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Keep the record; strip its traceback when the error is an expected one."""
         error = record.exc_info[1] if record.exc_info else None
-        if error is not None and (isinstance(error, EXPECTED) or disk_full(error)):
+        if error is not None and (
+            isinstance(error, EXPECTED) or disk_full(error) or stop_signal(error) is not None
+        ):
             record.exc_info = None
             record.exc_text = None
         return True
@@ -474,5 +491,10 @@ def run(
                 f"no space left on the device of {warehouse} (or of METRICS_ETL_TEMP_DIR): free "
                 "some space and run again; the current snapshot is still served as it was"
             ) from None
+        stop = stop_signal(error)
+        if isinstance(stop, TerminationSignal):  # the flow engine then stops as for a signal
+            raise TerminationSignal(stop.signal) from error
+        if isinstance(stop, Stopped) and stop is not error:
+            raise Stopped(stop.signum) from error
         raise
     return summary
