@@ -110,6 +110,28 @@ def test_the_reader_maps_segments_without_copying(generated: Path) -> None:
         reader.close()
 
 
+def test_the_reader_reads_ahead_each_segment_file_once(
+    generated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    advised: list[str] = []
+    real = segments.os.posix_fadvise
+
+    def record(fd: int, offset: int, length: int, advice: int) -> None:
+        advised.append(segments.os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(segments.os, "posix_fadvise", record)
+    monkeypatch.setattr(segments, "_PREFETCHED", set())
+    reader = Reader(generated)
+    try:
+        reader.prefetch()
+        reader.prefetch()  # the same files: not again
+    finally:
+        reader.close()
+    listed = {str((generated / f).resolve()) for f in listed_segments(generated).values()}
+    assert sorted(advised) == sorted(listed)
+
+
 def hand_world(raw: Path) -> None:
     """Reports in channels 1 and 3 (of account 1), one read of each."""
     base_world(raw)

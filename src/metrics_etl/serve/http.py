@@ -184,6 +184,7 @@ class Ops:
                 continue
             if snap is not None and (self.served is None or snap is not self.served):
                 self.switched(snap, time.monotonic() - noticed)
+                snap.index.prefetch()  # once served: readiness does not wait for the disk
             if snap is None or self._current() == snap.snapshot_id:
                 noticed = time.monotonic()
             self.stop.wait(WATCH_SECONDS)

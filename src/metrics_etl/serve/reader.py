@@ -215,6 +215,10 @@ class Reader:
         """Map the current snapshot's whole serving index now."""
         self.snapshot().index.warm()
 
+    def prefetch(self) -> None:
+        """Have the kernel read the current snapshot's segment files ahead (once per file)."""
+        self.snapshot().index.prefetch()
+
     def close(self) -> None:
         """Release the current snapshot."""
         with self._lock:

@@ -280,6 +280,28 @@ def map_segment(path: Path, part: str) -> Any:
         return obj
 
 
+# Segment files this process has asked the kernel to read ahead (content-addressed: a path
+# names its bytes, so a file is read ahead once, however many snapshots list it).
+_PREFETCHED: set[str] = set()
+
+
+def prefetch(path: Path) -> None:
+    """Ask the kernel to read a segment file into the page cache, without waiting for it, so
+    that the first requests touching its pages do not wait on the disk."""
+    key = str(path)
+    if key in _PREFETCHED or not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        fd = os.open(key, os.O_RDONLY)
+    except OSError:  # removed with an old snapshot: nothing to read ahead
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
+    _PREFETCHED.add(key)
+
+
 def mapped_count() -> int:
     """How many segments this process has mapped now (for tests and benchmarks)."""
     return len(_MAPPED)
@@ -325,6 +347,12 @@ class Index:
             return WHOLE[part][0](self._conn())
         bucket = int(key.partition("/")[2])
         return next(build_part(self._conn(), part, [bucket], self._buckets))[1]
+
+    def prefetch(self) -> None:
+        """Have the kernel read ahead every segment file this process has not read ahead yet
+        (for a switch: the new snapshot's changed segments)."""
+        for entry in (self._segments or {}).values():
+            prefetch(self._warehouse / entry["files"][0])
 
     def warm(self) -> None:
         """Map every segment now (build every part, for a snapshot without segments)."""
