@@ -78,6 +78,8 @@ def watch(
 ) -> int:
     """Run whenever the raw folder has something new, until stopped; returns 128 + the signal
     (or 0 after `max_runs` runs). A failed run is reported and retried after a growing pause."""
+    from metrics_etl.run import flow  # noqa: F401  imported before files land, not by the first run
+
     runs, failures = 0, 0
     models = models_hash()
     with stop_flag() as flag:
