@@ -604,7 +604,9 @@ except BaseException as error:
     stop = pipeline.stop_signal(error)
     print(type(error).__name__, type(stop).__name__, getattr(stop, "signal", None),
           pipeline.transient(None, None, Failed(data=error)),
-          pipeline.transient(None, None, Failed(data=RuntimeError("IO Error: timed out"))))
+          pipeline.transient(None, None, Failed(data=RuntimeError("IO Error: timed out"))),
+          flush=True)
+os._exit(0)  # DuckDB may still be finishing the interrupted query's tasks
 """
 
 
