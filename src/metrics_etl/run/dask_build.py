@@ -18,6 +18,11 @@ Steps of a partitioned transform with P partitions (SCALING.md explains the choi
 5. In the writer: the partitions' tables become the writer's tables, in storage order, so
    that audits, publish and the serving segments run exactly as after a single-process build.
 
+An incremental run (the warehouse can go on incrementally, same partition count) brings
+staging and the dimensions up to date in the writer (models/incremental.py), finds the dirty
+channel partitions, exports their staged rows, runs `build-<c>` for those only, and replaces
+their rows in the writer's tables with change logs (SCALING.md, "Incremental runs").
+
 Every task opens its own DuckDB with its share of its Dask worker's memory limit and runs the
 models' own SQL (the relations they read are tables of the same names). Prefect runs the tasks
 through its DaskTaskRunner (retries, scheduling); Dask sets the workers' memory limits.
@@ -49,7 +54,7 @@ from metrics_etl.models import incremental
 from metrics_etl.models.catalog import Model, load_models
 from metrics_etl.run import pipeline, progress
 from metrics_etl.run.plan import RunSummary, can_run_incrementally
-from metrics_etl.state import get_state, set_state
+from metrics_etl.state import drop_change_logs, get_state, set_state
 
 # Marts built once, in the writer, before the partitions: the dimensions and the report maps
 # every partition reads (a report's current channel decides its partition).
@@ -608,6 +613,7 @@ def _full(
     conn, parts = writer.conn, layout.parts
     set_state(conn, "transform_complete", "false")
     set_state(conn, "all_dirty", "true")
+    drop_change_logs(conn)  # everything is published whole
     summary.transform_mode = "full"
     transform.prepare(conn, summary.as_of)
     stats.dirty = list(range(parts))
