@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/dask_build.py [--events 1000000] [--rounds 1]
         [--configs single,1x1,1x2,1x4,2x1,2x2,2x4] [--json out.json]
+    .venv/bin/python benchmarks/dask_build.py --incremental 1 [--configs single,2x2]
 
 Generates raw data once, starts one Prefect server (its start-up not counted), then runs
 `metrics-etl run` (a full build into a fresh warehouse) per configuration, alternating within
@@ -9,6 +10,11 @@ each round: `single` is today's build, `NxP` is `--workers N --partitions P`. Fo
 prints the wall time, the pipeline's step times, the writer's peak RSS, and for a partitioned
 run the transform's steps, the shuffle bytes (raw by key, staged by channel, partition
 outputs), and per step the slowest task and the peak RSS of each Dask worker process.
+
+With `--incremental PERCENT`, each configuration builds in full, then ~PERCENT% new events per
+event stream land (benchmarks/freshness.py's `stage`: a sample of existing events under fresh
+keys, spread over the data's whole time range) in a hard-linked copy of the raw folder, and the
+same configuration runs again, incrementally; both runs are printed.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import freshness
 
 PY = sys.executable
 AS_OF = "2018-02-01T00:00:00Z"
@@ -56,7 +65,7 @@ def start_server(work: Path, env: dict[str, str]) -> tuple[subprocess.Popen[byte
     raise SystemExit("the Prefect server did not start; see " + str(work / "server.log"))
 
 
-def run_once(raw: Path, warehouse: Path, config: str, env: dict[str, str]) -> dict:
+def run_once(raw: Path, warehouse: Path, config: str, env: dict[str, str], label: str = "") -> dict:
     """One full build in a fresh warehouse: wall time, step times, the writer's peak RSS."""
     args = [PY, "-m", "metrics_etl.cli", "run", "--raw", str(raw), "--warehouse", str(warehouse)]
     args += ["--as-of", AS_OF]
@@ -64,7 +73,7 @@ def run_once(raw: Path, warehouse: Path, config: str, env: dict[str, str]) -> di
         workers, parts = config.split("x")
         args += ["--workers", workers, "--partitions", parts]
     started = time.monotonic()
-    with open(warehouse.parent / f"{config}.log", "wb") as log:
+    with open(warehouse.parent / f"{config}{label}.log", "wb") as log:
         child = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=log)
         assert child.stdout is not None
         out = child.stdout.read()
@@ -74,7 +83,7 @@ def run_once(raw: Path, warehouse: Path, config: str, env: dict[str, str]) -> di
     text = out.decode()
     if child.returncode != 0:
         raise SystemExit(f"{config} failed:\n{text}\nsee {warehouse.parent / f'{config}.log'}")
-    result: dict = {"config": config, "wall_s": round(wall, 2)}
+    result: dict = {"config": config + label, "wall_s": round(wall, 2)}
     line = next((x.strip() for x in text.splitlines() if x.strip().startswith("time:")), "")
     result["steps"] = line.removeprefix("time: ")
     result["writer_peak_rss_mib"] = round(_peak_rss(usage) / 2**20) if usage else None
@@ -100,6 +109,10 @@ def describe(result: dict) -> str:
         shuffle = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in dask["shuffle_bytes"].items())
         lines.append(f"        transform steps (s): {steps}")
         lines.append(f"        shuffle: {shuffle}")
+        lines.append(
+            f"        {dask.get('mode', 'full')}: {len(dask.get('dirty', []))} of "
+            f"{dask['parts']} channel partitions built"
+        )
         by_step: dict[str, list[dict]] = {}
         for t in dask["tasks"]:
             by_step.setdefault(t["name"].rsplit("-", 1)[0], []).append(t)
@@ -123,6 +136,9 @@ def main() -> int:
     parser.add_argument("--configs", default="single,1x1,1x2,1x4,2x1,2x2,2x4")
     parser.add_argument("--raw", type=Path, default=None, help="use this raw folder")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument(
+        "--incremental", type=float, default=0.0, help="then land this %% of new events, run again"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="metrics-etl-dask-bench-"))
     env = {
@@ -157,11 +173,29 @@ def main() -> int:
             for config in args.configs.split(","):
                 warehouse = work / f"wh-{config}"
                 subprocess.run(["rm", "-rf", str(warehouse)], check=True)
-                result = run_once(raw, warehouse, config, env)
+                source = raw
+                if args.incremental:  # a copy of the raw folder the new events land in
+                    source = work / f"raw-{config}"
+                    subprocess.run(["rm", "-rf", str(source)], check=True)
+                    subprocess.run(["cp", "-al", str(raw), str(source)], check=True)
+                result = run_once(source, warehouse, config, env)
                 result["round"] = round_
                 result["load"] = os.getloadavg()[0]
                 results.append(result)
                 print(describe(result), flush=True)
+                if args.incremental:
+                    staged = work / f"staged-{round_}"
+                    if not staged.exists():
+                        result["new_lines"] = freshness.stage(
+                            raw, staged, args.incremental, False, round_
+                        )
+                    freshness.land(staged, source)
+                    result = run_once(source, warehouse, config, env, "+inc")
+                    result["round"] = round_
+                    result["load"] = os.getloadavg()[0]
+                    results.append(result)
+                    print(describe(result), flush=True)
+                    subprocess.run(["rm", "-rf", str(source)], check=True)
                 subprocess.run(["rm", "-rf", str(warehouse)], check=True)
     finally:
         server.terminate()

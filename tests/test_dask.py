@@ -25,7 +25,7 @@ from metrics_etl.serve.reader import Reader
 from reference import Reference
 from snapshots import assert_same_tables, same
 from test_api_vs_reference import random_requests
-from test_incremental import copy_files, generated_full_build, random_split
+from test_incremental import copy_files, generated_full_build, random_split, raw_files
 
 
 @pytest.fixture(scope="module")
@@ -101,21 +101,28 @@ def test_partitioned_build_equals_single_process(
     ), "the shuffle files are removed"
 
 
+def last_stats(warehouse: Path) -> dict:
+    """The last partitioned transform's figures (dask_build.json)."""
+    return json.loads((warehouse / "_state" / dask_build.STATS_FILE).read_text())
+
+
+@pytest.mark.parametrize("seed", [3])
 def test_random_splits_partitioned_and_incremental_equal_full(
-    cluster: str, generated, tmp_path: Path
+    cluster: str, generated, tmp_path: Path, seed: int
 ) -> None:
-    """Files split over runs, each run partitioned (3, then 2 parts) or single-process incremental
-    in turn, publish after every run what one single-process build of the files so far publishes."""
+    """Files split over runs (late and out-of-order files, report channel moves), each run
+    partitioned in 3 parts (incremental after the first) or single-process incremental in turn,
+    publish after every run what one single-process build of the files so far publishes."""
     gen, files, as_of, full = generated
-    runs = random_split(files, seed=3)
-    assert len(runs) >= 3
+    runs = random_split(files, seed=seed)
+    assert len(runs) >= 2
     warehouse = tmp_path / "wh"
     modes = []
     for index, run in enumerate(runs):
         raw = copy_files(gen, tmp_path / f"raw{index}", run)
-        if index % 2 == 0:
-            parts = 3 if index == 0 else 2
-            modes.append(partitioned(cluster, raw, warehouse, as_of, parts)["transform_mode"])
+        if index % 2 == 0 or index == len(runs) - 1:
+            modes.append(partitioned(cluster, raw, warehouse, as_of, 3)["transform_mode"])
+            assert last_stats(warehouse)["mode"] == modes[-1]
         else:
             modes.append(build(raw, warehouse, as_of).transform_mode)
         if index == 1:
@@ -123,9 +130,58 @@ def test_random_splits_partitioned_and_incremental_equal_full(
             rebuilt = tmp_path / "prefix"
             build(copy_files(gen, tmp_path / "prefix_raw", prefix), rebuilt, as_of)
             assert_same_tables(warehouse, rebuilt)
-    # a single-process run after a partitioned one goes on incrementally from its tables
-    assert modes[1] == "incremental", modes
+    # the first partitioned run is full; every later run goes on incrementally
+    assert modes == ["full"] + ["incremental"] * (len(runs) - 1), modes
     assert_same_tables(warehouse, full)
+
+
+def late_reads(gen: Path, raw: Path, count: int) -> int:
+    """Write a late reads file of `count` new reads of one report (copies of that report's reads
+    with new ids) into `raw`; returns the report id."""
+    lines = (gen / "reads" / "2016" / "part-0000.jsonl").read_text().splitlines()
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("report_id"), int):
+            records.append(record)
+    report = max({r["report_id"] for r in records}, key=[r["report_id"] for r in records].count)
+    mine = [r for r in records if r["report_id"] == report][:count]
+    late = raw / "reads" / "zz_late" / "late-0000.jsonl"
+    late.parent.mkdir(parents=True, exist_ok=True)
+    late.write_text(
+        "".join(json.dumps({**r, "read_id": 90_000_000 + i}) + "\n" for i, r in enumerate(mine))
+    )
+    return report
+
+
+def test_incremental_partitioned_run_builds_only_dirty_partitions(
+    cluster: str, generated, tmp_path: Path
+) -> None:
+    """A late file of one report's reads: the next partitioned run is incremental, builds only
+    that report's channel partition (dask_build.json's tasks), and publishes what a
+    single-process full build of the same files publishes; a changed partition count is full."""
+    gen, files, as_of, _ = generated
+    raw = copy_files(gen, tmp_path / "raw", files)
+    warehouse = tmp_path / "wh"
+    assert partitioned(cluster, raw, warehouse, as_of, 4)["transform_mode"] == "full"
+    assert last_stats(warehouse)["dirty"] == [0, 1, 2, 3]
+    late_reads(gen, raw, 3)
+    assert partitioned(cluster, raw, warehouse, as_of, 4)["transform_mode"] == "incremental"
+    stats = last_stats(warehouse)
+    assert stats["mode"] == "incremental"
+    assert len(stats["dirty"]) == 1, stats["dirty"]
+    assert [t["name"] for t in stats["tasks"]] == [f"build-{p}" for p in stats["dirty"]]
+    reference = tmp_path / "reference"
+    build(copy_files(raw, tmp_path / "reference_raw", raw_files(raw)), reference, as_of)
+    assert_same_tables(warehouse, reference)
+    # another partition count: the partitioned run is full
+    (raw / "reads" / "zz_late" / "late-0000.jsonl").rename(raw / "reads" / "zz_late" / "b.jsonl")
+    summary = partitioned(cluster, raw, warehouse, as_of, 2)
+    assert summary["transform_mode"] == "full"
+    assert last_stats(warehouse)["dirty"] == [0, 1]
 
 
 def test_cli_workers_equals_single_process_and_reference(generated, tmp_path: Path) -> None:

@@ -18,6 +18,11 @@ Steps of a partitioned transform with P partitions (SCALING.md explains the choi
 5. In the writer: the partitions' tables become the writer's tables, in storage order, so
    that audits, publish and the serving segments run exactly as after a single-process build.
 
+An incremental run (the warehouse can go on incrementally, same partition count) brings
+staging and the dimensions up to date in the writer (models/incremental.py), finds the dirty
+channel partitions, exports their staged rows, runs `build-<c>` for those only, and replaces
+their rows in the writer's tables with change logs (SCALING.md, "Incremental runs").
+
 Every task opens its own DuckDB with its share of its Dask worker's memory limit and runs the
 models' own SQL (the relations they read are tables of the same names). Prefect runs the tasks
 through its DaskTaskRunner (retries, scheduling); Dask sets the workers' memory limits.
@@ -45,10 +50,11 @@ from metrics_etl import db
 from metrics_etl import settings as settings_mod
 from metrics_etl.errors import UserError
 from metrics_etl.models import build as transform
+from metrics_etl.models import incremental
 from metrics_etl.models.catalog import Model, load_models
 from metrics_etl.run import pipeline, progress
-from metrics_etl.run.plan import RunSummary
-from metrics_etl.state import set_state
+from metrics_etl.run.plan import RunSummary, can_run_incrementally
+from metrics_etl.state import drop_change_logs, get_state, set_state
 
 # Marts built once, in the writer, before the partitions: the dimensions and the report maps
 # every partition reads (a report's current channel decides its partition).
@@ -56,6 +62,7 @@ ONCE_MARTS = ("int_current_reports", "int_report_positions")
 # Share of a Dask worker's memory limit given to one task's DuckDB (the rest: Python, Arrow).
 DUCKDB_SHARE = 0.6
 STATS_FILE = "dask_build.json"  # in the writer's state folder: the last partitioned build
+PARTS_STATE = "dask_partitions"  # pipeline_state: the partition count of the last partitioned run
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,8 @@ class BuildStats:
     seconds: dict[str, float] = field(default_factory=dict)
     shuffle_bytes: dict[str, int] = field(default_factory=dict)
     tasks: list[TaskStats] = field(default_factory=list)
+    mode: str = "full"  # or "incremental": only the dirty channel partitions built
+    dirty: list[int] = field(default_factory=list)  # the channel partitions built
 
 
 def is_once(model: Model) -> bool:
@@ -419,6 +428,136 @@ def _default_memory() -> int:
         conn.close()
 
 
+def _route(layout: Layout, rows: str, alias: str = "s") -> str:
+    """The channel partition of each row of `rows` (with a report_id), as `stage-a` routes it:
+    its report's current channel, or the report id for a report not current."""
+    return (
+        f"case when c.report_id is null then {_dest(layout, f'{alias}.report_id')} "
+        f"else {_dest(layout, 'c.channel_id')} end"
+    )
+
+
+def _routed(layout: Layout, rows: str, opens: bool) -> str:
+    """`rows` with `_dest`, their channel partition (an open: its delivery's, as `stage-opens`
+    routes it; the delivery id's key partition for an open without a delivery)."""
+    if not opens:
+        return (
+            f"select s.*, {_route(layout, rows)} as _dest from {rows} as s "
+            "left join int_current_reports as c on s.report_id = c.report_id"
+        )
+    return (
+        "select s.*, case when a.delivery_id is null then "
+        f"{_dest(layout, 's.delivery_id')} else {_route(layout, rows, 'a')} end as _dest "
+        f"from {rows} as s left join stg_alerts as a on s.delivery_id = a.delivery_id "
+        "left join int_current_reports as c on a.report_id = c.report_id"
+    )
+
+
+def _is_opens(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """True for a staged event stream without a report (alert opens: routed by delivery)."""
+    return "report_id" not in columns(conn, name)
+
+
+def dirty_partitions(
+    conn: duckdb.DuckDBPyConnection, run: incremental.Run, layout: Layout
+) -> list[int]:
+    """The channel partitions whose marts may differ after the writer's incremental staging and
+    dimensions: those of the changed staged events (before and after), of reports whose current
+    row changed (old and new channel), and of every report whose report-stats inputs changed."""
+    if run.previous_as_of is None:  # the report-stats window of the last build is unknown
+        return list(range(layout.parts))
+    queries = []
+    for model in event_staging():
+        if model.name in run.changed:
+            opens = _is_opens(conn, model.name)
+            for rows in (f"old_{model.name}", f"new_{model.name}"):
+                queries.append(f"select _dest from ({_routed(layout, rows, opens)})")
+    # reports that entered, left, or moved: their new partition, and their old one
+    queries.append(f"select _dest from ({_routed(layout, 'changed_reports', False)})")
+    queries.append(
+        f"select case when o.report_id is null then {_dest(layout, 'r.report_id')} "
+        f"else {_dest(layout, 'o.channel_id')} end from changed_reports as r "
+        "left join old_int_current_reports as o on r.report_id = o.report_id"
+    )
+    stats = " union ".join(run._stats_scope())
+    queries.append(f"select _dest from ({_routed(layout, f'({stats})', False)})")
+    found = conn.execute(
+        f"select distinct _dest from ({' union '.join(queries)}) as d(_dest) order by 1",
+        {"previous": run.previous_as_of},
+    ).fetchall()
+    return [int(row[0]) for row in found]
+
+
+def _export_staged(conn: duckdb.DuckDBPyConnection, layout: Layout, dirty: list[int]) -> None:
+    """Write the shared dimensions and the writer's staged events of the dirty channel
+    partitions, routed as `stage-a` and `stage-opens` route them (`stage/<model>/w`)."""
+    for folder in ("shared", "schema"):
+        (layout.root / folder).mkdir(parents=True, exist_ok=True)
+    for name in shared_inputs():
+        conn.execute(f"copy {name} to '{layout.root / 'shared' / name}.parquet' (format parquet)")
+    wanted = ", ".join(str(int(p)) for p in dirty)
+    for model in event_staging():
+        conn.execute(
+            f"copy (select * from {model.name} limit 0) to "
+            f"'{layout.root / 'schema' / model.name}-a0.parquet' (format parquet)"
+        )
+        routed = _routed(layout, model.name, _is_opens(conn, model.name))
+        _copy_by(
+            conn,
+            f"select * from ({routed}) where _dest in ({wanted})",
+            layout.root / "stage" / model.name / "w",
+        )
+
+
+def _part_of(layout: Layout, conn: duckdb.DuckDBPyConnection, table: str) -> str:
+    """A query of `table`'s rows with `_part`, the channel partition that builds each."""
+    if "channel_id" in columns(conn, table):
+        return f"select t.*, {_dest(layout, 't.channel_id')} as _part from {table} as t"
+    return (
+        f"select t.*, {_route(layout, table, 't')} as _part from {table} as t "
+        "left join int_current_reports as c on t.report_id = c.report_id"
+    )
+
+
+def _replace(conn: duckdb.DuckDBPyConnection, layout: Layout, dirty: list[int]) -> list[str]:
+    """Replace the dirty partitions' rows of each partition mart with the rows built; log the
+    rows lost and gained and mark their partitions; returns the marts."""
+    wanted = ", ".join(str(int(p)) for p in dirty)
+    names = []
+    for model in partition_marts():
+        name = model.name
+        names.append(name)
+        files = _quoted(layout.files("out", name))
+        if model.incremental == "append_missing":  # int_local_slots: a slot never changes
+            conn.execute(
+                f"insert into {name} select distinct * from read_parquet({files}) as new "
+                f"where not exists (select 1 from {name} as old "
+                "where old.timezone = new.timezone and old.slot = new.slot)"
+            )
+            continue
+        conn.execute(f"create or replace temp table new_part as from read_parquet({files})")
+        conn.execute(
+            "create or replace temp table old_part as "
+            f"select * exclude (_part) from ({_part_of(layout, conn, name)}) where _part in ({wanted})"
+        )
+        conn.execute(
+            "create or replace temp table removed_rows as from old_part except all from new_part"
+        )
+        conn.execute(
+            "create or replace temp table added_rows as from new_part except all from old_part"
+        )
+        if not incremental._count(conn, "removed_rows") + incremental._count(conn, "added_rows"):
+            continue
+        if "channel_id" in columns(conn, name):
+            conn.execute(f"delete from {name} where {_dest(layout, 'channel_id')} in ({wanted})")
+        else:  # report_stats: one row per report
+            conn.execute(f"delete from {name} where report_id in (select report_id from old_part)")
+        incremental._insert(conn, name, "new_part")
+        incremental._log(conn, name, "removed_rows", "added_rows")
+        incremental._mark(conn, name, "(from removed_rows union all from added_rows)")
+    return names
+
+
 def transform_partitioned(
     writer: pipeline.Writer,
     summary: RunSummary,
@@ -426,18 +565,16 @@ def transform_partitioned(
     parts: int,
     threads: int,
 ) -> None:
-    """A full transform across `parts` partitions, as Dask tasks (an incremental run rebuilds
-    in full too: see SCALING.md); its figures go to the state folder's dask_build.json."""
+    """The transform across `parts` partitions, as Dask tasks: in full, or, when the warehouse
+    can go on incrementally with the same partition count, the writer's incremental staging and
+    dimensions, then a `build` of only the dirty channel partitions (SCALING.md); its figures go
+    to the state folder's dask_build.json."""
     conn = writer.conn
     stats = BuildStats(parts)
     clock = time.monotonic()
     root = db.state_dir(writer.warehouse) / "dask" / summary.run_id
     shutil.rmtree(root.parent, ignore_errors=True)  # a killed run's files (the writer lock is ours)
     layout = Layout(root, parts, summary.as_of, threads, _default_memory())
-    set_state(conn, "transform_complete", "false")
-    set_state(conn, "all_dirty", "true")
-    summary.transform_mode = "full"
-    transform.prepare(conn, summary.as_of)
 
     def lap(step: str) -> None:
         nonlocal clock
@@ -445,35 +582,102 @@ def transform_partitioned(
         stats.seconds[step] = round(now - clock, 3)
         clock = now
 
+    stored = get_state(conn, PARTS_STATE)
     try:
-        once = [m for m in load_models() if is_once(m)]
-        with display.bar("dimensions", len(once), "models") as bar:
-            transform.build_models(conn, once, bar.advance)
-        lap("dimensions")
-        _export(conn, layout)
-        lap("export")
-        for step, fn in (
-            ("stage-a", stage_events),
-            ("stage-opens", stage_opens),
-            ("build", build_partition),
-        ):
-            futures = fn.map(layout, range(parts))
-            stats.tasks += [future.result() for future in futures]
-            lap(step)
-        for folder in ("raw", "stage", "out"):
-            stats.shuffle_bytes[folder] = _bytes(root / folder)
-        built = _combine(conn, layout)
-        lap("combine")
-        pipeline.finish_transform(conn, summary, None, [*(m.name for m in once), *built])
-        lap("finish")
+        if can_run_incrementally(conn, summary.full_refresh) and stored in (None, str(parts)):
+            _incremental(writer, summary, display, layout, stats, lap)
+        else:
+            _full(writer, summary, display, layout, stats, lap)
+        set_state(conn, PARTS_STATE, str(parts))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     (db.state_dir(writer.warehouse) / STATS_FILE).write_text(json.dumps(asdict(stats), indent=1))
     pipeline._log().info(
-        "partitioned transform, %d partitions: %s",
+        "partitioned transform (%s), %d partitions (%d built): %s",
+        stats.mode,
         parts,
+        len(stats.dirty),
         ", ".join(f"{step} {s:.1f} s" for step, s in stats.seconds.items()),
     )
+
+
+def _full(
+    writer: pipeline.Writer,
+    summary: RunSummary,
+    display: progress.Display,
+    layout: Layout,
+    stats: BuildStats,
+    lap: Any,
+) -> None:
+    """A full partitioned transform: every key partition staged, every channel partition built."""
+    conn, parts = writer.conn, layout.parts
+    set_state(conn, "transform_complete", "false")
+    set_state(conn, "all_dirty", "true")
+    drop_change_logs(conn)  # everything is published whole
+    summary.transform_mode = "full"
+    transform.prepare(conn, summary.as_of)
+    stats.dirty = list(range(parts))
+    once = [m for m in load_models() if is_once(m)]
+    with display.bar("dimensions", len(once), "models") as bar:
+        transform.build_models(conn, once, bar.advance)
+    lap("dimensions")
+    _export(conn, layout)
+    lap("export")
+    for step, fn in (
+        ("stage-a", stage_events),
+        ("stage-opens", stage_opens),
+        ("build", build_partition),
+    ):
+        futures = fn.map(layout, range(parts))
+        stats.tasks += [future.result() for future in futures]
+        lap(step)
+    for folder in ("raw", "stage", "out"):
+        stats.shuffle_bytes[folder] = _bytes(layout.root / folder)
+    built = _combine(conn, layout)
+    lap("combine")
+    pipeline.finish_transform(conn, summary, None, [*(m.name for m in once), *built])
+    lap("finish")
+
+
+def _incremental(
+    writer: pipeline.Writer,
+    summary: RunSummary,
+    display: progress.Display,
+    layout: Layout,
+    stats: BuildStats,
+    lap: Any,
+) -> None:
+    """An incremental partitioned transform: staging and dimensions brought up to date in the
+    writer (models/incremental.py), then the dirty channel partitions built as Dask tasks and
+    their rows replaced in the writer's tables (logged, so publish can add files)."""
+    conn = writer.conn
+    run = pipeline.begin_transform(conn, summary)
+    assert run is not None  # can_run_incrementally held
+    stats.mode = "incremental"
+    layers = transform.layers()
+    in_writer = [*layers["staging"], *(m for m in layers["marts"] if is_once(m))]
+    built: list[str] = []
+    try:
+        with display.bar("staging and dimensions", len(in_writer), "models") as bar:
+            built += incremental.build_models(run, in_writer, bar.advance)
+        lap("writer incremental")
+        stats.dirty = dirty_partitions(conn, run, layout)
+        lap("dirty partitions")
+        if stats.dirty:
+            _export_staged(conn, layout, stats.dirty)
+            lap("export")
+            futures = build_partition.map(layout, stats.dirty)
+            stats.tasks += [future.result() for future in futures]
+            lap("build")
+            stats.shuffle_bytes["stage"] = _bytes(layout.root / "stage")
+            stats.shuffle_bytes["out"] = _bytes(layout.root / "out")
+            built += _replace(conn, layout, stats.dirty)
+            lap("replace")
+    except BaseException:
+        incremental.end(conn)
+        raise
+    pipeline.finish_transform(conn, summary, run, built)
+    lap("finish")
 
 
 def task_runner(workers: int | None, address: str | None) -> Any:
