@@ -78,29 +78,6 @@ def generated(tmp_path_factory: pytest.TempPathFactory):
     return generated_full_build(tmp_path_factory.mktemp("dask"), events=2000, seed=23)
 
 
-@pytest.mark.parametrize("parts", [4])  # 1, 2, 3: below
-def test_partitioned_build_equals_single_process(
-    cluster: str, generated, tmp_path: Path, parts: int
-) -> None:
-    """Any partition count publishes the single-process build's tables, row for row."""
-    gen, files, as_of, full = generated
-    warehouse = tmp_path / "wh"
-    summary = partitioned(
-        cluster, copy_files(gen, tmp_path / "raw", files), warehouse, as_of, parts
-    )
-    assert summary["transform_mode"] == "full"
-    assert_same_tables(warehouse, full)
-    stats = json.loads((warehouse / "_state" / dask_build.STATS_FILE).read_text())
-    names = [task["name"] for task in stats["tasks"]]
-    assert names == [
-        f"{step}-{p}" for step in ("stage-a", "stage-opens", "build") for p in range(parts)
-    ]
-    assert all(task["worker"].startswith("tcp://127.0.0.1:") for task in stats["tasks"])
-    assert not (warehouse / "_state" / "dask").exists() or not any(
-        (warehouse / "_state" / "dask").iterdir()
-    ), "the shuffle files are removed"
-
-
 def last_stats(warehouse: Path) -> dict:
     """The last partitioned transform's figures (dask_build.json)."""
     return json.loads((warehouse / "_state" / dask_build.STATS_FILE).read_text())
@@ -157,17 +134,28 @@ def late_reads(gen: Path, raw: Path, count: int) -> int:
     return report
 
 
-def test_incremental_partitioned_run_builds_only_dirty_partitions(
+def test_partitioned_build_equals_single_process_and_then_builds_only_dirty_partitions(
     cluster: str, generated, tmp_path: Path
 ) -> None:
-    """A late file of one report's reads: the next partitioned run is incremental, builds only
-    that report's channel partition (dask_build.json's tasks), and publishes what a
-    single-process full build of the same files publishes; a changed partition count is full."""
-    gen, files, as_of, _ = generated
+    """4 partitions publish the single-process build's tables, row for row (2: below; 1 and 3: the
+    other tests). Then a late file of one report's reads: the next partitioned run is
+    incremental, builds only that report's channel partition (dask_build.json's tasks), and
+    publishes what a single-process full build of the same files publishes; a changed partition
+    count is full."""
+    gen, files, as_of, full = generated
     raw = copy_files(gen, tmp_path / "raw", files)
     warehouse = tmp_path / "wh"
     assert partitioned(cluster, raw, warehouse, as_of, 4)["transform_mode"] == "full"
-    assert last_stats(warehouse)["dirty"] == [0, 1, 2, 3]
+    assert_same_tables(warehouse, full)
+    stats = last_stats(warehouse)
+    assert stats["dirty"] == [0, 1, 2, 3]
+    names = [task["name"] for task in stats["tasks"]]
+    assert names == [
+        f"{step}-{p}" for step in ("stage-a", "stage-opens", "build") for p in range(4)
+    ]
+    assert all(task["worker"].startswith("tcp://127.0.0.1:") for task in stats["tasks"])
+    shuffle = warehouse / "_state" / "dask"
+    assert not shuffle.exists() or not any(shuffle.iterdir()), "the shuffle files are removed"
     late_reads(gen, raw, 3)
     assert partitioned(cluster, raw, warehouse, as_of, 4)["transform_mode"] == "incremental"
     stats = last_stats(warehouse)
