@@ -82,7 +82,7 @@ def rollup_fact(model: models.Model) -> str:
     return fact
 
 
-def _count(conn: duckdb.DuckDBPyConnection, relation: str) -> int:
+def count_rows(conn: duckdb.DuckDBPyConnection, relation: str) -> int:
     """Rows of a relation."""
     return int(conn.execute(f"select count(*) from {relation}").fetchall()[0][0])
 
@@ -100,10 +100,10 @@ def _diff(conn: duckdb.DuckDBPyConnection, name: str, old: str, new: str, cols: 
         f"select * from (select {cols} from {old} except all select {cols} from {new}) "
         f"union all select * from (select {cols} from {new} except all select {cols} from {old})",
     )
-    return _count(conn, name)
+    return count_rows(conn, name)
 
 
-def _mark(conn: duckdb.DuckDBPyConnection, table: str, relation: str) -> None:
+def mark_dirty(conn: duckdb.DuckDBPyConnection, table: str, relation: str) -> None:
     """Record the partitions of a published table that rows of a relation fall in."""
     model = models.catalog().get(table)
     if model is None or not model.published:
@@ -113,7 +113,7 @@ def _mark(conn: duckdb.DuckDBPyConnection, table: str, relation: str) -> None:
     )
 
 
-def _log(conn: duckdb.DuckDBPyConnection, table: str, removed: str, added: str) -> None:
+def log_changes_of(conn: duckdb.DuckDBPyConnection, table: str, removed: str, added: str) -> None:
     """Log the rows a published table lost and gained (publish writes the gained ones as a file
     of their own where it can)."""
     model = models.catalog().get(table)
@@ -128,7 +128,7 @@ def _rebuild(conn: duckdb.DuckDBPyConnection, model: Model) -> None:
     conn.execute("set preserve_insertion_order = false")
 
 
-def _insert(conn: duckdb.DuckDBPyConnection, table: str, relation: str) -> None:
+def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, relation: str) -> None:
     """Append rows to a model, in its storage order (a published table is written in the order
     it is stored in: its rows stay sorted runs, the table's and those appended since)."""
     order = models.storage_order(table)
@@ -270,7 +270,7 @@ class Run:
         """Recompute the page positions of organizations whose listed reports changed."""
         conn = self.conn
         accounts = "select account_id from position_accounts"
-        if not _count(conn, "position_accounts"):
+        if not count_rows(conn, "position_accounts"):
             _temp(conn, "repositioned", "select report_id from int_report_positions limit 0")
             return
         _temp(conn, "old_positions", f"from {model.name} where account_id in ({accounts})")
@@ -333,7 +333,7 @@ class Run:
         differ; keep those rows before and after for the rollups."""
         conn, name, fact = self.conn, model.name, FACTS[model.name]
         key = model.incremental_key
-        if not _count(conn, fact.scope):
+        if not count_rows(conn, fact.scope):
             return
         _temp(conn, "scope_rows", f"from {name} where {key} in (select {key} from {fact.scope})")
         _temp(conn, "scope_new", substitute(model.sql, dict(fact.inputs)))
@@ -343,9 +343,9 @@ class Run:
         _temp(conn, f"old_{name}", f"from scope_rows where {key} in ({changed})")
         _temp(conn, f"new_{name}", f"from scope_new where {key} in ({changed})")
         conn.execute(f"delete from {name} where {key} in (select {key} from old_{name})")
-        _insert(conn, name, f"new_{name}")
-        _mark(conn, name, f"(from old_{name} union all from new_{name})")
-        _log(conn, name, f"old_{name}", f"new_{name}")
+        insert_rows(conn, name, f"new_{name}")
+        mark_dirty(conn, name, f"(from old_{name} union all from new_{name})")
+        log_changes_of(conn, name, f"old_{name}", f"new_{name}")
         self.touched.add(name)
 
     def rollup(self, model: Model) -> None:
@@ -371,15 +371,15 @@ class Run:
             conn, f"delta_{fact}", f"select * from {fact} t semi join touched_groups g on {match}"
         )
         _temp(conn, "new_rows", substitute(model.sql, {fact: f"delta_{fact}"}))
-        _insert(conn, model.name, "new_rows")
-        _log(conn, model.name, "old_rows", "new_rows")
+        insert_rows(conn, model.name, "new_rows")
+        log_changes_of(conn, model.name, "old_rows", "new_rows")
         # rows before and after fall in the touched groups, whose hours name their partitions
         assert model.partitioned_by in model.groups, model.name
-        _mark(conn, model.name, "touched_groups")
+        mark_dirty(conn, model.name, "touched_groups")
 
     # ------------------------------------------------------------------ report stats
 
-    def _stats_scope(self) -> list[str]:
+    def stats_scope(self) -> list[str]:
         """Queries for the reports whose report-stats row may differ."""
         parts = ["select report_id from changed_reports", "select report_id from repositioned"]
         for table in STATS_EVENTS:
@@ -426,10 +426,10 @@ class Run:
             self.fallback(model)
             return
         conn.execute(
-            f"create or replace temp table stats_reports as {' union '.join(self._stats_scope())}",
+            f"create or replace temp table stats_reports as {' union '.join(self.stats_scope())}",
             {"previous": self.previous_as_of},
         )
-        if not _count(conn, "stats_reports"):
+        if not count_rows(conn, "stats_reports"):
             return
         scope = "select report_id from stats_reports"
         inputs = BY_ACCOUNTS["report_stats"]
@@ -441,19 +441,19 @@ class Run:
         _temp(conn, "old_report_stats", f"from report_stats where report_id in ({scope})")
         conn.execute(f"delete from report_stats where report_id in ({scope})")
         _temp(conn, "new_report_stats", substitute(model.sql, {t: f"stats_{t}" for t in inputs}))
-        _insert(conn, "report_stats", "new_report_stats")
-        _log(conn, "report_stats", "old_report_stats", "new_report_stats")
+        insert_rows(conn, "report_stats", "new_report_stats")
+        log_changes_of(conn, "report_stats", "old_report_stats", "new_report_stats")
         conn.execute("insert into dirty_parts values ('report_stats', 'all')")
 
     # ------------------------------------------------------------------ anything else
 
     def fallback(self, model: Model) -> None:
         """A model without an incremental rule: rebuilt in full, every partition marked."""
-        _mark(self.conn, model.name, model.name)
+        mark_dirty(self.conn, model.name, model.name)
         state.mark_unlogged(self.conn, model.name)
         _rebuild(self.conn, model)
         record_sorted(self.conn, [model.name])
-        _mark(self.conn, model.name, model.name)
+        mark_dirty(self.conn, model.name, model.name)
 
     def build(self, model: Model) -> None:
         """Bring one model up to date by the rule its header names (`-- incremental: ...`)."""
@@ -530,7 +530,7 @@ def compact(conn: duckdb.DuckDBPyConnection, tables: list[str]) -> list[str]:
     )
     rewritten = []
     for table in tables:
-        live = _count(conn, table)
+        live = count_rows(conn, table)
         deleted = physical[table] - live
         # appended rows matter only where the order is published
         order = models.storage_order(table)

@@ -479,7 +479,7 @@ def dirty_partitions(
         f"else {_dest(layout, 'o.channel_id')} end from changed_reports as r "
         "left join old_int_current_reports as o on r.report_id = o.report_id"
     )
-    stats = " union ".join(run._stats_scope())
+    stats = " union ".join(run.stats_scope())
     queries.append(f"select _dest from ({_routed(layout, f'({stats})', False)})")
     found = conn.execute(
         f"select distinct _dest from ({' union '.join(queries)}) as d(_dest) order by 1",
@@ -546,15 +546,17 @@ def _replace(conn: duckdb.DuckDBPyConnection, layout: Layout, dirty: list[int]) 
         conn.execute(
             "create or replace temp table added_rows as from new_part except all from old_part"
         )
-        if not incremental._count(conn, "removed_rows") + incremental._count(conn, "added_rows"):
+        if not incremental.count_rows(conn, "removed_rows") + incremental.count_rows(
+            conn, "added_rows"
+        ):
             continue
         if "channel_id" in columns(conn, name):
             conn.execute(f"delete from {name} where {_dest(layout, 'channel_id')} in ({wanted})")
         else:  # report_stats: one row per report
             conn.execute(f"delete from {name} where report_id in (select report_id from old_part)")
-        incremental._insert(conn, name, "new_part")
-        incremental._log(conn, name, "removed_rows", "added_rows")
-        incremental._mark(conn, name, "(from removed_rows union all from added_rows)")
+        incremental.insert_rows(conn, name, "new_part")
+        incremental.log_changes_of(conn, name, "removed_rows", "added_rows")
+        incremental.mark_dirty(conn, name, "(from removed_rows union all from added_rows)")
     return names
 
 
