@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime
@@ -16,6 +17,10 @@ from metrics_etl import __version__
 from metrics_etl import settings as settings_mod
 from metrics_etl.errors import UserError
 from metrics_etl.timeparse import parse_instant
+
+EXIT_GRACE_S = (
+    30.0  # a stopped watch's exit (Prefect's flush of logs and events) takes at most this
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -486,6 +491,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
         signal.signal(signum, signal.SIG_IGN)
     if code:
         sys.stderr.write(f"metrics-etl watch: stopped by {signal.Signals(code - 128).name}\n")
+        sys.stderr.flush()
+        # a bounded exit: Prefect's exit flush, or a helper thread of a step the signal cut short,
+        # must not keep a stopped watch alive (seen once in CI: alive 180 s after this line)
+        deadline = threading.Timer(EXIT_GRACE_S, os._exit, (code,))
+        deadline.daemon = True
+        deadline.start()
     return code
 
 
