@@ -168,7 +168,8 @@ def main() -> int:
     env["PREFECT_API_URL"] = url
     results = []
     try:
-        print(f"{args.events:,} events, cpu count {os.cpu_count()}, load {os.getloadavg()}")
+        size = f"raw {args.raw}" if args.raw else f"{args.events:,} events"
+        print(f"{size}, cpu count {os.cpu_count()}, load {os.getloadavg()}")
         for round_ in range(1, args.rounds + 1):
             for config in args.configs.split(","):
                 warehouse = work / f"wh-{config}"
