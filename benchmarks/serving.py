@@ -30,6 +30,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from metrics_etl.serve.http import settle_heap  # noqa: E402
 from metrics_etl.serve.keys import KeyStore  # noqa: E402
 from metrics_etl.serve.reader import Reader  # noqa: E402
 from run import (  # noqa: E402
@@ -299,6 +300,7 @@ def main() -> int:
     for urls in cells.values():
         for url, account in urls[:2]:
             reader.get(url, account)
+    settle_heap()  # as the server does once it serves a snapshot
     cell_results: dict[str, dict] = {}
     for cell, urls in cells.items():
         lat, _ = time_calls(reader.get, urls)

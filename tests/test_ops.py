@@ -5,10 +5,12 @@ Real `metrics-etl serve` processes where it matters."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import re
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import prometheus_client
@@ -16,8 +18,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import build
-from metrics_etl.serve.http import create_app, etag_matches
+from metrics_etl.serve.http import Ops, create_app, etag_matches
 from metrics_etl.serve.keys import KeyStore
+from metrics_etl.serve.reader import Reader
 from rawkit import base_world, jsonl, report
 from served import serving, wait_ready
 
@@ -247,3 +250,46 @@ def test_not_ready_while_current_is_gone(client) -> None:
     assert test_client.get(USERS, headers=auth(key)).json()["error"] == "unavailable"
     (wh / "current").symlink_to(target)
     assert readiness(200)["snapshot_id"] == snapshot_id
+
+
+def test_the_server_freezes_its_heap_after_each_switch_and_frees_the_replaced_snapshot(
+    tmp_path: Path,
+) -> None:
+    """The server's own app collects and freezes its long-lived heap once a snapshot is served
+    (so the collector's full passes never pause a request); after a switch the replaced
+    snapshot is still freed, and answers come from the new one."""
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    world(raw)
+    build(raw, wh, AS_OF)
+    reader = Reader(wh, background=True)
+    ops = Ops(reader, settle=True)
+    watcher = threading.Thread(target=ops.watch, daemon=True)
+    try:
+        watcher.start()
+        assert ops.ready.wait(60)
+        first = ops.served
+        assert first is not None
+        deadline = time.monotonic() + 60
+        while gc.get_freeze_count() == 0:  # settled on the watch thread just after serving
+            assert time.monotonic() < deadline, "the heap was not frozen"
+            time.sleep(0.05)
+        gone = weakref.ref(first)
+        before = reader.get("/batch/acme/report_stats", 1)[1]["pagination"]["total_count"]
+        del first
+        jsonl(raw / "reports/more.jsonl", [report(50, "2016-11-20T00:00:00Z")])
+        build(raw, wh, AS_OF)
+        second = current_id(wh)
+        deadline = time.monotonic() + 60
+        while ops.served is None or ops.served.snapshot_id != second:
+            assert time.monotonic() < deadline, "the new snapshot was not served within 60 s"
+            time.sleep(0.05)
+        while gone() is not None:  # the switch's own collection runs just after it is served
+            assert time.monotonic() < deadline, "the replaced snapshot was never freed"
+            time.sleep(0.05)
+        after = reader.get("/batch/acme/report_stats", 1)[1]["pagination"]["total_count"]
+        assert after == before + 1
+    finally:
+        ops.stop.set()
+        watcher.join(30)
+        reader.close()
+        gc.unfreeze()  # the rest of this test process's heap as it was

@@ -4,6 +4,7 @@ contract, health, readiness and Prometheus metrics, and docs served offline."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 import re
@@ -115,8 +116,9 @@ class Ops:
     """The operable side of one app: readiness, the snapshot being served, its load log line,
     and Prometheus metrics in a registry of the app's own."""
 
-    def __init__(self, reader: Reader) -> None:
+    def __init__(self, reader: Reader, settle: bool = False) -> None:
         self.reader = reader
+        self.settle = settle  # freeze the long-lived heap after each switch (settle_heap)
         self.ready = threading.Event()
         self.stop = threading.Event()
         self.served: Snapshot | None = None
@@ -185,6 +187,8 @@ class Ops:
             if snap is not None and (self.served is None or snap is not self.served):
                 self.switched(snap, time.monotonic() - noticed)
                 snap.index.prefetch()  # once served: readiness does not wait for the disk
+                if self.settle:
+                    settle_heap()
             if snap is None or self._current() == snap.snapshot_id:
                 noticed = time.monotonic()
             self.stop.wait(WATCH_SECONDS)
@@ -289,11 +293,24 @@ def _configure_log() -> None:
         LOG.setLevel(logging.INFO)
 
 
-def create_app(warehouse: Path) -> FastAPI:
-    """Build the app serving one warehouse; new snapshots are picked up as they are published."""
+def settle_heap() -> None:
+    """Collect the garbage now and freeze what survives (imports, the served index), so that
+    the cyclic collector's full passes, which walk every tracked object, never pause a request
+    (at 100M events one took up to 33 ms, the p99 of the list endpoints). Unfreezing first lets
+    a replaced snapshot's cycles be collected; the collection itself runs once per switch, on
+    the watch thread."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def create_app(warehouse: Path, settle: bool = False) -> FastAPI:
+    """Build the app serving one warehouse; new snapshots are picked up as they are published.
+    `settle`: the server process's own app freezes its heap after each switch (settle_heap);
+    an app embedded in another process (tests, TestClient) leaves that process's heap alone."""
     _configure_log()
     reader = Reader(Path(warehouse), background=True)
-    ops = Ops(reader)
+    ops = Ops(reader, settle)
     threading.Thread(target=ops.watch, daemon=True, name="metrics-etl-watch").start()
     store = KeyStore(Path(warehouse))
 
@@ -456,4 +473,4 @@ def app_from_env() -> FastAPI:
     process of `metrics-etl serve --workers N` imports (uvicorn `factory=True`)."""
     from metrics_etl import settings
 
-    return create_app(settings.load().warehouse)
+    return create_app(settings.load().warehouse, settle=True)
