@@ -309,11 +309,16 @@ class Lookup:
 
     def values(self, keys: np.ndarray, column: str) -> list[Any]:
         """An Arrow column's values at many int64 keys (None where a key is missing)."""
+        return self.columns(keys, (column,))[0]
+
+    def columns(self, keys: np.ndarray, names: tuple[str, ...]) -> list[list[Any]]:
+        """Several Arrow columns' values at many int64 keys (None where a key is missing),
+        from one search of the keys."""
         if not len(self.keys):
-            return [None] * len(keys)
+            return [[None] * len(keys) for _ in names]
         k = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        missing = self.keys[k] != keys
-        return self.cols[column].take(pa.array(k, mask=missing)).to_pylist()
+        rows = pa.array(k, mask=self.keys[k] != keys)
+        return [self.cols[name].take(rows).to_pylist() for name in names]
 
 
 @dataclass

@@ -530,11 +530,9 @@ class Reader:
         order = np.lexsort((ids, -counts[:, 0]))
         chosen = fields or ["total_alerts"]
         columns = [counts[order, AWARENESS_FIELDS.index(name)].tolist() for name in chosen]
-        user_ids = ids[order].tolist()
-        users = self._part("dims").users
-        first_names = users.values(ids[order], "first_name")
-        last_names = users.values(ids[order], "last_name")
-        rows = zip(*columns, user_ids, first_names, last_names, strict=True)
+        ordered = ids[order]
+        names = self._part("dims").users.columns(ordered, ("first_name", "last_name"))
+        rows = zip(*columns, ordered.tolist(), *names, strict=True)
         keys = (*chosen, "user_id", "first_name", "last_name")
         return records(keys, rows)
 
