@@ -15,6 +15,7 @@ import pytest
 from conftest import build
 from metrics_etl.generator.generate import generate
 from metrics_etl.serve import segments
+from metrics_etl.serve.index import Codes, stable_order
 from metrics_etl.serve.reader import ANALYTICS, Reader
 from rawkit import base_world, jsonl, reads, report
 from snapshots import ask, manifest_of
@@ -232,3 +233,34 @@ def test_sums_updated_from_change_logs_equal_those_counted_by_a_full_build(tmp_p
     assert ask(wh, [(url, 1)])[(url, 1)] == (200, {"total_reads": 4})
     assert manifest_of(wh)["segment_sources"] == manifest_of(full)["segment_sources"]
     assert listed_segments(wh) == listed_segments(full)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, np.float64])
+def test_codes_of_a_column_are_what_numpy_unique_gives(dtype: type) -> None:
+    """A column's dictionary and codes equal np.unique's values and inverse, whether the ids
+    are dense enough for the table over their range or so sparse that they are sorted."""
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        n = int(rng.integers(0, 60))
+        span = int(rng.integers(1, 300)) if trial % 4 else 2**31  # every 4th: sparse
+        base = int(rng.integers(-1000, 1000))
+        ids = (rng.integers(0, span, n) + base).astype(dtype)
+        codes, inverse = Codes.of(ids)
+        values, expected = np.unique(ids, return_inverse=True)
+        assert codes.values.dtype == values.dtype
+        assert np.array_equal(codes.values, values)
+        assert inverse.dtype == np.int64
+        assert np.array_equal(inverse, expected.reshape(-1))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, np.uint16, np.float64])
+def test_stable_order_is_numpys_stable_argsort(dtype: type) -> None:
+    """The order the distinct-count index is built from equals np.argsort(kind="stable"), for
+    keys narrow enough for the radix sort (even where their differences wrap) and wider."""
+    rng = np.random.default_rng(6)
+    for trial in range(200):
+        n = int(rng.integers(0, 80))
+        span = [5, 300, 2**16, 2**16 + 1, 2**20][trial % 5]
+        low = 0 if dtype == np.uint16 else int(rng.integers(-(2**15), 0))
+        keys = (rng.integers(0, span, n) + low).astype(dtype)
+        assert np.array_equal(stable_order(keys), np.argsort(keys, kind="stable"))

