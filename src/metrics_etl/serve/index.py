@@ -85,9 +85,9 @@ class Codes:
 
     @classmethod
     def of(cls, ids: np.ndarray) -> tuple[Codes, np.ndarray]:
-        """The dictionary of a column's ids, and the column's codes (what np.unique with
-        return_inverse gives; for signed integers spanning at most four times their count, from
-        a table over their range instead of a sort: ~20x faster on a million ids)."""
+        """The dictionary of a column's ids, and the column's codes: what np.unique with
+        return_inverse gives, from a table over the ids' range instead of a sort when they are
+        signed integers spanning at most four times their count."""
         ids = np.asarray(ids).reshape(-1)
         if len(ids) and ids.dtype.kind == "i":
             lo, hi = int(ids.min()), int(ids.max())
@@ -113,9 +113,9 @@ class Codes:
 
 
 def stable_order(key: np.ndarray) -> np.ndarray:
-    """np.argsort(key, kind="stable"); as NumPy's radix sort (~5x faster) when the integer keys
-    span fewer than 2**16 values (their offsets from the smallest fit 16 bits; the subtraction
-    may wrap in a narrow dtype, but modulo 2**16 it is exact)."""
+    """np.argsort(key, kind="stable"); as NumPy's radix sort, not a merge sort, when the integer
+    keys span fewer than 2**16 values (their offsets from the smallest fit 16 bits; the
+    subtraction may wrap in a narrow dtype, but modulo 2**16 it is exact)."""
     if len(key) and key.dtype.kind in "iu":
         lo = int(key.min())
         if int(key.max()) - lo < 2**16:
@@ -169,7 +169,8 @@ def totals_by(keys: list[np.ndarray], weights: list[np.ndarray]) -> tuple[np.nda
     allkeys = np.concatenate(keys)
     if not len(allkeys):
         return allkeys, np.zeros(0, dtype=np.int64)
-    values, inverse = np.unique(allkeys, return_inverse=True)
+    codes, inverse = Codes.of(allkeys)
+    values = codes.values
     totals = np.bincount(inverse, weights=np.concatenate(weights).astype(np.float64))
     return values, totals.astype(np.int64)
 
