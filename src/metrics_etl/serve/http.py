@@ -296,7 +296,7 @@ def _configure_log() -> None:
 def settle_heap() -> None:
     """Collect the garbage now and freeze what survives (imports, the served index), so that
     the cyclic collector's full passes, which walk every tracked object, never pause a request
-    (at 100M events one took up to 33 ms, the p99 of the list endpoints). Unfreezing first lets
+    (at 100M events up to 43 ms, the p99 of the list endpoints: benchmarks/gc_pauses.py). Unfreezing first lets
     a replaced snapshot's cycles be collected; the collection itself runs once per switch, on
     the watch thread."""
     gc.unfreeze()
