@@ -521,21 +521,37 @@ class Fetched:
 
 
 def fetch(
-    conn: duckdb.DuckDBPyConnection, source: Source, buckets: list[int], size: int
+    conn: duckdb.DuckDBPyConnection,
+    source: Source,
+    buckets: list[int],
+    size: int,
+    since: str | None = None,
 ) -> Fetched:
-    """Read a source's rows of some buckets, sorted by bucket, channel and time."""
+    """Read a source's rows of some buckets, sorted by bucket, channel and time; with `since`
+    (a relation of channel_id and `_cut`, in epoch microseconds), only the rows of its channels
+    at or after their `_cut`."""
     select = "".join(f", {expr} as {name}" for name, expr in source.columns.items())
     then = f", {source.then_by}" if source.then_by else ""
-    where = source.where
+    where, params = source.where, {}
     if len(set(buckets)) < size:
         where += f" and list_contains($buckets, {bucket_sql(size)})"
+        params["buckets"] = buckets
+    join = ""
+    if since is not None:
+        column = source.time_column
+        join = f" join {since} as _since using (channel_id)"
+        # whole seconds below the earliest cut first, which DuckDB can answer from its zone maps
+        where += f" and {column} >= to_timestamp($lo) and epoch_us({column}) >= _since._cut"
+        params["lo"] = float(
+            conn.execute(f"select coalesce(min(_cut), 0) // 1000000 - 1 from {since}").fetchall()[0][0]
+        )
     cursor = conn.cursor()
     try:
         table = cursor.execute(
             f"select {bucket_sql(size)} as bucket, channel_id, "
-            f"epoch_us({source.time_column}) as t{select} from {source.table} "
+            f"epoch_us({source.time_column}) as t{select} from {source.table}{join} "
             f"where {where} order by bucket, channel_id, t{then}",
-            {"buckets": buckets} if "$buckets" in where else {},
+            params,
         ).fetch_arrow_table()
     finally:
         cursor.close()
@@ -618,6 +634,87 @@ def build_part(
     fetched = {name: fetch(conn, source, buckets, size) for name, source in SOURCES[part].items()}
     for bucket in sorted(buckets):
         yield bucket, BUILDERS[part]({name: f.of(bucket) for name, f in fetched.items()})
+
+
+def _row_keys(distinct: Distinct) -> np.ndarray:
+    """The key of every row of a distinct-key index, in row order."""
+    out = np.empty(len(distinct.prev), dtype=np.int64)
+    out[distinct.positions] = distinct.keys
+    return out
+
+
+def _restored(part: str, name: str, table: Sorted, ids: dict[str, Any]) -> Sorted:
+    """A source table as `fetch` reads it: its kept columns, with the ones a builder turned into
+    codes given back as ids, in the source's column order."""
+    cols = {k: ids[k] if k in ids else table.cols[k] for k in SOURCES[part][name].columns}
+    return Sorted(table.channels, table.starts, table.t, cols)
+
+
+def unbuild(part: str, obj: Any) -> dict[str, Sorted]:
+    """A channel part's source tables, from its index: the inverse of its builder (the same
+    rows in the same order, each column as `fetch` reads it, up to its integer width)."""
+    if part == "reports":
+        return {name: getattr(obj, name) for name in ("facts", "time", "user", "state")}
+    if part == "images":
+        return {"rows": obj}
+    if part == "selections":
+        values = obj.extra["values"]
+        return {
+            name: _restored(part, name, table, {"value": values.take(pa.array(table.cols["code"]))})
+            for name, table in (("rollup", obj.rollup), ("facts", obj.facts))
+        }
+    if part == "reads":
+        ids = {
+            "report_id": obj.reports.values[_row_keys(obj.by_report)],
+            "user_id": obj.users.values[_row_keys(obj.by_user)],
+        }
+        return {"rollup": _restored(part, "rollup", obj.pair.rollup, ids), "facts": obj.pair.facts}
+    if part == "deliveries":
+        alerts, reports = max(len(obj.alerts), 1), max(len(obj.reports), 1)
+        ids = {
+            "user_id": obj.users.values[obj.user_code],
+            "alert_id": obj.alerts.values[_row_keys(obj.by_alert) % alerts],
+            "report_id": obj.reports.values[_row_keys(obj.by_report) % reports],
+        }
+        return {"rollup": _restored(part, "rollup", obj.pair.rollup, ids), "facts": obj.pair.facts}
+    raise ValueError(f"not a channel part: {part}")
+
+
+def splice(old: Sorted, cut: tuple[np.ndarray, np.ndarray], tail: Sorted) -> Sorted:
+    """A source table updated from its previous rows: the rows of every channel in `cut`
+    (sorted channels, and per channel a time) at or after that channel's time replaced by
+    `tail` (rows of those channels at or after their times, sorted by channel and time); every
+    other row kept, in its place."""
+    channels, times = cut
+    old_channel = np.repeat(old.channels, np.diff(old.starts))
+    keep = np.ones(len(old_channel), dtype=bool)
+    if len(channels):
+        k = np.minimum(np.searchsorted(channels, old_channel), len(channels) - 1)
+        keep = (channels[k] != old_channel) | (old.t < times[k])
+    kept = np.flatnonzero(keep)
+    tail_channel = np.repeat(tail.channels, np.diff(tail.starts))
+    # each tail row goes after the kept rows of its channel and of the channels before it
+    at = np.searchsorted(old_channel[kept], tail_channel, "right") + np.arange(len(tail_channel))
+    take = np.empty(len(kept) + len(tail_channel), dtype=np.int64)
+    from_tail = np.zeros(len(take), dtype=bool)
+    from_tail[at] = True
+    take[~from_tail] = kept
+    take[at] = len(old_channel) + np.arange(len(tail_channel))
+    channel = np.concatenate([old_channel, tail_channel])[take]
+    first = np.flatnonzero(np.diff(channel, prepend=channel[:1] - 1))
+    cols: dict[str, Any] = {}
+    for name, column in old.cols.items():
+        other = tail.cols[name]
+        if isinstance(column, np.ndarray):
+            cols[name] = compact(np.concatenate([column, other])[take])
+        else:
+            cols[name] = pa.concat_arrays([column, other.cast(column.type)]).take(pa.array(take))
+    return Sorted(
+        channel[first],
+        np.append(first, len(channel)).astype(np.int64),
+        np.concatenate([old.t, tail.t])[take],
+        cols,
+    )
 
 
 def _arrow(conn: duckdb.DuckDBPyConnection, sql: str) -> Any:

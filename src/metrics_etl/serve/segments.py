@@ -28,7 +28,7 @@ import os
 import threading
 import typing
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,19 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from metrics_etl.files import fsync_dir
-from metrics_etl.serve.index import BUILDERS, SOURCES, TYPES, WHOLE, bucket_sql, build_part
+from metrics_etl.serve.index import (
+    BUILDERS,
+    SOURCES,
+    TYPES,
+    WHOLE,
+    Sorted,
+    Source,
+    bucket_sql,
+    build_part,
+    fetch,
+    splice,
+    unbuild,
+)
 
 VERSION = "1"  # bump when a segment's columns or a builder change
 BUCKETS = 16  # channel buckets per channel part
@@ -221,6 +233,64 @@ def _chunks(buckets: list[int], rows: list[int]) -> list[list[int]]:
     return groups
 
 
+def previous_files(manifest: dict | None) -> dict[str, str]:
+    """Segment name -> file, of a snapshot's manifest written with this layout."""
+    if previous_sums(manifest) is None:
+        return {}
+    assert manifest is not None
+    return {name: entry["files"][0] for name, entry in manifest.get("segments", {}).items()}
+
+
+def read_segment(path: Path, part: str) -> Any:
+    """A part from its segment file, memory-mapped (not kept for later, unlike `map_segment`)."""
+    return unflatten(TYPES[part], from_batch(ipc.open_file(pa.memory_map(str(path))).get_batch(0)))
+
+
+def cut_relation(source: Source, log: str) -> str:
+    """SQL for the channels of a change log, each with the time of its earliest lost or gained
+    row (channel_id, `_cut` in epoch microseconds)."""
+    return (
+        f"(select channel_id, min(epoch_us({source.time_column})) as _cut from {log} "
+        "where channel_id is not null group by channel_id)"
+    )
+
+
+def build_changed(
+    conn: duckdb.DuckDBPyConnection,
+    warehouse: Path,
+    part: str,
+    buckets: list[int],
+    changed: dict[str, str | None] | None,
+    before: dict[str, str],
+) -> Iterator[tuple[int, Any]]:
+    """The index of a channel part for each of some buckets whose rows changed. When every
+    changed source table has a change log and the previous snapshot has these segments, each
+    is the previous segment with, per changed channel, its rows from the earliest change on
+    read again (a run that adds recent events reads only those); else built from the tables."""
+    sources = SOURCES[part]
+    olds = {b: before.get(segment_name(part, b)) for b in buckets}
+    logs = {n: changed.get(s.table) for n, s in sources.items() if s.table in (changed or {})}
+    if changed is None or None in logs.values() or None in olds.values():
+        yield from build_part(conn, part, buckets, BUCKETS)
+        return
+    cuts, tails = {}, {}
+    for name, log in logs.items():
+        relation = cut_relation(sources[name], str(log))
+        found = conn.execute(f"select channel_id, _cut from {relation} order by 1").fetchnumpy()
+        cuts[name] = (found["channel_id"].astype(np.int64), found["_cut"].astype(np.int64))
+        tails[name] = fetch(conn, sources[name], buckets, BUCKETS, since=relation)
+    for bucket in sorted(buckets):
+        old = unbuild(part, read_segment(warehouse / str(olds[bucket]), part))
+        tables: dict[str, Sorted] = {}
+        for name, table in old.items():
+            if name in cuts:
+                channels, times = cuts[name]
+                mine = channels % BUCKETS == bucket
+                table = splice(table, (channels[mine], times[mine]), tails[name].of(bucket))
+            tables[name] = Sorted(table.channels, table.starts, table.t, dict(table.cols))
+        yield bucket, BUILDERS[part](tables)
+
+
 def write_segments(
     conn: duckdb.DuckDBPyConnection,
     warehouse: Path,
@@ -233,6 +303,7 @@ def write_segments(
     `table_sums`."""
     sums = table_sums(conn, changed, previous_sums(previous))
     hashes, rows = source_hashes(sums)
+    before = previous_files(previous)
     listing: dict[str, dict[str, Any]] = {}
     todo: dict[str, list[int]] = {}
     for name, digest in hashes.items():
@@ -250,7 +321,7 @@ def write_segments(
         else:
             sizes = [rows[segment_name(part, b)] for b in buckets]
             for chunk in _chunks(buckets, sizes):
-                for number, obj in build_part(conn, part, chunk, BUCKETS):
+                for number, obj in build_changed(conn, warehouse, part, chunk, changed, before):
                     rel = listing[segment_name(part, number)]["files"][0]
                     write_segment(warehouse / rel, obj)
                     written += 1
