@@ -298,41 +298,47 @@ def test_a_segment_unbuilt_gives_back_the_rows_it_was_built_from(generated: Path
             assert back == read, f"{part}/{bucket}"
 
 
-def test_splice_replaces_the_rows_of_each_cut_channel_from_its_time_on() -> None:
-    """Random tables and cuts: the spliced table equals one sorted from scratch out of the rows
-    kept (before their channel's cut) and the new rows (at or after it)."""
+def test_splice_replaces_the_rows_of_each_window() -> None:
+    """Random tables and windows (a channel and a UTC hour, before 1970 too): the spliced table
+    equals one sorted from scratch out of the rows outside the windows and the new rows."""
     rng = np.random.default_rng(11)
+    hour = 3_600_000_000
+
+    def rows(n: int, windows: set[tuple[int, int]] | None = None) -> list[tuple]:
+        out = []
+        for _ in range(n):
+            channel, t = int(rng.integers(-3, 6)), int(rng.integers(-3 * hour, 4 * hour))
+            if windows is None or (channel, t // hour * hour) in windows:
+                out.append((channel, t, int(rng.integers(0, 2**40))))
+        return sorted(out)
+
+    def as_sorted(table: list[tuple]) -> Sorted:
+        channel = np.array([r[0] for r in table], dtype=np.int64)
+        first = np.flatnonzero(np.diff(channel, prepend=channel[:1] - 1))
+        return Sorted(
+            channel[first],
+            np.append(first, len(table)).astype(np.int64),
+            np.array([r[1] for r in table], dtype=np.int64),
+            {
+                "v": np.array([r[2] for r in table], dtype=np.int64),
+                "s": pa.array([str(r[2] % 7) for r in table], pa.string()),
+            },
+        )
+
     for _ in range(300):
-        def table(n: int, time_at_least: dict[int, int] | None = None) -> list[tuple]:
-            rows = []
-            for _ in range(n):
-                channel = int(rng.integers(-3, 6))
-                low = (time_at_least or {}).get(channel, 0)
-                if time_at_least is not None and channel not in time_at_least:
-                    continue
-                rows.append((channel, int(rng.integers(low, 60)), int(rng.integers(0, 2**40))))
-            return sorted(rows)
-
-        def as_sorted(rows: list[tuple]) -> Sorted:
-            channel = np.array([r[0] for r in rows], dtype=np.int64)
-            first = np.flatnonzero(np.diff(channel, prepend=channel[:1] - 1))
-            return Sorted(
-                channel[first],
-                np.append(first, len(rows)).astype(np.int64),
-                np.array([r[1] for r in rows], dtype=np.int64),
-                {
-                    "v": np.array([r[2] for r in rows], dtype=np.int64),
-                    "s": pa.array([str(r[2] % 7) for r in rows], pa.string()),
-                },
-            )
-
-        old = table(int(rng.integers(0, 40)))
-        cut = {int(c): int(rng.integers(0, 55)) for c in rng.choice(range(-3, 6), int(rng.integers(0, 5)))}
-        new = table(int(rng.integers(0, 20)), cut)
-        kept = [r for r in old if r[0] not in cut or r[1] < cut[r[0]]]
-        channels = np.array(sorted(cut), dtype=np.int64)
-        times = np.array([cut[c] for c in sorted(cut)], dtype=np.int64)
-        got = splice(as_sorted(old), (channels, times), as_sorted(new))
+        old = rows(int(rng.integers(0, 40)))
+        windows = {
+            (int(rng.integers(-3, 6)), int(rng.integers(-3, 4)) * hour)
+            for _ in range(int(rng.integers(0, 8)))
+        }
+        new = rows(int(rng.integers(0, 60)), windows)
+        kept = [r for r in old if (r[0], r[1] // hour * hour) not in windows]
+        ordered = sorted(windows)
+        got = splice(
+            as_sorted(old),
+            (np.array([w[0] for w in ordered], np.int64), np.array([w[1] for w in ordered], np.int64)),
+            as_sorted(new),
+        )
         want = as_sorted(sorted(kept + new, key=lambda r: (r[0], r[1])))
         assert as_lists(got) == as_lists(want)
         assert np.array_equal(got.channels, want.channels)

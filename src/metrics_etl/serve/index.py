@@ -520,36 +520,48 @@ class Fetched:
         return Sorted(channels, starts, self.t[a:b], cols)
 
 
+def hour_of_sql(us: str) -> str:
+    """SQL for the start of the UTC hour holding an epoch-microsecond value (floored, also
+    before 1970), as `hour_of` computes it."""
+    return f"({us} - (({us} % {HOUR_US}) + {HOUR_US}) % {HOUR_US})"
+
+
+def hour_of(us: np.ndarray) -> np.ndarray:
+    """The start of the UTC hour holding each epoch-microsecond value."""
+    return np.floor_divide(us, HOUR_US) * HOUR_US
+
+
 def fetch(
     conn: duckdb.DuckDBPyConnection,
     source: Source,
     buckets: list[int],
     size: int,
-    since: str | None = None,
+    within: str | None = None,
 ) -> Fetched:
-    """Read a source's rows of some buckets, sorted by bucket, channel and time; with `since`
-    (a relation of channel_id and `_cut`, in epoch microseconds), only the rows of its channels
-    at or after their `_cut`."""
+    """Read a source's rows of some buckets, sorted by bucket, channel and time; with `within`
+    (a relation of (channel_id, _hour): channels and the UTC hours starting at `_hour`, in epoch
+    microseconds), only the rows in those hours of those channels."""
     select = "".join(f", {expr} as {name}" for name, expr in source.columns.items())
     then = f", {source.then_by}" if source.then_by else ""
     where, params = source.where, {}
     if len(set(buckets)) < size:
         where += f" and list_contains($buckets, {bucket_sql(size)})"
         params["buckets"] = buckets
-    join = ""
-    if since is not None:
+    rows = source.table
+    if within is not None:
         column = source.time_column
-        join = f" join {since} as _since using (channel_id)"
-        # whole seconds below the earliest cut first, which DuckDB can answer from its zone maps
-        where += f" and {column} >= to_timestamp($lo) and epoch_us({column}) >= _since._cut"
-        params["lo"] = float(
-            conn.execute(f"select coalesce(min(_cut), 0) // 1000000 - 1 from {since}").fetchall()[0][0]
+        # whole seconds below the earliest hour first, which DuckDB answers from its zone maps
+        rows = (
+            f"(select *, {hour_of_sql(f'epoch_us({column})')} as _hour from {rows} "
+            f"where {column} >= to_timestamp($lo)) join {within} using (channel_id, _hour)"
         )
+        found = conn.execute(f"select coalesce(min(_hour), 0) // 1000000 - 1 from {within}")
+        params["lo"] = float(found.fetchall()[0][0])
     cursor = conn.cursor()
     try:
         table = cursor.execute(
             f"select {bucket_sql(size)} as bucket, channel_id, "
-            f"epoch_us({source.time_column}) as t{select} from {source.table}{join} "
+            f"epoch_us({source.time_column}) as t{select} from {rows} "
             f"where {where} order by bucket, channel_id, t{then}",
             params,
         ).fetch_arrow_table()
@@ -680,31 +692,37 @@ def unbuild(part: str, obj: Any) -> dict[str, Sorted]:
     raise ValueError(f"not a channel part: {part}")
 
 
-def splice(old: Sorted, cut: tuple[np.ndarray, np.ndarray], tail: Sorted) -> Sorted:
-    """A source table updated from its previous rows: the rows of every channel in `cut`
-    (sorted channels, and per channel a time) at or after that channel's time replaced by
-    `tail` (rows of those channels at or after their times, sorted by channel and time); every
-    other row kept, in its place."""
-    channels, times = cut
+def splice(old: Sorted, windows: tuple[np.ndarray, np.ndarray], new: Sorted) -> Sorted:
+    """A source table updated from its previous rows: in each window (a channel and a UTC hour,
+    given as channels and hour starts sorted by both), its rows replaced by `new` (the rows in
+    those windows now, sorted by channel and time); every other row kept, in its place."""
     old_channel = np.repeat(old.channels, np.diff(old.starts))
-    keep = np.ones(len(old_channel), dtype=bool)
-    if len(channels):
-        k = np.minimum(np.searchsorted(channels, old_channel), len(channels) - 1)
-        keep = (channels[k] != old_channel) | (old.t < times[k])
-    kept = np.flatnonzero(keep)
-    tail_channel = np.repeat(tail.channels, np.diff(tail.starts))
-    # each tail row goes after the kept rows of its channel and of the channels before it
-    at = np.searchsorted(old_channel[kept], tail_channel, "right") + np.arange(len(tail_channel))
-    take = np.empty(len(kept) + len(tail_channel), dtype=np.int64)
-    from_tail = np.zeros(len(take), dtype=bool)
-    from_tail[at] = True
-    take[~from_tail] = kept
-    take[at] = len(old_channel) + np.arange(len(tail_channel))
-    channel = np.concatenate([old_channel, tail_channel])[take]
+    new_channel = np.repeat(new.channels, np.diff(new.starts))
+    channels, hours = windows
+    # (channel, hour) as one sortable integer: dense codes of both, so nothing can overflow
+    channel_codes, channel_of = Codes.of(np.concatenate([old_channel, new_channel, channels]))
+    hour_codes, hour_of_row = Codes.of(
+        np.concatenate([hour_of(old.t), hour_of(new.t), hour_of(hours)]) // HOUR_US
+    )
+    key = channel_of * np.int64(len(hour_codes)) + hour_of_row
+    old_key, new_key = key[: len(old_channel)], key[len(old_channel) : len(old_channel) + len(new_channel)]
+    window_key = key[len(old_channel) + len(new_channel) :]
+    found = np.searchsorted(window_key, old_key)
+    inside = found < len(window_key)
+    inside[inside] = window_key[found[inside]] == old_key[inside]
+    kept = np.flatnonzero(~inside)
+    # a new row goes before the kept rows of later windows (no kept row shares its window)
+    at = np.searchsorted(old_key[kept], new_key) + np.arange(len(new_key))
+    take = np.empty(len(kept) + len(new_key), dtype=np.int64)
+    from_new = np.zeros(len(take), dtype=bool)
+    from_new[at] = True
+    take[~from_new] = kept
+    take[at] = len(old_channel) + np.arange(len(new_key))
+    channel = np.concatenate([old_channel, new_channel])[take]
     first = np.flatnonzero(np.diff(channel, prepend=channel[:1] - 1))
     cols: dict[str, Any] = {}
     for name, column in old.cols.items():
-        other = tail.cols[name]
+        other = new.cols[name]
         if isinstance(column, np.ndarray):
             cols[name] = compact(np.concatenate([column, other])[take])
         else:
@@ -712,7 +730,7 @@ def splice(old: Sorted, cut: tuple[np.ndarray, np.ndarray], tail: Sorted) -> Sor
     return Sorted(
         channel[first],
         np.append(first, len(channel)).astype(np.int64),
-        np.concatenate([old.t, tail.t])[take],
+        np.concatenate([old.t, new.t])[take],
         cols,
     )
 

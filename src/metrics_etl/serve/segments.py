@@ -48,6 +48,7 @@ from metrics_etl.serve.index import (
     bucket_sql,
     build_part,
     fetch,
+    hour_of_sql,
     splice,
     unbuild,
 )
@@ -246,12 +247,12 @@ def read_segment(path: Path, part: str) -> Any:
     return unflatten(TYPES[part], from_batch(ipc.open_file(pa.memory_map(str(path))).get_batch(0)))
 
 
-def cut_relation(source: Source, log: str) -> str:
-    """SQL for the channels of a change log, each with the time of its earliest lost or gained
-    row (channel_id, `_cut` in epoch microseconds)."""
+def window_relation(source: Source, log: str) -> str:
+    """SQL for the windows of a change log: each channel and UTC hour (`_hour`, its start in
+    epoch microseconds) in which the table lost or gained a row."""
+    hour = hour_of_sql(f"epoch_us({source.time_column})")
     return (
-        f"(select channel_id, min(epoch_us({source.time_column})) as _cut from {log} "
-        "where channel_id is not null group by channel_id)"
+        f"(select distinct channel_id, {hour} as _hour from {log} where channel_id is not null)"
     )
 
 
@@ -265,28 +266,29 @@ def build_changed(
 ) -> Iterator[tuple[int, Any]]:
     """The index of a channel part for each of some buckets whose rows changed. When every
     changed source table has a change log and the previous snapshot has these segments, each
-    is the previous segment with, per changed channel, its rows from the earliest change on
-    read again (a run that adds recent events reads only those); else built from the tables."""
+    is the previous segment with the rows of every channel-hour that lost or gained a row read
+    again (the rows a run changed, and their neighbours in the same hour); else built from the
+    tables."""
     sources = SOURCES[part]
     olds = {b: before.get(segment_name(part, b)) for b in buckets}
     logs = {n: changed.get(s.table) for n, s in sources.items() if s.table in (changed or {})}
     if changed is None or None in logs.values() or None in olds.values():
         yield from build_part(conn, part, buckets, BUCKETS)
         return
-    cuts, tails = {}, {}
+    windows, news = {}, {}
     for name, log in logs.items():
-        relation = cut_relation(sources[name], str(log))
-        found = conn.execute(f"select channel_id, _cut from {relation} order by 1").fetchnumpy()
-        cuts[name] = (found["channel_id"].astype(np.int64), found["_cut"].astype(np.int64))
-        tails[name] = fetch(conn, sources[name], buckets, BUCKETS, since=relation)
+        relation = window_relation(sources[name], str(log))
+        found = conn.execute(f"select channel_id, _hour from {relation} order by all").fetchnumpy()
+        windows[name] = (found["channel_id"].astype(np.int64), found["_hour"].astype(np.int64))
+        news[name] = fetch(conn, sources[name], buckets, BUCKETS, within=relation)
     for bucket in sorted(buckets):
         old = unbuild(part, read_segment(warehouse / str(olds[bucket]), part))
         tables: dict[str, Sorted] = {}
         for name, table in old.items():
-            if name in cuts:
-                channels, times = cuts[name]
+            if name in windows:
+                channels, hours = windows[name]
                 mine = channels % BUCKETS == bucket
-                table = splice(table, (channels[mine], times[mine]), tails[name].of(bucket))
+                table = splice(table, (channels[mine], hours[mine]), news[name].of(bucket))
             tables[name] = Sorted(table.channels, table.starts, table.t, dict(table.cols))
         yield bucket, BUILDERS[part](tables)
 
