@@ -20,9 +20,11 @@ from metrics_etl.serve.index import (
     BUILDERS,
     SOURCES,
     Codes,
+    ReportStats,
     Sorted,
     fetch,
     splice,
+    splice_report_stats,
     stable_order,
     unbuild,
 )
@@ -290,7 +292,9 @@ def test_a_segment_unbuilt_gives_back_the_rows_it_was_built_from(generated: Path
     conn = Reader(generated).snapshot().conn
     every = list(range(segments.BUCKETS))
     for part, sources in SOURCES.items():
-        fetched = {name: fetch(conn, source, every, segments.BUCKETS) for name, source in sources.items()}
+        fetched = {
+            name: fetch(conn, source, every, segments.BUCKETS) for name, source in sources.items()
+        }
         for bucket in every:
             read = {name: as_lists(f.of(bucket)) for name, f in fetched.items()}
             built = BUILDERS[part]({name: f.of(bucket) for name, f in fetched.items()})
@@ -336,7 +340,10 @@ def test_splice_replaces_the_rows_of_each_window() -> None:
         ordered = sorted(windows)
         got = splice(
             as_sorted(old),
-            (np.array([w[0] for w in ordered], np.int64), np.array([w[1] for w in ordered], np.int64)),
+            (
+                np.array([w[0] for w in ordered], np.int64),
+                np.array([w[1] for w in ordered], np.int64),
+            ),
             as_sorted(new),
         )
         want = as_sorted(sorted(kept + new, key=lambda r: (r[0], r[1])))
@@ -352,7 +359,9 @@ def canonical(warehouse: Path) -> dict[str, list[tuple]]:
     for name, rel in listed_segments(warehouse).items():
         part, _, bucket = name.partition("/")
         if bucket:
-            for source, table in unbuild(part, segments.read_segment(warehouse / rel, part)).items():
+            for source, table in unbuild(
+                part, segments.read_segment(warehouse / rel, part)
+            ).items():
                 out[f"{name}/{source}"] = sorted(zip(*as_lists(table), strict=True), key=repr)
     return out
 
@@ -363,11 +372,14 @@ def test_segments_spliced_from_change_logs_hold_the_rows_of_a_full_build(
     """Generated files split over runs (late and out of order): the segments an incremental run
     splices from the previous ones and its change logs hold exactly the rows of a full build's,
     are named alike, and answer alike."""
-    spliced: list[int] = []
-    real = segments.splice
-    monkeypatch.setattr(
-        segments, "splice", lambda *args: spliced.append(1) or real(*args)  # type: ignore[func-returns-value]
-    )
+    spliced: list[str] = []
+    for name in ("splice", "splice_report_stats"):
+        real = getattr(segments, name)
+        monkeypatch.setattr(
+            segments,
+            name,
+            lambda *args, name=name, real=real: spliced.append(name) or real(*args),
+        )
     gen = tmp_path / "gen"
     summary = generate(gen, events=3_000, seed=23)
     as_of = dt.datetime.fromisoformat(summary["as_of"].replace("Z", "+00:00"))
@@ -375,13 +387,63 @@ def test_segments_spliced_from_change_logs_hold_the_rows_of_a_full_build(
     warehouse = tmp_path / "wh"
     for index, run in enumerate(random_split(files, seed=4)):
         build(copy_files(gen, tmp_path / f"raw{index}", run), warehouse, as_of)
-    assert spliced, "no run spliced a segment"
+    assert set(spliced) == {"splice", "splice_report_stats"}, "no run spliced a segment"
     full = tmp_path / "full"
     build(copy_files(gen, tmp_path / "full_raw", files), full, as_of)
     assert listed_segments(warehouse) == listed_segments(full)
     got, want = canonical(warehouse), canonical(full)
     assert got.keys() == want.keys()
     assert [k for k in got if got[k] != want[k]] == []
+    stats = [
+        segments.read_segment(w / listed_segments(w)["report_stats"], "report_stats")
+        for w in (warehouse, full)
+    ]
+    assert stats[0].rows.to_pylist() == stats[1].rows.to_pylist()
+    for name in ("account", "shared", "shared_account"):
+        assert np.array_equal(getattr(stats[0], name), getattr(stats[1], name))
     requests = random_requests(full, 300, seed=8)
     mine, theirs = ask(warehouse, requests), ask(full, requests)
     assert [r for r in requests if mine[r] != theirs[r]] == []
+
+
+def test_splice_report_stats_replaces_the_rows_of_the_named_reports() -> None:
+    """Random report stats (reports moving between accounts, appearing, disappearing, becoming
+    shared): the spliced rows equal the new state sorted from scratch."""
+    rng = np.random.default_rng(3)
+
+    def stats(rows: dict[int, tuple[int, bool, str]]) -> ReportStats:
+        ordered = sorted(rows.items(), key=lambda r: (r[1][0], r[0]))
+        account = np.array([a for _, (a, _, _) in ordered], dtype=np.int64)
+        shared = np.flatnonzero(np.array([s for _, (_, s, _) in ordered], dtype=bool))
+        return ReportStats(
+            pa.StructArray.from_arrays(
+                [
+                    pa.array([r for r, _ in ordered], pa.int64()),
+                    pa.array([[t] for _, (_, _, t) in ordered], pa.list_(pa.string())),
+                ],
+                names=["report_id", "emails"],
+            ),
+            account,
+            shared,
+            account[shared],
+        )
+
+    def state() -> tuple[int, bool, str]:
+        return int(rng.integers(0, 4)), bool(rng.integers(0, 2)), str(rng.integers(0, 99))
+
+    for _ in range(300):
+        before = {int(r): state() for r in rng.choice(40, int(rng.integers(0, 30)), replace=False)}
+        after = dict(before)
+        touched = {int(r) for r in rng.choice(50, int(rng.integers(0, 10)))}
+        for key in touched:
+            after.pop(key, None)
+            if rng.integers(0, 3):
+                after[key] = state()
+        changed = np.array(sorted(touched), dtype=np.int64)
+        got = splice_report_stats(
+            stats(before), changed, stats({r: v for r, v in after.items() if r in touched})
+        )
+        want = stats(after)
+        assert got.rows.to_pylist() == want.rows.to_pylist()
+        for name in ("account", "shared", "shared_account"):
+            assert np.array_equal(getattr(got, name), getattr(want, name))

@@ -543,7 +543,7 @@ def fetch(
     microseconds), only the rows in those hours of those channels."""
     select = "".join(f", {expr} as {name}" for name, expr in source.columns.items())
     then = f", {source.then_by}" if source.then_by else ""
-    where, params = source.where, {}
+    where, params = source.where, dict[str, Any]()
     if len(set(buckets)) < size:
         where += f" and list_contains($buckets, {bucket_sql(size)})"
         params["buckets"] = buckets
@@ -700,12 +700,15 @@ def splice(old: Sorted, windows: tuple[np.ndarray, np.ndarray], new: Sorted) -> 
     new_channel = np.repeat(new.channels, np.diff(new.starts))
     channels, hours = windows
     # (channel, hour) as one sortable integer: dense codes of both, so nothing can overflow
-    channel_codes, channel_of = Codes.of(np.concatenate([old_channel, new_channel, channels]))
+    _, channel_of = Codes.of(np.concatenate([old_channel, new_channel, channels]))
     hour_codes, hour_of_row = Codes.of(
         np.concatenate([hour_of(old.t), hour_of(new.t), hour_of(hours)]) // HOUR_US
     )
     key = channel_of * np.int64(len(hour_codes)) + hour_of_row
-    old_key, new_key = key[: len(old_channel)], key[len(old_channel) : len(old_channel) + len(new_channel)]
+    old_key, new_key = (
+        key[: len(old_channel)],
+        key[len(old_channel) : len(old_channel) + len(new_channel)],
+    )
     window_key = key[len(old_channel) + len(new_channel) :]
     found = np.searchsorted(window_key, old_key)
     inside = found < len(window_key)
@@ -758,12 +761,14 @@ REPORT_STAT_KEYS = (
 )
 
 
-def load_report_stats(conn: duckdb.DuckDBPyConnection) -> ReportStats:
-    """Report stats in (account, report) order."""
+def load_report_stats(conn: duckdb.DuckDBPyConnection, within: str | None = None) -> ReportStats:
+    """Report stats in (account, report) order; with `within` (a relation of report_id), only
+    those reports' rows."""
+    where = f"where report_id in (select report_id from {within})" if within else ""
     table = _arrow(
         conn,
         "select account_id, position_shared is not null as shared, "
-        f"{', '.join(REPORT_STAT_KEYS)} from report_stats order by account_id, report_id",
+        f"{', '.join(REPORT_STAT_KEYS)} from report_stats {where} order by account_id, report_id",
     )
     account = table.column("account_id").to_numpy()
     shared = np.flatnonzero(table.column("shared").to_numpy(zero_copy_only=False))
@@ -776,6 +781,31 @@ def load_report_stats(conn: duckdb.DuckDBPyConnection) -> ReportStats:
         shared,
         account[shared],
     )
+
+
+def splice_report_stats(old: ReportStats, reports: np.ndarray, new: ReportStats) -> ReportStats:
+    """Report stats updated from the previous ones: the rows of `reports` (their ids) replaced
+    by `new` (those reports' rows now, in (account, report) order); every other row kept."""
+    old_report = old.rows.field("report_id").to_numpy(zero_copy_only=False)
+    new_report = new.rows.field("report_id").to_numpy(zero_copy_only=False)
+    kept = np.flatnonzero(~np.isin(old_report, reports))
+    # (account, report) as one sortable integer: dense codes of both, so nothing can overflow
+    _, account_of = Codes.of(np.concatenate([old.account[kept], new.account]))
+    report_codes, report_of = Codes.of(np.concatenate([old_report[kept], new_report]))
+    key = account_of * np.int64(len(report_codes)) + report_of
+    at = np.searchsorted(key[: len(kept)], key[len(kept) :]) + np.arange(len(new_report))
+    take = np.empty(len(kept) + len(new_report), dtype=np.int64)
+    from_new = np.zeros(len(take), dtype=bool)
+    from_new[at] = True
+    take[~from_new] = kept
+    take[at] = len(old_report) + np.arange(len(new_report))
+    shared_flag = np.zeros(len(old_report) + len(new_report), dtype=bool)
+    shared_flag[old.shared] = True
+    shared_flag[len(old_report) + new.shared] = True
+    account = np.concatenate([old.account, new.account])[take]
+    shared = np.flatnonzero(shared_flag[take])
+    rows = pa.concat_arrays([old.rows, new.rows.cast(old.rows.type)]).take(pa.array(take))
+    return ReportStats(rows, account, shared, account[shared])
 
 
 def _lookup(conn: duckdb.DuckDBPyConnection, sql: str) -> Lookup:

@@ -49,7 +49,9 @@ from metrics_etl.serve.index import (
     build_part,
     fetch,
     hour_of_sql,
+    load_report_stats,
     splice,
+    splice_report_stats,
     unbuild,
 )
 
@@ -251,9 +253,7 @@ def window_relation(source: Source, log: str) -> str:
     """SQL for the windows of a change log: each channel and UTC hour (`_hour`, its start in
     epoch microseconds) in which the table lost or gained a row."""
     hour = hour_of_sql(f"epoch_us({source.time_column})")
-    return (
-        f"(select distinct channel_id, {hour} as _hour from {log} where channel_id is not null)"
-    )
+    return f"(select distinct channel_id, {hour} as _hour from {log} where channel_id is not null)"
 
 
 def build_changed(
@@ -271,8 +271,9 @@ def build_changed(
     tables."""
     sources = SOURCES[part]
     olds = {b: before.get(segment_name(part, b)) for b in buckets}
-    logs = {n: changed.get(s.table) for n, s in sources.items() if s.table in (changed or {})}
-    if changed is None or None in logs.values() or None in olds.values():
+    changed = {} if changed is None else changed  # None: everything changed, no logs
+    logs = {n: changed.get(s.table) for n, s in sources.items() if s.table in changed}
+    if not changed or None in logs.values() or None in olds.values():
         yield from build_part(conn, part, buckets, BUCKETS)
         return
     windows, news = {}, {}
@@ -291,6 +292,27 @@ def build_changed(
                 table = splice(table, (channels[mine], hours[mine]), news[name].of(bucket))
             tables[name] = Sorted(table.channels, table.starts, table.t, dict(table.cols))
         yield bucket, BUILDERS[part](tables)
+
+
+def build_whole(
+    conn: duckdb.DuckDBPyConnection,
+    warehouse: Path,
+    part: str,
+    changed: dict[str, str | None] | None,
+    before: dict[str, str],
+) -> Any:
+    """A part built from whole tables. Report stats with a change log and a previous segment:
+    the previous segment with the rows of the reports the log names read again."""
+    log = (changed or {}).get("report_stats")
+    if part != "report_stats" or log is None or part not in before:
+        return WHOLE[part][0](conn)
+    reports = f"(select distinct report_id from {log})"
+    found = conn.execute(f"select report_id from {reports} order by 1").fetchnumpy()
+    return splice_report_stats(
+        read_segment(warehouse / before[part], part),
+        found["report_id"].astype(np.int64),
+        load_report_stats(conn, within=reports),
+    )
 
 
 def write_segments(
@@ -318,7 +340,8 @@ def write_segments(
     for part, buckets in todo.items():
         folder = warehouse / FOLDER / part
         if part in WHOLE:
-            write_segment(warehouse / listing[part]["files"][0], WHOLE[part][0](conn))
+            obj = build_whole(conn, warehouse, part, changed, before)
+            write_segment(warehouse / listing[part]["files"][0], obj)
             written += 1
         else:
             sizes = [rows[segment_name(part, b)] for b in buckets]
