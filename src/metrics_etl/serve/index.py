@@ -557,7 +557,9 @@ def fetch(
         )
         found = conn.execute(f"select coalesce(min(_hour), 0) // 1000000 - 1 from {within}")
         params["lo"] = float(found.fetchall()[0][0])
-    cursor = conn.cursor()
+    # a cursor of its own (the server builds parts from several threads), except for `within`,
+    # which may be a temporary table, seen only by the connection that made it
+    cursor = conn.cursor() if within is None else conn
     try:
         table = cursor.execute(
             f"select {bucket_sql(size)} as bucket, channel_id, "
@@ -566,7 +568,8 @@ def fetch(
             params,
         ).fetch_arrow_table()
     finally:
-        cursor.close()
+        if cursor is not conn:
+            cursor.close()
     cols = {name: as_column(table.column(name)) for name in table.column_names}
     return Fetched(
         np.asarray(cols.pop("bucket"), dtype=np.int64),
@@ -804,8 +807,25 @@ def splice_report_stats(old: ReportStats, reports: np.ndarray, new: ReportStats)
     shared_flag[len(old_report) + new.shared] = True
     account = np.concatenate([old.account, new.account])[take]
     shared = np.flatnonzero(shared_flag[take])
-    rows = pa.concat_arrays([old.rows, new.rows.cast(old.rows.type)]).take(pa.array(take))
-    return ReportStats(rows, account, shared, account[shared])
+    return ReportStats(
+        runs_of(take, [old.rows, new.rows.cast(old.rows.type)]), account, shared, account[shared]
+    )
+
+
+def runs_of(take: np.ndarray, arrays: list[Any]) -> Any:
+    """The rows at positions `take` of Arrow arrays laid end to end, copied run by run: mostly
+    long runs of consecutive rows (a take row by row of nested lists is several times slower)."""
+    if not len(take):
+        return arrays[0].slice(0, 0)
+    bounds = np.cumsum([0, *(len(a) for a in arrays)])
+    # a run ends where the next row is not the next position, or is the first of an array
+    starts = np.flatnonzero((np.diff(take, prepend=take[0] - 2) != 1) | np.isin(take, bounds[1:-1]))
+    lengths = np.diff(np.append(starts, len(take)))
+    pieces = []
+    for first, n in zip(take[starts].tolist(), lengths.tolist(), strict=True):
+        k = int(np.searchsorted(bounds, first, "right")) - 1
+        pieces.append(arrays[k].slice(first - int(bounds[k]), n))
+    return pa.concat_arrays(pieces)
 
 
 def _lookup(conn: duckdb.DuckDBPyConnection, sql: str) -> Lookup:

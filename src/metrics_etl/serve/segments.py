@@ -253,7 +253,7 @@ def window_relation(source: Source, log: str) -> str:
     """SQL for the windows of a change log: each channel and UTC hour (`_hour`, its start in
     epoch microseconds) in which the table lost or gained a row."""
     hour = hour_of_sql(f"epoch_us({source.time_column})")
-    return f"(select distinct channel_id, {hour} as _hour from {log} where channel_id is not null)"
+    return f"select distinct channel_id, {hour} as _hour from {log} where channel_id is not null"
 
 
 def build_changed(
@@ -278,10 +278,16 @@ def build_changed(
         return
     windows, news = {}, {}
     for name, log in logs.items():
-        relation = window_relation(sources[name], str(log))
-        found = conn.execute(f"select channel_id, _hour from {relation} order by all").fetchnumpy()
-        windows[name] = (found["channel_id"].astype(np.int64), found["_hour"].astype(np.int64))
-        news[name] = fetch(conn, sources[name], buckets, BUCKETS, within=relation)
+        conn.execute(
+            "create or replace temp table _segment_windows as "
+            f"{window_relation(sources[name], str(log))} order by all"
+        )
+        try:
+            found = conn.execute("select channel_id, _hour from _segment_windows").fetchnumpy()
+            windows[name] = (found["channel_id"].astype(np.int64), found["_hour"].astype(np.int64))
+            news[name] = fetch(conn, sources[name], buckets, BUCKETS, within="_segment_windows")
+        finally:
+            conn.execute("drop table if exists _segment_windows")
     for bucket in sorted(buckets):
         old = unbuild(part, read_segment(warehouse / str(olds[bucket]), part))
         tables: dict[str, Sorted] = {}
