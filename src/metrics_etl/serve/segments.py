@@ -58,6 +58,7 @@ from metrics_etl.serve.index import (
 VERSION = "1"  # bump when a segment's columns or a builder change
 BUCKETS = 16  # channel buckets per channel part
 FOLDER = "data/_serving"
+SPLICE_SHARE = 64  # report stats are spliced when at most 1/64 of their rows changed
 CHUNK_ROWS = 8_000_000  # source rows read at once while writing segments (bounds the memory)
 
 
@@ -308,16 +309,19 @@ def build_whole(
     before: dict[str, str],
 ) -> Any:
     """A part built from whole tables. Report stats with a change log and a previous segment:
-    the previous segment with the rows of the reports the log names read again."""
+    the previous segment with the rows of the reports the log names read again, unless they
+    are more than 1/SPLICE_SHARE of its rows (copying the kept rows run by run then costs
+    more than reading them all)."""
     log = (changed or {}).get("report_stats")
     if part != "report_stats" or log is None or part not in before:
         return WHOLE[part][0](conn)
     reports = f"(select distinct report_id from {log})"
     found = conn.execute(f"select report_id from {reports} order by 1").fetchnumpy()
+    old = read_segment(warehouse / before[part], part)
+    if len(found["report_id"]) * SPLICE_SHARE > len(old.account):
+        return WHOLE[part][0](conn)
     return splice_report_stats(
-        read_segment(warehouse / before[part], part),
-        found["report_id"].astype(np.int64),
-        load_report_stats(conn, within=reports),
+        old, found["report_id"].astype(np.int64), load_report_stats(conn, within=reports)
     )
 
 
