@@ -448,3 +448,34 @@ def test_splice_report_stats_replaces_the_rows_of_the_named_reports() -> None:
         assert got.rows.to_pylist() == want.rows.to_pylist()
         for name in ("account", "shared", "shared_account"):
             assert np.array_equal(getattr(got, name), getattr(want, name))
+
+
+def test_a_run_builds_a_segment_whose_previous_file_is_gone_from_the_tables(
+    tmp_path: Path,
+) -> None:
+    """A previous segment deleted by hand: the next run cannot splice it, so it builds that
+    bucket from the tables, and answers as a full build does."""
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    hand_world(raw)
+    build(raw, wh, AS_OF)
+    bucket = f"{1 % segments.BUCKETS:02d}"
+    (wh / listed_segments(wh)[f"reads/{bucket}"]).unlink()
+    at = "2016-11-20T00:00:00Z"
+    jsonl(raw / "reports/more.jsonl", [report(50, at, at, channel_id=1)])
+    jsonl(raw / "reads/more.jsonl", reads([50], 50, at="2016-11-20T01:00:00Z"))
+    assert build(raw, wh, AS_OF).status == "published"
+    full = tmp_path / "full"
+    build(raw, full, AS_OF)
+    assert listed_segments(wh) == listed_segments(full)
+    url = (
+        "/api/v4/analytics/reports_read?channel_id=1&start_date=2016-11-01"
+        "&end_date=2016-12-01&fields=total_reads,reports_seen"
+    )
+    assert (
+        ask(wh, [(url, 1)])[(url, 1)]
+        == ask(full, [(url, 1)])[(url, 1)]
+        == (
+            200,
+            {"total_reads": 4, "reports_seen": 4},
+        )
+    )

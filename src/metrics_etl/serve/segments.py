@@ -237,12 +237,14 @@ def _chunks(buckets: list[int], rows: list[int]) -> list[list[int]]:
     return groups
 
 
-def previous_files(manifest: dict | None) -> dict[str, str]:
-    """Segment name -> file, of a snapshot's manifest written with this layout."""
+def previous_files(warehouse: Path, manifest: dict | None) -> dict[str, str]:
+    """Segment name -> file, of a snapshot's manifest written with this layout (the files
+    that are still there: a segment missing is built from the tables instead)."""
     if previous_sums(manifest) is None:
         return {}
     assert manifest is not None
-    return {name: entry["files"][0] for name, entry in manifest.get("segments", {}).items()}
+    listed = {name: entry["files"][0] for name, entry in manifest.get("segments", {}).items()}
+    return {name: rel for name, rel in listed.items() if (warehouse / rel).is_file()}
 
 
 def read_segment(path: Path, part: str) -> Any:
@@ -337,7 +339,7 @@ def write_segments(
     `table_sums`."""
     sums = table_sums(conn, changed, previous_sums(previous))
     hashes, rows = source_hashes(sums)
-    before = previous_files(previous)
+    before = previous_files(warehouse, previous)
     listing: dict[str, dict[str, Any]] = {}
     todo: dict[str, list[int]] = {}
     for name, digest in hashes.items():
