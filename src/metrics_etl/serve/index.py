@@ -695,6 +695,21 @@ def unbuild(part: str, obj: Any) -> dict[str, Sorted]:
     raise ValueError(f"not a channel part: {part}")
 
 
+def merged(
+    kept: np.ndarray, kept_key: np.ndarray, new_key: np.ndarray, old_rows: int
+) -> np.ndarray:
+    """Where each row of a merge comes from, as positions in the old rows and then the new rows
+    laid end to end: the kept old rows (positions `kept`, sorted by `kept_key`) and the new rows
+    (sorted by `new_key`, none equal to a kept key), in key order."""
+    at = np.searchsorted(kept_key, new_key) + np.arange(len(new_key))
+    take = np.empty(len(kept) + len(new_key), dtype=np.int64)
+    from_new = np.zeros(len(take), dtype=bool)
+    from_new[at] = True
+    take[~from_new] = kept
+    take[at] = old_rows + np.arange(len(new_key))
+    return take
+
+
 def splice(old: Sorted, windows: tuple[np.ndarray, np.ndarray], new: Sorted) -> Sorted:
     """A source table updated from its previous rows: in each window (a channel and a UTC hour,
     given as channels and hour starts sorted by both), its rows replaced by `new` (the rows in
@@ -717,13 +732,8 @@ def splice(old: Sorted, windows: tuple[np.ndarray, np.ndarray], new: Sorted) -> 
     inside = found < len(window_key)
     inside[inside] = window_key[found[inside]] == old_key[inside]
     kept = np.flatnonzero(~inside)
-    # a new row goes before the kept rows of later windows (no kept row shares its window)
-    at = np.searchsorted(old_key[kept], new_key) + np.arange(len(new_key))
-    take = np.empty(len(kept) + len(new_key), dtype=np.int64)
-    from_new = np.zeros(len(take), dtype=bool)
-    from_new[at] = True
-    take[~from_new] = kept
-    take[at] = len(old_channel) + np.arange(len(new_key))
+    # no kept row shares a new row's window, so a new row goes before the later windows' rows
+    take = merged(kept, old_key[kept], new_key, len(old_channel))
     channel = np.concatenate([old_channel, new_channel])[take]
     first = np.flatnonzero(np.diff(channel, prepend=channel[:1] - 1))
     cols: dict[str, Any] = {}
@@ -796,12 +806,7 @@ def splice_report_stats(old: ReportStats, reports: np.ndarray, new: ReportStats)
     _, account_of = Codes.of(np.concatenate([old.account[kept], new.account]))
     report_codes, report_of = Codes.of(np.concatenate([old_report[kept], new_report]))
     key = account_of * np.int64(len(report_codes)) + report_of
-    at = np.searchsorted(key[: len(kept)], key[len(kept) :]) + np.arange(len(new_report))
-    take = np.empty(len(kept) + len(new_report), dtype=np.int64)
-    from_new = np.zeros(len(take), dtype=bool)
-    from_new[at] = True
-    take[~from_new] = kept
-    take[at] = len(old_report) + np.arange(len(new_report))
+    take = merged(kept, key[: len(kept)], key[len(kept) :], len(old_report))
     shared_flag = np.zeros(len(old_report) + len(new_report), dtype=bool)
     shared_flag[old.shared] = True
     shared_flag[len(old_report) + new.shared] = True
