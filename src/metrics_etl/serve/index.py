@@ -522,13 +522,8 @@ class Fetched:
 
 def hour_of_sql(us: str) -> str:
     """SQL for the start of the UTC hour holding an epoch-microsecond value (floored, also
-    before 1970), as `hour_of` computes it."""
+    before 1970, as `np.floor_divide(us, HOUR_US) * HOUR_US`)."""
     return f"({us} - (({us} % {HOUR_US}) + {HOUR_US}) % {HOUR_US})"
-
-
-def hour_of(us: np.ndarray) -> np.ndarray:
-    """The start of the UTC hour holding each epoch-microsecond value."""
-    return np.floor_divide(us, HOUR_US) * HOUR_US
 
 
 def fetch(
@@ -720,7 +715,7 @@ def splice(old: Sorted, windows: tuple[np.ndarray, np.ndarray], new: Sorted) -> 
     # (channel, hour) as one sortable integer: dense codes of both, so nothing can overflow
     _, channel_of = Codes.of(np.concatenate([old_channel, new_channel, channels]))
     hour_codes, hour_of_row = Codes.of(
-        np.concatenate([hour_of(old.t), hour_of(new.t), hour_of(hours)]) // HOUR_US
+        np.floor_divide(np.concatenate([old.t, new.t, hours]), HOUR_US)
     )
     key = channel_of * np.int64(len(hour_codes)) + hour_of_row
     old_key, new_key = (

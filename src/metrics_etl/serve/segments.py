@@ -14,7 +14,8 @@ A segment is named by a hash of the rows it is built from (their count and the s
 row hashes, per source table, computed by DuckDB) and of the format version, so a run rewrites
 only the segments whose rows changed; the others are the previous snapshot's files, reused.
 The counts and sums are kept in the manifest, and a run updates them from the change logs of
-the tables it changed (sums add up), reading only the rows that changed.
+the tables it changed (sums add up), reading only the rows that changed. A segment whose rows
+changed is spliced from the previous one: only the channel-hours its logs name are read again.
 The manifest lists them under "segments"; clean-up keeps every file a manifest lists.
 """
 
@@ -382,8 +383,7 @@ def map_segment(path: Path, part: str) -> Any:
         found = _MAPPED.get(key)
         if found is not None:
             return found
-        batch = ipc.open_file(pa.memory_map(key)).get_batch(0)
-        obj = unflatten(TYPES[part], from_batch(batch))
+        obj = read_segment(path, part)
         _MAPPED[key] = obj
         return obj
 
