@@ -22,7 +22,9 @@ from metrics_etl.serve.index import (
     Codes,
     ReportStats,
     Sorted,
+    as_column,
     fetch,
+    sorted_order,
     splice,
     splice_report_stats,
     stable_order,
@@ -277,6 +279,72 @@ def test_stable_order_is_numpys_stable_argsort(dtype: type) -> None:
         low = 0 if dtype == np.uint16 else int(rng.integers(-(2**15), 0))
         keys = (rng.integers(0, span, n) + low).astype(dtype)
         assert np.array_equal(stable_order(keys), np.argsort(keys, kind="stable"))
+
+
+def test_sorted_order_sorts_rows_in_or_out_of_storage_order() -> None:
+    """The order `fetch` sorts a table's rows by equals a lexicographic sort by (bucket,
+    channel, time, tie-breaker) wherever those keys differ, whether the rows come as a table
+    stores them (sorted runs, a month each) or in any other order, and `sorted_order` gives
+    back the keys in that order."""
+    rng = np.random.default_rng(8)
+    for trial in range(300):
+        n = int(rng.integers(0, 200))
+        channel = rng.integers(1, int(rng.integers(2, 40)), n)
+        t = rng.integers(-(10**12), 10**12, n) // [1, 10**11][trial % 2]  # many ties, or few
+        then = rng.permutation(n)
+        if trial % 3:  # storage order: by month, then channel, time and tie-breaker
+            month = np.floor_divide(t, 30 * 24 * 3_600_000_000)
+            stored = np.lexsort((then, t, channel, month))
+            channel, t, then = channel[stored], t[stored], then[stored]
+        bucket = channel % 16
+        keys = [channel, t, then] if trial % 2 else [channel, t]
+        order, ordered = sorted_order(bucket, keys)
+        assert np.array_equal(np.sort(order), np.arange(n))
+        expected = np.lexsort((*keys[::-1], bucket))
+        for got, key in zip(ordered, [bucket, *keys], strict=True):
+            assert np.array_equal(got, key[order])
+            assert np.array_equal(got, key[expected])
+
+
+def test_fetch_equals_a_read_sorted_by_duckdb(generated: Path) -> None:
+    """`fetch` (storage order sorted in NumPy) gives every source the rows of a read that DuckDB
+    sorts by (bucket, channel, time, tie-breaker): the same keys in the same order, and the same
+    rows within each (channel, time)."""
+    conn = Reader(generated).snapshot().conn
+    every = list(range(segments.BUCKETS))
+    for part, sources in SOURCES.items():
+        for name, source in sources.items():
+            got = fetch(conn, source, every, segments.BUCKETS)
+            select = ", ".join(f"{expr} as {col}" for col, expr in source.columns.items())
+            then = f", {source.then_by}" if source.then_by else ""
+            bucket = (
+                f"((channel_id % {segments.BUCKETS}) + {segments.BUCKETS}) % {segments.BUCKETS}"
+            )
+            want = conn.execute(
+                f"select {bucket} as bucket, channel_id, epoch_us({source.time_column}) as t, "
+                f"{select} from {source.table} where {source.where} "
+                f"order by bucket, channel_id, t{then}"
+            ).to_arrow_table()
+            assert got.bucket.tolist() == want["bucket"].to_pylist(), f"{part}.{name}"
+            assert got.channel.tolist() == want["channel_id"].to_pylist(), f"{part}.{name}"
+            assert got.t.tolist() == want["t"].to_pylist(), f"{part}.{name}"
+            columns = [got.channel, got.t, *got.cols.values()]
+            rows = list(zip(*[as_list(c) for c in columns], strict=True))
+            wanted = list(
+                zip(
+                    *[as_list(as_column(want[c])) for c in ["channel_id", "t", *source.columns]],
+                    strict=True,
+                )
+            )
+            if source.then_by:
+                assert rows == wanted, f"{part}.{name}"
+            else:
+                assert sorted(rows, key=repr) == sorted(wanted, key=repr), f"{part}.{name}"
+
+
+def as_list(column: np.ndarray | pa.Array) -> list:
+    """A NumPy or Arrow column as a list."""
+    return column.tolist() if isinstance(column, np.ndarray) else column.to_pylist()
 
 
 def as_lists(table: Sorted) -> list[list]:
