@@ -547,3 +547,18 @@ def test_a_run_builds_a_segment_whose_previous_file_is_gone_from_the_tables(
             {"total_reads": 4, "reports_seen": 4},
         )
     )
+
+
+def test_a_failed_segment_write_fails_the_step(tmp_path: Path) -> None:
+    """Segments are written on a thread of their own; a write that fails still fails the step
+    (raised when the writer is left), and the writes before it are complete files."""
+    empty = np.zeros(0, dtype=np.int64)
+    text = pa.array([], pa.string())
+    cols = {"report_image_id": empty, "report_id": empty, "thumb": text, "medium": text}
+    part = Sorted(empty, np.zeros(1, dtype=np.int64), empty, cols)
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    good = tmp_path / "ok" / "segment.arrow"
+    with pytest.raises(OSError), segments.Writer() as writer:
+        writer.write(good, part)
+        writer.write(tmp_path / "blocked" / "segment.arrow", part)
+    assert segments.read_segment(good, "images").cols.keys() == cols.keys()

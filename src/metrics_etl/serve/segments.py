@@ -29,7 +29,9 @@ import os
 import threading
 import typing
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,7 @@ VERSION = "1"  # bump when a segment's columns or a builder change
 BUCKETS = 16  # channel buckets per channel part
 FOLDER = "data/_serving"
 SPLICE_SHARE = 64  # report stats are spliced when at most 1/64 of their rows changed
+WRITES_AHEAD = 2  # segments built and waiting to be written, at most
 CHUNK_ROWS = 8_000_000  # source rows read at once while writing segments (bounds the memory)
 
 
@@ -225,6 +228,34 @@ def write_segment(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+class Writer:
+    """Writes segments on a thread of its own, so that building the next segment overlaps
+    writing and syncing the last; at most WRITES_AHEAD wait (bounding the memory they hold).
+    Leaving the block waits for every write; a failed write raises there or at the next one."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="segment-writer")
+        self._pending: deque[Future] = deque()
+        self.written = 0
+
+    def write(self, path: Path, obj: Any) -> None:
+        """Write a part's segment at `path` (after the ones before it)."""
+        while len(self._pending) >= WRITES_AHEAD:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(write_segment, path, obj))
+        self.written += 1
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _chunks(buckets: list[int], rows: list[int]) -> list[list[int]]:
     """Buckets in groups of at most CHUNK_ROWS source rows (a bigger bucket alone)."""
     groups: list[list[int]] = [[]]
@@ -349,21 +380,19 @@ def write_segments(
         listing[name] = {"files": [rel], "rows": rows[name]}
         if not (warehouse / rel).exists():
             todo.setdefault(part, []).append(int(bucket) if bucket else -1)
-    written = 0
-    for part, buckets in todo.items():
-        folder = warehouse / FOLDER / part
-        if part in WHOLE:
-            obj = build_whole(conn, warehouse, part, changed, before)
-            write_segment(warehouse / listing[part]["files"][0], obj)
-            written += 1
-        else:
+    with Writer() as writer:
+        for part, buckets in todo.items():
+            if part in WHOLE:
+                obj = build_whole(conn, warehouse, part, changed, before)
+                writer.write(warehouse / listing[part]["files"][0], obj)
+                continue
             sizes = [rows[segment_name(part, b)] for b in buckets]
             for chunk in _chunks(buckets, sizes):
                 for number, obj in build_changed(conn, warehouse, part, chunk, changed, before):
-                    rel = listing[segment_name(part, number)]["files"][0]
-                    write_segment(warehouse / rel, obj)
-                    written += 1
-        fsync_dir(folder)
+                    writer.write(warehouse / listing[segment_name(part, number)]["files"][0], obj)
+    for part in todo:
+        fsync_dir(warehouse / FOLDER / part)
+    written = writer.written
     entries = {"segments": listing, "segment_sources": sums, "segment_format": [VERSION, BUCKETS]}
     return entries, written, len(listing) - written
 
