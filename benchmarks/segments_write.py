@@ -5,13 +5,14 @@
 
 DATABASE is a warehouse's `_state/warehouse.duckdb` after a run (opened read-only). Each round
 runs both versions, in alternating order, each in a process of its own (PYTHONPATH=<src>), and
-prints the seconds of each; then the medians and the ratio new / old.
+prints the seconds and peak RSS of each; then the medians and the ratio new / old.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,8 +42,8 @@ def one(database: Path) -> float:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def timed(src: Path, database: Path) -> float:
-    """One round of one version, in a process of its own."""
+def timed(src: Path, database: Path) -> tuple[float, float]:
+    """One round of one version, in a process of its own: seconds, and peak RSS in MiB."""
     env = {**os.environ, "PYTHONPATH": str(src)}
     out = subprocess.run(
         [sys.executable, __file__, str(database), "--one"],
@@ -51,7 +52,8 @@ def timed(src: Path, database: Path) -> float:
         capture_output=True,
         text=True,
     )
-    return float(out.stdout.split()[-1])
+    peak, seconds = out.stdout.split()[-2:]
+    return float(seconds), float(peak)
 
 
 def main() -> int:
@@ -62,16 +64,21 @@ def main() -> int:
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(f"{one(args.database):.3f}")
+        seconds = one(args.database)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{peak:.0f} {seconds:.3f}")
         return 0
     versions = {"new": NEW_SRC, **({"old": args.old} if args.old else {})}
     seconds: dict[str, list[float]] = {name: [] for name in versions}
     for round_no in range(args.rounds):
         names = list(versions)[:: 1 if round_no % 2 == 0 else -1]
         for name in names:
-            seconds[name].append(timed(versions[name], args.database))
+            took, peak = timed(versions[name], args.database)
+            seconds[name].append(took)
             load = os.getloadavg()[0]
-            print(f"round {round_no} {name}: {seconds[name][-1]:.2f} s (load {load:.1f})")
+            print(
+                f"round {round_no} {name}: {took:.2f} s, peak RSS {peak:.0f} MiB (load {load:.1f})"
+            )
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     print("medians: " + ", ".join(f"{name} {m:.2f} s" for name, m in medians.items()))
     if "old" in medians:

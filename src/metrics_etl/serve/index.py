@@ -604,15 +604,15 @@ def fetch(
         if cursor is not conn:
             cursor.close()
     cols = {name: as_column(table.column(name)) for name in table.column_names}
+    del table  # each column is held once from here, and once more while it is reordered
     bucket = np.asarray(cols.pop("bucket"), dtype=np.int64)
     channel = np.asarray(cols.pop("channel_id"), dtype=np.int64)
     t = np.asarray(cols.pop("t"), dtype=np.int64)
     if not order_by:
         then_by = [np.asarray(cols[source.then_by])] if then else []
         order, (bucket, channel, t, *_) = sorted_order(bucket, [channel, t, *then_by])
-        cols = {
-            k: v[order] if isinstance(v, np.ndarray) else v.take(order) for k, v in cols.items()
-        }
+        for name, column in cols.items():
+            cols[name] = column[order] if isinstance(column, np.ndarray) else column.take(order)
     return Fetched(bucket, channel, t, cols)
 
 
