@@ -34,14 +34,12 @@ from metrics_etl.serve.index import (
     Codes,
     Pair,
     format_instants,
-    from_us,
     largest_first,
     pair_key_of,
     to_us,
     totals_by,
 )
 from metrics_etl.serve.segments import Index
-from metrics_etl.timeparse import format_instant
 
 LOG = logging.getLogger(__name__)
 FIRST_US = to_us(datetime(1, 1, 1, tzinfo=UTC))  # 0001-01-01T00:00:00Z, the first instant written
@@ -329,16 +327,16 @@ class Reader:
         buckets, counts = self._counts(
             self._part("reports", channel_id).pair("time"), width, channel_id, start, end
         )
-        rows = zip(buckets.tolist(), counts.tolist(), strict=True)
+        # a bucket whose local start falls before year 1 starts at 0001-01-01T00:00Z
+        starts = format_instants(np.maximum(buckets, FIRST_US))
         return [
             {
                 "account_id": account,
-                # a bucket whose local start falls before year 1 starts at 0001-01-01T00:00Z
-                "datetime_range_start": format_instant(from_us(max(bucket, FIRST_US))),
+                "datetime_range_start": start,
                 "report_count": count,
                 "datetime_range_width": width,
             }
-            for bucket, count in rows
+            for start, count in zip(starts, counts.tolist(), strict=True)
         ]
 
     def reports_per_user(
