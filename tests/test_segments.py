@@ -24,13 +24,17 @@ from metrics_etl.serve.index import (
     Sorted,
     as_column,
     fetch,
+    format_instants,
+    from_us,
     sorted_order,
+    to_us,
     splice,
     splice_report_stats,
     stable_order,
     unbuild,
 )
 from metrics_etl.serve.reader import ANALYTICS, Reader
+from metrics_etl.timeparse import format_instant
 from rawkit import base_world, jsonl, reads, report
 from snapshots import ask, manifest_of
 from test_incremental import copy_files, random_split, raw_files
@@ -562,3 +566,15 @@ def test_a_failed_segment_write_fails_the_step(tmp_path: Path) -> None:
         writer.write(good, part)
         writer.write(tmp_path / "blocked" / "segment.arrow", part)
     assert segments.read_segment(good, "images").cols.keys() == cols.keys()
+
+
+def test_instants_formatted_at_once_equal_one_at_a_time() -> None:
+    """`format_instants` (NumPy, for a column) writes each instant as `format_instant` does:
+    UTC, milliseconds floored, with Z, from year 1 to 9999 and before 1970."""
+    first = to_us(dt.datetime(1, 1, 1, tzinfo=dt.UTC))
+    last = to_us(dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC))
+    rng = np.random.default_rng(9)
+    values = np.concatenate(
+        [[first, last, -1, -999, -1000, -1001, 0, 999, 1000], rng.integers(first, last, 500)]
+    ).astype(np.int64)
+    assert format_instants(values) == [format_instant(from_us(v)) for v in values.tolist()]

@@ -160,8 +160,8 @@ class Distinct:
 
 def format_instants(values: np.ndarray) -> list[str]:
     """Microsecond instants as API strings: UTC, milliseconds truncated, with Z."""
-    text = np.datetime_as_string(values.astype("datetime64[us]").astype("datetime64[ms]"))
-    return [f"{t}Z" for t in text.tolist()]
+    milliseconds = values.astype("datetime64[us]").astype("datetime64[ms]")  # floored
+    return np.datetime_as_string(milliseconds, timezone="UTC").tolist()
 
 
 def totals_by(keys: list[np.ndarray], weights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
