@@ -27,10 +27,10 @@ from metrics_etl.serve.index import (
     format_instants,
     from_us,
     sorted_order,
-    to_us,
     splice,
     splice_report_stats,
     stable_order,
+    to_us,
     unbuild,
 )
 from metrics_etl.serve.reader import ANALYTICS, Reader
