@@ -15,6 +15,7 @@ import pytest
 
 from conftest import build
 from metrics_etl.generator.generate import generate
+from metrics_etl.serve import index as index_module
 from metrics_etl.serve import segments
 from metrics_etl.serve.index import (
     BUILDERS,
@@ -578,3 +579,38 @@ def test_instants_formatted_at_once_equal_one_at_a_time() -> None:
         [[first, last, -1, -999, -1000, -1001, 0, 999, 1000], rng.integers(first, last, 500)]
     ).astype(np.int64)
     assert format_instants(values) == [format_instant(from_us(v)) for v in values.tolist()]
+
+
+def test_segments_built_a_chunk_at_a_time_from_spilled_sources_equal_a_build_in_one_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a few rows per chunk, a full build writes the segments of a part in several chunks
+    of buckets from one scan per source, spilled to a file per chunk: the segments hold the rows of a build
+    that reads every bucket at once, are named alike, answer alike, and no spill file is left."""
+    gen = tmp_path / "gen"
+    summary = generate(gen, events=3_000, seed=31)
+    as_of = dt.datetime.fromisoformat(summary["as_of"].replace("Z", "+00:00"))
+    whole = tmp_path / "whole"
+    build(gen, whole, as_of)
+    spills: list[str] = []
+    real = index_module.spill
+    monkeypatch.setattr(
+        index_module,
+        "spill",
+        lambda conn, source, chunks, *rest: (
+            spills.append(source.table) or real(conn, source, chunks, *rest)
+        ),
+    )
+    monkeypatch.setattr(segments, "CHUNK_ROWS", 200)
+    chunked = tmp_path / "chunked"
+    build(gen, chunked, as_of)
+    assert {"fct_reads", "agg_reads_hourly"} <= set(spills), "the reads were not chunked"
+    assert len(spills) == len(set(spills)), "a source is spilled (scanned) once"
+    assert listed_segments(chunked) == listed_segments(whole)
+    got, want = canonical(chunked), canonical(whole)
+    assert got.keys() == want.keys()
+    assert [k for k in got if got[k] != want[k]] == []
+    assert not list((chunked / "_state").glob("segments-spill*/*"))
+    requests = random_requests(whole, 200, seed=12)
+    mine, theirs = ask(chunked, requests), ask(whole, requests)
+    assert [r for r in requests if mine[r] != theirs[r]] == []

@@ -17,12 +17,14 @@ import bisect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc as ipc
 
 from metrics_etl.models import catalog as models
 
@@ -554,20 +556,17 @@ def sorted_order(bucket: np.ndarray, keys: list[np.ndarray]) -> tuple[np.ndarray
     return order, ordered
 
 
-def fetch(
+def _read(
     conn: duckdb.DuckDBPyConnection,
     source: Source,
     buckets: list[int],
     size: int,
     within: str | None = None,
-) -> Fetched:
-    """Read a source's rows of some buckets, sorted by bucket, channel and time; with `within`
-    (a relation of (channel_id, _hour): channels and the UTC hours starting at `_hour`, in epoch
-    microseconds), only the rows in those hours of those channels.
-
-    Whole tables are read in their storage order and sorted in NumPy (`sorted_order`), which
-    costs a fraction of DuckDB's sort of the same rows; the rows of `within` are few and are
-    sorted by DuckDB."""
+    batch_rows: int = 0,
+) -> Iterator[Any]:
+    """A source's rows of some buckets as `fetch` selects them: whole tables in their storage
+    order, the rows of `within` sorted by DuckDB. With `batch_rows`, the rows come as a list
+    of record batches of about that many rows, read one at a time (a generator)."""
     select = "".join(f", {expr} as {name}" for name, expr in source.columns.items())
     then = f", {source.then_by}" if source.then_by else ""
     where, params = source.where, dict[str, Any]()
@@ -592,28 +591,103 @@ def fetch(
         kept = cursor.execute("select current_setting('preserve_insertion_order')").fetchall()
         cursor.execute("set preserve_insertion_order = true")  # storage order, for sorted_order
         try:
-            table = cursor.execute(
+            result = cursor.execute(
                 f"select {bucket_sql(size)} as bucket, channel_id, "
                 f"epoch_us({source.time_column}) as t{select} from {rows} "
                 f"where {where} {order_by}",
                 params,
-            ).to_arrow_table()
+            )
+            if batch_rows:
+                yield from result.fetch_record_batch(batch_rows)
+            else:
+                yield result.to_arrow_table()
         finally:
             cursor.execute(f"set preserve_insertion_order = {bool(kept[0][0])}")
     finally:
         if cursor is not conn:
             cursor.close()
+
+
+def _fetched(table: pa.Table, source: Source, ordered: bool) -> Fetched:
+    """Rows read by `_read` as a `Fetched`: columns as the index holds them, sorted by bucket,
+    channel and time in NumPy unless DuckDB sorted them (`ordered`)."""
     cols = {name: as_column(table.column(name)) for name in table.column_names}
     del table  # each column is held once from here, and once more while it is reordered
     bucket = np.asarray(cols.pop("bucket"), dtype=np.int64)
     channel = np.asarray(cols.pop("channel_id"), dtype=np.int64)
     t = np.asarray(cols.pop("t"), dtype=np.int64)
-    if not order_by:
-        then_by = [np.asarray(cols[source.then_by])] if then else []
+    if not ordered:
+        then_by = [np.asarray(cols[source.then_by])] if source.then_by else []
         order, (bucket, channel, t, *_) = sorted_order(bucket, [channel, t, *then_by])
         for name, column in cols.items():
             cols[name] = column[order] if isinstance(column, np.ndarray) else column.take(order)
     return Fetched(bucket, channel, t, cols)
+
+
+def fetch(
+    conn: duckdb.DuckDBPyConnection,
+    source: Source,
+    buckets: list[int],
+    size: int,
+    within: str | None = None,
+) -> Fetched:
+    """Read a source's rows of some buckets, sorted by bucket, channel and time; with `within`
+    (a relation of (channel_id, _hour): channels and the UTC hours starting at `_hour`, in epoch
+    microseconds), only the rows in those hours of those channels.
+
+    Whole tables are read in their storage order and sorted in NumPy (`sorted_order`), which
+    costs less than DuckDB's sort of the same rows; the rows of `within` are few and are
+    sorted by DuckDB."""
+    (table,) = _read(conn, source, buckets, size, within)
+    return _fetched(table, source, ordered=within is not None)
+
+
+SPILL_BATCH_ROWS = 1_000_000  # rows routed to the chunks' files at once
+
+
+def spill(
+    conn: duckdb.DuckDBPyConnection,
+    source: Source,
+    chunks: list[list[int]],
+    size: int,
+    folder: Path,
+) -> list[Path]:
+    """One scan of a source for several chunks of buckets: its rows, in the order read, streamed
+    to a file per chunk (Arrow IPC), so that each chunk is read back (`fetch_spilled`) without
+    scanning the table again. Memory: one batch of SPILL_BATCH_ROWS rows."""
+    chunk_of = np.full(size, -1, dtype=np.int64)
+    for k, chunk in enumerate(chunks):
+        chunk_of[chunk] = k
+    paths = [folder / f"{source.table}-{k}.arrows" for k in range(len(chunks))]
+    every = sorted(b for chunk in chunks for b in chunk)
+    writers: list[Any] = []
+    try:
+        for batch in _read(conn, source, every, size, batch_rows=SPILL_BATCH_ROWS):
+            if not writers:
+                writers = [ipc.new_stream(str(path), batch.schema) for path in paths]
+            k = chunk_of[batch.column("bucket").to_numpy()]
+            routed = batch.take(pa.array(stable_order(k)))  # by chunk, in the order read
+            start = 0
+            for writer, n in zip(
+                writers, np.bincount(k, minlength=len(chunks)).tolist(), strict=True
+            ):
+                if n:
+                    writer.write_batch(routed.slice(start, n))
+                start += n
+    finally:
+        for writer in writers:
+            writer.close()
+    return paths
+
+
+def fetch_spilled(
+    conn: duckdb.DuckDBPyConnection, path: Path, source: Source, buckets: list[int], size: int
+) -> Fetched:
+    """A chunk's rows from its `spill` file, sorted as `fetch` sorts them (read by `fetch` when
+    the scan had no rows to spill, so wrote no file)."""
+    if not path.exists():
+        return fetch(conn, source, buckets, size)
+    return _fetched(ipc.open_stream(pa.memory_map(str(path))).read_all(), source, ordered=False)
 
 
 def build_reports(tables: dict[str, Sorted]) -> Reports:
@@ -686,6 +760,37 @@ def build_part(
     fetched = {name: fetch(conn, source, buckets, size) for name, source in SOURCES[part].items()}
     for bucket in sorted(buckets):
         yield bucket, BUILDERS[part]({name: f.of(bucket) for name, f in fetched.items()})
+
+
+def build_parts(
+    conn: duckdb.DuckDBPyConnection,
+    part: str,
+    chunks: list[list[int]],
+    size: int,
+    folder: Path,
+) -> Iterator[tuple[int, Any]]:
+    """`build_part` for several chunks of buckets: with more than one chunk, each source is
+    scanned once and spilled to a file per chunk under `folder` (removed as it is read), instead
+    of being scanned once per chunk."""
+    if len(chunks) == 1:
+        yield from build_part(conn, part, chunks[0], size)
+        return
+    sources = SOURCES[part]
+    spilled = {name: spill(conn, source, chunks, size, folder) for name, source in sources.items()}
+    try:
+        for k, chunk in enumerate(chunks):
+            fetched = {
+                name: fetch_spilled(conn, paths[k], sources[name], chunk, size)
+                for name, paths in spilled.items()
+            }
+            for paths in spilled.values():
+                paths[k].unlink(missing_ok=True)
+            for bucket in sorted(chunk):
+                yield bucket, BUILDERS[part]({name: f.of(bucket) for name, f in fetched.items()})
+    finally:
+        for paths in spilled.values():
+            for path in paths:
+                path.unlink(missing_ok=True)
 
 
 def _row_keys(distinct: Distinct) -> np.ndarray:

@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import threading
 import typing
 import weakref
@@ -40,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from metrics_etl.db import state_dir
 from metrics_etl.files import fsync_dir
 from metrics_etl.serve.index import (
     BUILDERS,
@@ -50,6 +52,7 @@ from metrics_etl.serve.index import (
     Source,
     bucket_sql,
     build_part,
+    build_parts,
     fetch,
     hour_of_sql,
     load_report_stats,
@@ -295,22 +298,42 @@ def build_changed(
     conn: duckdb.DuckDBPyConnection,
     warehouse: Path,
     part: str,
-    buckets: list[int],
+    chunks: list[list[int]],
     changed: dict[str, str | None] | None,
     before: dict[str, str],
 ) -> Iterator[tuple[int, Any]]:
-    """The index of a channel part for each of some buckets whose rows changed. When every
-    changed source table has a change log and the previous snapshot has these segments, each
-    is the previous segment with the rows of every channel-hour that lost or gained a row read
-    again (the rows a run changed, and their neighbours in the same hour); else built from the
-    tables."""
+    """The index of a channel part for each bucket whose rows changed, a chunk of buckets at a
+    time. When every changed source table has a change log and the previous snapshot has these
+    segments, each is the previous segment with the rows of every channel-hour that lost or
+    gained a row read again (the rows a run changed, and their neighbours in the same hour);
+    else built from the tables (scanned once for all chunks, `build_parts`)."""
     sources = SOURCES[part]
-    olds = {b: before.get(segment_name(part, b)) for b in buckets}
+    olds = {b: before.get(segment_name(part, b)) for chunk in chunks for b in chunk}
     changed = {} if changed is None else changed  # None: everything changed, no logs
     logs = {n: changed.get(s.table) for n, s in sources.items() if s.table in changed}
     if not changed or None in logs.values() or None in olds.values():
-        yield from build_part(conn, part, buckets, BUCKETS)
+        folder = state_dir(warehouse) / "segments-spill"
+        shutil.rmtree(folder, ignore_errors=True)  # left by a run that stopped
+        folder.mkdir(parents=True)
+        try:
+            yield from build_parts(conn, part, chunks, BUCKETS, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         return
+    for chunk in chunks:
+        yield from _spliced(conn, warehouse, part, chunk, logs, olds)
+
+
+def _spliced(
+    conn: duckdb.DuckDBPyConnection,
+    warehouse: Path,
+    part: str,
+    buckets: list[int],
+    logs: dict[str, str | None],
+    olds: dict[int, str | None],
+) -> Iterator[tuple[int, Any]]:
+    """Some buckets of a channel part spliced from their previous segments (`build_changed`)."""
+    sources = SOURCES[part]
     windows, news = {}, {}
     for name, log in logs.items():
         conn.execute(
@@ -386,10 +409,9 @@ def write_segments(
                 obj = build_whole(conn, warehouse, part, changed, before)
                 writer.write(warehouse / listing[part]["files"][0], obj)
                 continue
-            sizes = [rows[segment_name(part, b)] for b in buckets]
-            for chunk in _chunks(buckets, sizes):
-                for number, obj in build_changed(conn, warehouse, part, chunk, changed, before):
-                    writer.write(warehouse / listing[segment_name(part, number)]["files"][0], obj)
+            chunks = _chunks(buckets, [rows[segment_name(part, b)] for b in buckets])
+            for number, obj in build_changed(conn, warehouse, part, chunks, changed, before):
+                writer.write(warehouse / listing[segment_name(part, number)]["files"][0], obj)
     for part in todo:
         fsync_dir(warehouse / FOLDER / part)
     written = writer.written
