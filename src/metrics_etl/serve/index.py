@@ -643,6 +643,7 @@ def fetch(
 
 
 SPILL_BATCH_ROWS = 1_000_000  # rows routed to the chunks' files at once
+SPILL_COMPRESSION = "lz4"  # a spill is written and read once: fewer bytes cost less than LZ4
 
 
 def spill(
@@ -664,7 +665,10 @@ def spill(
     try:
         for batch in _read(conn, source, every, size, batch_rows=SPILL_BATCH_ROWS):
             if not writers:
-                writers = [ipc.new_stream(str(path), batch.schema) for path in paths]
+                options = ipc.IpcWriteOptions(compression=SPILL_COMPRESSION)
+                writers = [
+                    ipc.new_stream(str(path), batch.schema, options=options) for path in paths
+                ]
             k = chunk_of[batch.column("bucket").to_numpy()]
             routed = batch.take(pa.array(stable_order(k)))  # by chunk, in the order read
             start = 0
