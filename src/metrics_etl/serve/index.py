@@ -643,7 +643,11 @@ def fetch(
 
 
 SPILL_BATCH_ROWS = 1_000_000  # rows routed to the chunks' files at once
-SPILL_COMPRESSION = "lz4"  # a spill is written and read once: fewer bytes cost less than LZ4
+# writing and reading a spill back costs about one more scan: it pays from three chunks on
+SPILL_FROM_CHUNKS = 3
+SPILL_COMPRESSION = (
+    "lz4"  # a spill is written and read once: LZ4 costs less than the bytes it saves
+)
 
 
 def spill(
@@ -773,11 +777,12 @@ def build_parts(
     size: int,
     folder: Path,
 ) -> Iterator[tuple[int, Any]]:
-    """`build_part` for several chunks of buckets: with more than one chunk, each source is
-    scanned once and spilled to a file per chunk under `folder` (removed as it is read), instead
-    of being scanned once per chunk."""
-    if len(chunks) == 1:
-        yield from build_part(conn, part, chunks[0], size)
+    """`build_part` for several chunks of buckets: with SPILL_FROM_CHUNKS chunks or more, each
+    source is scanned once and spilled to a file per chunk under `folder` (removed as it is
+    read), instead of being scanned once per chunk."""
+    if len(chunks) < SPILL_FROM_CHUNKS:
+        for chunk in chunks:
+            yield from build_part(conn, part, chunk, size)
         return
     sources = SOURCES[part]
     spilled = {name: spill(conn, source, chunks, size, folder) for name, source in sources.items()}
