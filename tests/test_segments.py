@@ -585,8 +585,9 @@ def test_segments_built_a_chunk_at_a_time_from_spilled_sources_equal_a_build_in_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a few rows per chunk, a full build writes the segments of a part in several chunks
-    of buckets from one scan per source, spilled to a file per chunk: the segments hold the rows of a build
-    that reads every bucket at once, are named alike, answer alike, and no spill file is left."""
+    of buckets from one scan per source, spilled to a file per chunk: the segments hold the
+    rows of a build that reads every bucket at once, are named alike, answer alike, and no
+    spill file is left."""
     gen = tmp_path / "gen"
     summary = generate(gen, events=3_000, seed=31)
     as_of = dt.datetime.fromisoformat(summary["as_of"].replace("Z", "+00:00"))
@@ -614,3 +615,31 @@ def test_segments_built_a_chunk_at_a_time_from_spilled_sources_equal_a_build_in_
     requests = random_requests(whole, 200, seed=12)
     mine, theirs = ask(chunked, requests), ask(whole, requests)
     assert [r for r in requests if mine[r] != theirs[r]] == []
+
+
+def test_buckets_near_the_epoch_held_in_narrow_integers_are_answered(tmp_path: Path) -> None:
+    """A segment stores a column in 32 bits when its values fit (an hour starting at the epoch
+    is 0); the answer's bucket starts are still written, not overflowed."""
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    base_world(raw)
+    at = "1970-01-01T00:10:00Z"
+    jsonl(raw / "reports/epoch.jsonl", [report(1, at, at, channel_id=1)])
+    build(raw, wh, AS_OF)
+    reader = Reader(wh)
+    try:
+        status, body = reader.get(
+            "/api/v4/analytics/reports_over_time?channel_id=1&start_date=1970-01-01"
+            "&end_date=1970-01-02&datetime_range_width=hour",
+            1,
+        )
+    finally:
+        reader.close()
+    assert status == 200
+    assert body == [
+        {
+            "account_id": 1,
+            "datetime_range_start": "1970-01-01T00:00:00.000Z",
+            "report_count": 1,
+            "datetime_range_width": "hour",
+        }
+    ]

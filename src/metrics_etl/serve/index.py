@@ -14,6 +14,7 @@ index answers it alone: codes, previous positions and sort orders are local to a
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -541,10 +542,11 @@ def storage_sorted(keys: list[np.ndarray]) -> bool:
 
 def sorted_order(bucket: np.ndarray, keys: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Positions that sort rows by bucket (small non-negative integers), then keys (channel,
-    time and any tie-breaker), and the bucket and keys in that order. For rows read in a table's storage order (runs sorted by channel
-    and time, a month each): a stable sort by channel, which merges the runs, then a stable
-    radix sort by bucket, checked; a full lexicographic sort when the check finds the rows
-    were not in storage order."""
+    time and any tie-breaker), and the bucket and keys in that order. For rows read in a
+    table's storage order (runs sorted by channel and time, a month each): a stable sort by
+    channel, which merges the runs, then a stable radix sort by bucket (exact, so the check
+    that follows finds bucket and channel in order and looks at time and tie-breaker); a full
+    lexicographic sort when the check finds the rows were not in storage order."""
     counts = np.bincount(bucket) if len(bucket) else np.zeros(0, dtype=np.int64)
     buckets = np.repeat(np.arange(len(counts), dtype=np.int64), counts)  # in bucket order
     by_channel = np.argsort(keys[0], kind="stable")
@@ -638,8 +640,8 @@ def fetch(
     Whole tables are read in their storage order and sorted in NumPy (`sorted_order`), which
     costs less than DuckDB's sort of the same rows; the rows of `within` are few and are
     sorted by DuckDB."""
-    (table,) = _read(conn, source, buckets, size, within)
-    return _fetched(table, source, ordered=within is not None)
+    tables = list(_read(conn, source, buckets, size, within))  # one table
+    return _fetched(tables.pop(), source, ordered=within is not None)  # its only holder
 
 
 SPILL_BATCH_ROWS = 1_000_000  # rows routed to the chunks' files at once
@@ -665,26 +667,22 @@ def spill(
         chunk_of[chunk] = k
     paths = [folder / f"{source.table}-{k}.arrows" for k in range(len(chunks))]
     every = sorted(b for chunk in chunks for b in chunk)
-    writers: list[Any] = []
-    try:
+    options = ipc.IpcWriteOptions(compression=SPILL_COMPRESSION)
+    with contextlib.ExitStack() as stack:  # every writer closed, whatever fails
+        writers: list[Any] = []
         for batch in _read(conn, source, every, size, batch_rows=SPILL_BATCH_ROWS):
             if not writers:
-                options = ipc.IpcWriteOptions(compression=SPILL_COMPRESSION)
-                writers = [
-                    ipc.new_stream(str(path), batch.schema, options=options) for path in paths
-                ]
+                for path in paths:
+                    writer = ipc.new_stream(str(path), batch.schema, options=options)
+                    writers.append(stack.enter_context(writer))
             k = chunk_of[batch.column("bucket").to_numpy()]
             routed = batch.take(pa.array(stable_order(k)))  # by chunk, in the order read
             start = 0
-            for writer, n in zip(
-                writers, np.bincount(k, minlength=len(chunks)).tolist(), strict=True
-            ):
+            counts = np.bincount(k, minlength=len(chunks)).tolist()
+            for writer, n in zip(writers, counts, strict=True):
                 if n:
                     writer.write_batch(routed.slice(start, n))
                 start += n
-    finally:
-        for writer in writers:
-            writer.close()
     return paths
 
 
@@ -695,7 +693,9 @@ def fetch_spilled(
     the scan had no rows to spill, so wrote no file)."""
     if not path.exists():
         return fetch(conn, source, buckets, size)
-    return _fetched(ipc.open_stream(pa.memory_map(str(path))).read_all(), source, ordered=False)
+    with pa.OSFile(str(path)) as handle:  # read into memory: nothing refers to the file after
+        table = ipc.open_stream(handle).read_all()
+    return _fetched(table, source, ordered=False)
 
 
 def build_reports(tables: dict[str, Sorted]) -> Reports:
@@ -776,18 +776,25 @@ def build_parts(
     chunks: list[list[int]],
     size: int,
     folder: Path,
+    between: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[int, Any]]:
-    """`build_part` for several chunks of buckets: with SPILL_FROM_CHUNKS chunks or more, each
-    source is scanned once and spilled to a file per chunk under `folder` (removed as it is
-    read), instead of being scanned once per chunk."""
+    """`build_part` for several chunks of buckets, calling `between` before each chunk after the
+    first (the writer drains there, so one chunk is held at a time): with SPILL_FROM_CHUNKS
+    chunks or more, each source is scanned once and spilled to a file per chunk under `folder`
+    (removed as it is read), instead of being scanned once per chunk."""
     if len(chunks) < SPILL_FROM_CHUNKS:
-        for chunk in chunks:
+        for k, chunk in enumerate(chunks):
+            if k:
+                between()
             yield from build_part(conn, part, chunk, size)
         return
     sources = SOURCES[part]
+    folder.mkdir(parents=True, exist_ok=True)
     spilled = {name: spill(conn, source, chunks, size, folder) for name, source in sources.items()}
     try:
         for k, chunk in enumerate(chunks):
+            if k:
+                between()
             fetched = {
                 name: fetch_spilled(conn, paths[k], sources[name], chunk, size)
                 for name, paths in spilled.items()
@@ -796,6 +803,7 @@ def build_parts(
                 paths[k].unlink(missing_ok=True)
             for bucket in sorted(chunk):
                 yield bucket, BUILDERS[part]({name: f.of(bucket) for name, f in fetched.items()})
+            del fetched  # before the next chunk is read
     finally:
         for paths in spilled.values():
             for path in paths:

@@ -328,7 +328,7 @@ class Reader:
             self._part("reports", channel_id).pair("time"), width, channel_id, start, end
         )
         # a bucket whose local start falls before year 1 starts at 0001-01-01T00:00Z
-        starts = format_instants(np.maximum(buckets, FIRST_US))
+        starts = format_instants(np.maximum(buckets.astype(np.int64), FIRST_US))  # may be int32
         return [
             {
                 "account_id": account,

@@ -248,15 +248,19 @@ class Writer:
         self._pending.append(self._pool.submit(write_segment, path, obj))
         self.written += 1
 
+    def drain(self) -> None:
+        """Wait for every write (the segments waiting hold views of the rows they came from)."""
+        while self._pending:
+            self._pending.popleft().result()
+
     def __enter__(self) -> Writer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
-            while self._pending:
-                self._pending.popleft().result()
+            self.drain()
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=True)
 
 
 def _chunks(buckets: list[int], rows: list[int]) -> list[list[int]]:
@@ -301,9 +305,10 @@ def build_changed(
     chunks: list[list[int]],
     changed: dict[str, str | None] | None,
     before: dict[str, str],
+    between: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[int, Any]]:
     """The index of a channel part for each bucket whose rows changed, a chunk of buckets at a
-    time. When every changed source table has a change log and the previous snapshot has these
+    time (`between` called before each chunk after the first). When every changed source table has a change log and the previous snapshot has these
     segments, each is the previous segment with the rows of every channel-hour that lost or
     gained a row read again (the rows a run changed, and their neighbours in the same hour);
     else built from the tables (scanned once for all chunks, `build_parts`)."""
@@ -314,13 +319,14 @@ def build_changed(
     if not changed or None in logs.values() or None in olds.values():
         folder = state_dir(warehouse) / "segments-spill"
         shutil.rmtree(folder, ignore_errors=True)  # left by a run that stopped
-        folder.mkdir(parents=True)
         try:
-            yield from build_parts(conn, part, chunks, BUCKETS, folder)
+            yield from build_parts(conn, part, chunks, BUCKETS, folder, between)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
-    for chunk in chunks:
+    for k, chunk in enumerate(chunks):
+        if k:
+            between()
         yield from _spliced(conn, warehouse, part, chunk, logs, olds)
 
 
@@ -410,7 +416,8 @@ def write_segments(
                 writer.write(warehouse / listing[part]["files"][0], obj)
                 continue
             chunks = _chunks(buckets, [rows[segment_name(part, b)] for b in buckets])
-            for number, obj in build_changed(conn, warehouse, part, chunks, changed, before):
+            built = build_changed(conn, warehouse, part, chunks, changed, before, writer.drain)
+            for number, obj in built:
                 writer.write(warehouse / listing[segment_name(part, number)]["files"][0], obj)
     for part in todo:
         fsync_dir(warehouse / FOLDER / part)
