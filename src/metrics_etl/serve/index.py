@@ -647,9 +647,8 @@ def fetch(
 SPILL_BATCH_ROWS = 1_000_000  # rows routed to the chunks' files at once
 # writing and reading a spill back costs about one more scan: it pays from three chunks on
 SPILL_FROM_CHUNKS = 3
-SPILL_COMPRESSION = (
-    "lz4"  # a spill is written and read once: LZ4 costs less than the bytes it saves
-)
+# a spill is written and read once: LZ4 costs less than the bytes it saves
+SPILL_COMPRESSION = "lz4"
 
 
 def spill(
@@ -770,6 +769,14 @@ def build_part(
         yield bucket, BUILDERS[part]({name: f.of(bucket) for name, f in fetched.items()})
 
 
+def in_turn(chunks: list[list[int]], between: Callable[[], None]) -> Iterator[list[int]]:
+    """Chunks one after another, calling `between` before each one after the first."""
+    for k, chunk in enumerate(chunks):
+        if k:
+            between()
+        yield chunk
+
+
 def build_parts(
     conn: duckdb.DuckDBPyConnection,
     part: str,
@@ -783,18 +790,14 @@ def build_parts(
     chunks or more, each source is scanned once and spilled to a file per chunk under `folder`
     (removed as it is read), instead of being scanned once per chunk."""
     if len(chunks) < SPILL_FROM_CHUNKS:
-        for k, chunk in enumerate(chunks):
-            if k:
-                between()
+        for chunk in in_turn(chunks, between):
             yield from build_part(conn, part, chunk, size)
         return
     sources = SOURCES[part]
     folder.mkdir(parents=True, exist_ok=True)
     spilled = {name: spill(conn, source, chunks, size, folder) for name, source in sources.items()}
     try:
-        for k, chunk in enumerate(chunks):
-            if k:
-                between()
+        for k, chunk in enumerate(in_turn(chunks, between)):
             fetched = {
                 name: fetch_spilled(conn, paths[k], sources[name], chunk, size)
                 for name, paths in spilled.items()

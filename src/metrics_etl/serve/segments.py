@@ -55,6 +55,7 @@ from metrics_etl.serve.index import (
     build_parts,
     fetch,
     hour_of_sql,
+    in_turn,
     load_report_stats,
     splice,
     splice_report_stats,
@@ -308,10 +309,11 @@ def build_changed(
     between: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[int, Any]]:
     """The index of a channel part for each bucket whose rows changed, a chunk of buckets at a
-    time (`between` called before each chunk after the first). When every changed source table has a change log and the previous snapshot has these
-    segments, each is the previous segment with the rows of every channel-hour that lost or
-    gained a row read again (the rows a run changed, and their neighbours in the same hour);
-    else built from the tables (scanned once for all chunks, `build_parts`)."""
+    time (`between` called before each chunk after the first). When every changed source
+    table has a change log and the previous snapshot has these segments, each is the previous
+    segment with the rows of every channel-hour that lost or gained a row read again (the rows
+    a run changed, and their neighbours in the same hour); else built from the tables (scanned
+    once for all chunks, `build_parts`)."""
     sources = SOURCES[part]
     olds = {b: before.get(segment_name(part, b)) for chunk in chunks for b in chunk}
     changed = {} if changed is None else changed  # None: everything changed, no logs
@@ -324,9 +326,7 @@ def build_changed(
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
-    for k, chunk in enumerate(chunks):
-        if k:
-            between()
+    for chunk in in_turn(chunks, between):
         yield from _spliced(conn, warehouse, part, chunk, logs, olds)
 
 
