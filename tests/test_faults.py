@@ -619,3 +619,58 @@ def test_sigterm_during_a_query_is_a_stop_not_a_failure_to_retry() -> None:
     )
     assert child.returncode == 0, child.stderr
     assert child.stdout.split() == ["RuntimeError", "TerminationSignal", "15", "False", "True"]
+
+
+SIGTERM_SWALLOWED_DURING_A_RUN = """
+import os, signal, sys, threading
+from pathlib import Path
+import duckdb
+from prefect.exceptions import TerminationSignal
+from metrics_etl.run import watch
+
+sent = []
+
+
+class SignalOnPandas:
+    # SIGTERM arrives while DuckDB looks for pandas, as it does on every query with parameters
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def bridge(signum, frame):
+    raise TerminationSignal(signal=signum)  # Prefect's SIGTERM handler during a flow run
+
+
+def run_once(raw, warehouse):
+    previous = signal.signal(signal.SIGTERM, bridge)
+    sys.meta_path.insert(0, SignalOnPandas())
+    try:
+        duckdb.connect().execute("select ?", [[1]]).fetchall()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if len(sent) == 1:
+        sent.append(True)
+        print("the run went on", flush=True)  # DuckDB dropped the handler's exception
+    return None
+
+
+watch.run_once = run_once
+threading.Timer(60, os._exit, (3,)).start()  # a watch that missed the signal polls on
+print(watch.watch(Path("raw"), Path("wh"), 0.05, print), flush=True)
+os._exit(0)
+"""
+
+
+def test_a_sigterm_whose_exception_a_library_swallows_still_stops_the_watch() -> None:
+    """DuckDB drops an exception raised while it tries `import pandas` (on every query with
+    parameters), so Prefect's TerminationSignal can vanish and the run go on (this test
+    makes the signal land there). The watch still stops after that run, exit 143, from the
+    interpreter's own note of the signal. In a child process, as above."""
+    child = subprocess.run(
+        [sys.executable, "-c", SIGTERM_SWALLOWED_DURING_A_RUN],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stdout + child.stderr
+    assert child.stdout.split("\n")[:2] == ["the run went on", "143"], child.stdout

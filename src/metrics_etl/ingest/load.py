@@ -5,9 +5,10 @@ each file adds or removes for the incremental transform."""
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 import duckdb
@@ -701,6 +702,24 @@ def by_stream(
     return groups
 
 
+def hash_ahead(raw_file: RawFile) -> Future[Opened]:
+    """`hashed(raw_file)` on a daemon thread of its own (hashlib releases the GIL): a load that
+    a signal stops does not keep the process from exiting while the thread finishes."""
+    future: Future[Opened] = Future()
+
+    def work() -> None:
+        """Open and hash the file, unless the future was cancelled first."""
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(hashed(raw_file))
+        except BaseException as error:  # handed to the caller, as an executor does
+            future.set_exception(error)
+
+    threading.Thread(target=work, name="ingest-hash", daemon=True).start()
+    return future
+
+
 def load(
     conn: duckdb.DuckDBPyConnection,
     todo: list[tuple[RawFile, str | None]],
@@ -718,15 +737,14 @@ def load(
     stats: dict[str, LoadStats] = {}
     # the parallel line scan numbers lines in file order only with insertion order kept
     conn.execute("set preserve_insertion_order = true")
-    # the next file is opened and hashed by a helper thread (hashlib releases the GIL) while one
-    # loads: at most two files are open at a time
-    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-hash")
-    ahead = hasher.submit(hashed, todo[0][0]) if todo else None
+    # the next file is opened and hashed by a helper thread while one loads: at most two files
+    # are open at a time
+    ahead = hash_ahead(todo[0][0]) if todo else None
     try:
         for index, (raw_file, loaded_digest) in enumerate(todo):
             current, ahead = ahead, None
             if index + 1 < len(todo):
-                ahead = hasher.submit(hashed, todo[index + 1][0])
+                ahead = hash_ahead(todo[index + 1][0])
             try:
                 opened = current.result() if current else hashed(raw_file)
             except Unreadable as error:
@@ -747,7 +765,6 @@ def load(
     finally:
         if ahead is not None and not ahead.cancel() and ahead.exception() is None:
             os.close(ahead.result().fd)
-        hasher.shutdown(wait=False, cancel_futures=True)
         conn.execute("set preserve_insertion_order = false")
     return stats
 

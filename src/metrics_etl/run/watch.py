@@ -10,6 +10,7 @@ other (on PREFECT_API_URL's server, or Prefect's temporary one for the process's
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -31,11 +32,19 @@ class StopFlag:
     """SIGINT/SIGTERM between runs stop at once. During a run, SIGINT stops after it (a second
     one stops at once); SIGTERM, which Prefect's flow engine takes over, stops the run at once.
     A run stopped part-way publishes nothing partial (the next run publishes what it would
-    have)."""
+    have).
 
-    def __init__(self) -> None:
+    A handler's exception can be swallowed by library code: DuckDB tries `import pandas` on
+    every query with parameters and drops whatever that import raises, Prefect's
+    TerminationSignal included, so the run goes on. The interpreter also notes every signal in
+    `wakeup` (a pipe, `signal.set_wakeup_fd`) before any handler runs: `take_noted` reads it
+    after each run, and a stop signal no handler acted on stops the watch there.
+    """
+
+    def __init__(self, wakeup: int = -1) -> None:
         self.signum: int | None = None
         self.running = False
+        self.wakeup = wakeup
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.running and self.signum is None:
@@ -44,17 +53,36 @@ class StopFlag:
         self.signum = signum
         raise Stopped(signum)
 
+    def take_noted(self) -> None:
+        """Stop on a stop signal the interpreter noted, if none is recorded yet."""
+        while True:
+            try:
+                noted = os.read(self.wakeup, 512)
+            except BlockingIOError:
+                return
+            for signum in noted:
+                if signum in STOP_SIGNALS and self.signum is None:
+                    self.signum = signum
+
 
 @contextmanager
 def stop_flag() -> Iterator[StopFlag]:
-    """A StopFlag installed for SIGINT and SIGTERM within the block."""
-    flag = StopFlag()
+    """A StopFlag installed for SIGINT and SIGTERM, and the interpreter's note of every
+    signal in its pipe, within the block."""
+    read, write = os.pipe()
+    for fd in (read, write):
+        os.set_blocking(fd, False)
+    flag = StopFlag(read)
     previous = {s: signal.signal(s, flag) for s in STOP_SIGNALS}
+    previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
     try:
         yield flag
     finally:
+        signal.set_wakeup_fd(previous_fd)
         for s, handler in previous.items():
             signal.signal(s, handler)
+        os.close(read)
+        os.close(write)
 
 
 def run_once(raw: Path, warehouse: Path) -> plan.RunSummary | None:
@@ -103,6 +131,7 @@ def watch(
                     summary, runs, failures = None, runs + 1, failures + 1
                 finally:
                     flag.running = False
+                    flag.take_noted()
                 if summary is not None:
                     report(plan.format_summary(summary))
                     runs, failures = runs + 1, 0
