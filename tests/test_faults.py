@@ -12,6 +12,7 @@ once, so Prefect's slow import is paid once rather than per crash.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gzip
 import json
@@ -674,3 +675,65 @@ def test_a_sigterm_whose_exception_a_library_swallows_still_stops_the_watch() ->
     )  # fmt: skip
     assert child.returncode == 0, child.stdout + child.stderr
     assert child.stdout.split("\n")[:2] == ["the run went on", "143"], child.stdout
+
+
+SIGTERM_DURING_RUN_CLI = """
+import os, signal, sys
+from metrics_etl import cli
+from metrics_etl.ingest import load
+
+sent = []
+
+
+class SignalOnPandas:
+    # SIGTERM arrives while DuckDB looks for pandas, as it does on every query with parameters
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+plan = load.plan
+
+
+def armed_plan(*args, **kwargs):  # inside the flow run, under Prefect's SIGTERM handler
+    if sys.argv[3] == "swallowed":
+        sys.meta_path.insert(0, SignalOnPandas())
+    else:
+        sent.append(True)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return plan(*args, **kwargs)
+
+
+load.plan = armed_plan
+code = cli.main(["run", "--raw", sys.argv[1], "--warehouse", sys.argv[2]])
+print("exit", code, "signal sent:", bool(sent), flush=True)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("how", ["plain", "swallowed"])
+def test_sigterm_stops_a_run_and_its_temporary_server(tmp_path: Path, how: str) -> None:
+    """`metrics-etl run` stopped by SIGTERM during planning exits 143 with nothing published,
+    and stops Prefect's temporary server on its way out (Prefect's engine sends the signal
+    again to the handler it found: by default the process died there, leaving the server
+    running). Also when DuckDB swallows the signal (as above): the run stops before its next
+    step, as Prefect's handler would have stopped it."""
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    write_base(raw)
+    out, err = tmp_path / "out", tmp_path / "err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", SIGTERM_DURING_RUN_CLI, str(raw), str(wh), how],
+            stdout=stdout, stderr=stderr, start_new_session=True,
+        )  # fmt: skip
+        try:
+            code = child.wait(timeout=300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)  # anything left in its group: none expected
+    text = out.read_text() + err.read_text()
+    assert code == 128 + signal.SIGTERM, text[-3000:]
+    assert "exit 143 signal sent: True" in text and "stopped by SIGTERM" in text, text[-3000:]
+    assert "Stopping temporary server" in text, text[-3000:]
+    assert publish.current_id(wh) is None

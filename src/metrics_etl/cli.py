@@ -260,7 +260,9 @@ def quiet_prefect() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the flow once and print its summary (at once, without a flow, when nothing is new)."""
-    from metrics_etl.run import plan
+    from prefect.exceptions import TerminationSignal
+
+    from metrics_etl.run import plan, prefect_server
 
     if args.partitions and not (args.workers or args.dask_address):
         raise UserError("--partitions needs --workers N or --dask-address URL")
@@ -281,16 +283,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         etl = etl.with_options(task_runner=dask_build.task_runner(args.workers, args.dask_address))
         stack.enter_context(dask_build.shared_prefect_api())
         dask_build.quiet_dask()
-    with stack:
-        result = etl(
-            raw=str(args.raw),
-            warehouse=str(args.warehouse),
-            as_of=args.as_of,
-            full_refresh=args.full_refresh,
-            partitions=partitions,
-            threads=threads,
-            return_state=True,
-        )
+    with stack, prefect_server.sigterm_ends_the_process_cleanly() as stopped:
+        try:
+            result = etl(
+                raw=str(args.raw),
+                warehouse=str(args.warehouse),
+                as_of=args.as_of,
+                full_refresh=args.full_refresh,
+                partitions=partitions,
+                threads=threads,
+                return_state=True,
+            )
+        except TerminationSignal:
+            stopped.append(signal.SIGTERM)
+    if stopped:
+        sys.stderr.write("metrics-etl run: stopped by SIGTERM; nothing of this run was published\n")
+        return 128 + signal.SIGTERM
     if result.is_failed():
         raise UserError(result.message or "the run failed; see the log above")
     print(plan.format_summary(plan.RunSummary(**result.result())))

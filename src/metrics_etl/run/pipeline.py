@@ -4,6 +4,7 @@ clean up; `run` is the body of the flow."""
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -39,6 +40,7 @@ from metrics_etl.run.plan import (
     record_run,
 )
 from metrics_etl.run.prefect_server import Stopped
+from metrics_etl.run.signals import Note
 from metrics_etl.serve import segments
 from metrics_etl.state import (
     change_log,
@@ -444,6 +446,13 @@ def transform_in_process(writer: Writer, summary: RunSummary, display: progress.
     finish_transform(writer.conn, summary, run_state, built)
 
 
+def stop_if_terminated(note: Note) -> None:
+    """Stop the run, as Prefect's SIGTERM handler would have, on a SIGTERM that the interpreter
+    noted and library code swallowed (see run/signals.py): checked between steps."""
+    if signal.SIGTERM in note.take():
+        raise TerminationSignal(signal.SIGTERM)
+
+
 def run(
     raw: Path,
     warehouse: Path,
@@ -458,7 +467,11 @@ def run(
     started = time.monotonic()
     found = discover(raw)
     try:
-        with writer_lock(warehouse, cfg.lock_timeout_s), progress.Display() as display:
+        with (
+            Note() as note,
+            writer_lock(warehouse, cfg.lock_timeout_s),
+            progress.Display() as display,
+        ):
             writer = Writer(warehouse)
             try:
                 recovered, abandoned = recover_publish(writer.conn, publish.current_id(warehouse))
@@ -469,16 +482,20 @@ def run(
                 todo, track = plan_task(writer, found, summary)
                 with display.bar("ingest", len(todo), "files") as bar:
                     for stream, files in load.by_stream(todo).items():
+                        stop_if_terminated(note)
                         ingest_stream(writer, stream, files, summary, track, bar)
                 summary.streams = dict(sorted(summary.streams.items()))
                 summary.seconds["ingest"] = round(time.monotonic() - started, 3)
                 if nothing_to_publish(writer.conn, warehouse, summary, summary.totals()["files"]):
                     _log().info("no new or changed raw files: nothing to publish")
                     return no_op(summary)
+                stop_if_terminated(note)
                 transform_started = time.monotonic()
                 (transform_step or transform_in_process)(writer, summary, display)
                 summary.seconds["transform"] = round(time.monotonic() - transform_started, 3)
+                stop_if_terminated(note)
                 audit_task(writer, summary)
+                stop_if_terminated(note)
                 publish_task(writer, warehouse, summary)
                 mark_published(writer.conn)
                 cleanup_task(warehouse, summary)

@@ -57,6 +57,30 @@ def stop_signals_raise() -> Iterator[None]:
 
 
 @contextmanager
+def sigterm_ends_the_process_cleanly() -> Iterator[list[int]]:
+    """Within the block, SIGTERM raises Prefect's TerminationSignal, and the list yielded notes
+    it. Prefect's flow engine, stopped by SIGTERM, sends the signal again to the handler it
+    found: by default the process would die there, before exit handlers stop Prefect's
+    temporary server (left running, orphaned). This handler lets the exception the engine is
+    raising go on, so that the caller can exit as usual."""
+    from prefect.exceptions import TerminationSignal
+
+    noted: list[int] = []
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        """Note the signal; raise it as Prefect does, unless Prefect's own is under way."""
+        noted.append(signum)
+        if not isinstance(sys.exc_info()[1], TerminationSignal):
+            raise TerminationSignal(signal=signum)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
 def signals_ignored() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM are ignored (a stop already under way)."""
     previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}

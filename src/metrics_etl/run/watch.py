@@ -10,7 +10,6 @@ other (on PREFECT_API_URL's server, or Prefect's temporary one for the process's
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from metrics_etl.errors import UserError
 from metrics_etl.models.build import models_hash
 from metrics_etl.run import plan
 from metrics_etl.run.prefect_server import STOP_SIGNALS, Stopped
+from metrics_etl.run.signals import Note
 
 MAX_BACKOFF_S = 60.0  # a failing run is retried after poll, 2 poll, 4 poll, ... up to this
 
@@ -34,17 +34,15 @@ class StopFlag:
     A run stopped part-way publishes nothing partial (the next run publishes what it would
     have).
 
-    A handler's exception can be swallowed by library code: DuckDB tries `import pandas` on
-    every query with parameters and drops whatever that import raises, Prefect's
-    TerminationSignal included, so the run goes on. The interpreter also notes every signal in
-    `wakeup` (a pipe, `signal.set_wakeup_fd`) before any handler runs: `take_noted` reads it
-    after each run, and a stop signal no handler acted on stops the watch there.
+    A handler's exception can be swallowed by library code (see run/signals.py), and the run
+    then goes on: `take_noted`, after each run, stops the watch on a stop signal that the
+    interpreter noted but no handler acted on.
     """
 
-    def __init__(self, wakeup: int = -1) -> None:
+    def __init__(self, note: Note) -> None:
         self.signum: int | None = None
         self.running = False
-        self.wakeup = wakeup
+        self.note = note
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.running and self.signum is None:
@@ -55,34 +53,23 @@ class StopFlag:
 
     def take_noted(self) -> None:
         """Stop on a stop signal the interpreter noted, if none is recorded yet."""
-        while True:
-            try:
-                noted = os.read(self.wakeup, 512)
-            except BlockingIOError:
-                return
-            for signum in noted:
-                if signum in STOP_SIGNALS and self.signum is None:
-                    self.signum = signum
+        for signum in self.note.take():
+            if signum in STOP_SIGNALS and self.signum is None:
+                self.signum = signum
 
 
 @contextmanager
 def stop_flag() -> Iterator[StopFlag]:
-    """A StopFlag installed for SIGINT and SIGTERM, and the interpreter's note of every
-    signal in its pipe, within the block."""
-    read, write = os.pipe()
-    for fd in (read, write):
-        os.set_blocking(fd, False)
-    flag = StopFlag(read)
-    previous = {s: signal.signal(s, flag) for s in STOP_SIGNALS}
-    previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-    try:
-        yield flag
-    finally:
-        signal.set_wakeup_fd(previous_fd)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        os.close(read)
-        os.close(write)
+    """A StopFlag installed for SIGINT and SIGTERM, with a note of the signals that come,
+    within the block."""
+    with Note() as note:
+        flag = StopFlag(note)
+        previous = {s: signal.signal(s, flag) for s in STOP_SIGNALS}
+        try:
+            yield flag
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def run_once(raw: Path, warehouse: Path) -> plan.RunSummary | None:
