@@ -258,10 +258,38 @@ def quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+def run_flow(etl: Any, args: argparse.Namespace) -> Any:
+    """Run the flow once as `run`'s arguments say (on Dask with --workers/--dask-address); its
+    final state."""
+    partitions, threads = 0, 0
+    stack = ExitStack()
+    with stack:
+        if args.workers or args.dask_address:
+            from metrics_etl.run import dask_build
+
+            workers = args.workers or dask_build.cluster_workers(args.dask_address)
+            partitions = args.partitions or workers
+            threads = max(1, settings_mod.load().threads // args.workers) if args.workers else 0
+            runner = dask_build.task_runner(args.workers, args.dask_address)
+            etl = etl.with_options(task_runner=runner)
+            stack.enter_context(dask_build.shared_prefect_api())
+            dask_build.quiet_dask()
+        return etl(
+            raw=str(args.raw),
+            warehouse=str(args.warehouse),
+            as_of=args.as_of,
+            full_refresh=args.full_refresh,
+            partitions=partitions,
+            threads=threads,
+            return_state=True,
+        )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the flow once and print its summary (at once, without a flow, when nothing is new)."""
     from prefect.exceptions import TerminationSignal
 
+    from metrics_etl.publish.snapshot import current_id
     from metrics_etl.run import plan, prefect_server
 
     if args.partitions and not (args.workers or args.dask_address):
@@ -272,32 +300,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     quiet_prefect()
     etl = load_flow()
-    partitions, threads = 0, 0
-    stack = ExitStack()
-    if args.workers or args.dask_address:
-        from metrics_etl.run import dask_build
-
-        workers = args.workers or dask_build.cluster_workers(args.dask_address)
-        partitions = args.partitions or workers
-        threads = max(1, settings_mod.load().threads // args.workers) if args.workers else 0
-        etl = etl.with_options(task_runner=dask_build.task_runner(args.workers, args.dask_address))
-        stack.enter_context(dask_build.shared_prefect_api())
-        dask_build.quiet_dask()
-    with stack, prefect_server.sigterm_ends_the_process_cleanly() as stopped:
+    before = current_id(args.warehouse)
+    with prefect_server.sigterm_ends_the_process_cleanly() as stopped:
         try:
-            result = etl(
-                raw=str(args.raw),
-                warehouse=str(args.warehouse),
-                as_of=args.as_of,
-                full_refresh=args.full_refresh,
-                partitions=partitions,
-                threads=threads,
-                return_state=True,
-            )
+            result = run_flow(etl, args)
         except TerminationSignal:
             stopped.append(signal.SIGTERM)
-    if stopped:
-        sys.stderr.write("metrics-etl run: stopped by SIGTERM; nothing of this run was published\n")
+    if stopped:  # stopping: Prefect's exit flush and its server's stop run undisturbed
+        for signum in prefect_server.STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        published = current_id(args.warehouse) != before
+        sys.stderr.write(
+            "metrics-etl run: stopped by SIGTERM; "
+            + ("after its snapshot was published\n" if published else "nothing was published\n")
+        )
         return 128 + signal.SIGTERM
     if result.is_failed():
         raise UserError(result.message or "the run failed; see the log above")

@@ -720,6 +720,18 @@ def hash_ahead(raw_file: RawFile) -> Future[Opened]:
     return future
 
 
+def close_when_hashed(future: Future[Opened]) -> None:
+    """Cancel a look-ahead hash, or close the descriptor it opens once done, without waiting."""
+
+    def close(done: Future[Opened]) -> None:
+        """Close the opened file's descriptor, if the hash opened one."""
+        if not done.cancelled() and done.exception() is None:
+            os.close(done.result().fd)
+
+    if not future.cancel():
+        future.add_done_callback(close)
+
+
 def load(
     conn: duckdb.DuckDBPyConnection,
     todo: list[tuple[RawFile, str | None]],
@@ -740,6 +752,7 @@ def load(
     # the next file is opened and hashed by a helper thread while one loads: at most two files
     # are open at a time
     ahead = hash_ahead(todo[0][0]) if todo else None
+    current: Future[Opened] | None = None
     try:
         for index, (raw_file, loaded_digest) in enumerate(todo):
             current, ahead = ahead, None
@@ -748,10 +761,12 @@ def load(
             try:
                 opened = current.result() if current else hashed(raw_file)
             except Unreadable as error:
+                current = None
                 skipped.append((raw_file.rel, str(error)))
                 if on_file:
                     on_file(raw_file)
                 continue
+            current = None  # its descriptor is closed below
             try:
                 _load_or_touch(
                     conn, raw_file, opened, loaded_digest, run_id, chunk_bytes, stats, track
@@ -763,8 +778,9 @@ def load(
                 if on_file:
                     on_file(raw_file)
     finally:
-        if ahead is not None and not ahead.cancel() and ahead.exception() is None:
-            os.close(ahead.result().fd)
+        for future in (current, ahead):  # left by a load cut short
+            if future is not None:
+                close_when_hashed(future)
         conn.execute("set preserve_insertion_order = false")
     return stats
 

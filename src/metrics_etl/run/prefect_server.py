@@ -63,15 +63,14 @@ def sigterm_ends_the_process_cleanly() -> Iterator[list[int]]:
     found: by default the process would die there, before exit handlers stop Prefect's
     temporary server (left running, orphaned). This handler lets the exception the engine is
     raising go on, so that the caller can exit as usual."""
-    from prefect.exceptions import TerminationSignal
+    from metrics_etl.run.signals import terminate
 
     noted: list[int] = []
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        """Note the signal; raise it as Prefect does, unless Prefect's own is under way."""
+        """Note the signal, and stop (see `terminate`)."""
         noted.append(signum)
-        if not isinstance(sys.exc_info()[1], TerminationSignal):
-            raise TerminationSignal(signal=signum)
+        terminate(signum)
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:

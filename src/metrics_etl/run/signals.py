@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from contextlib import suppress
 from types import TracebackType
@@ -30,10 +31,15 @@ class Note:
         if threading.current_thread() is not threading.main_thread():
             return self
         read, write = os.pipe()
-        for fd in (read, write):
-            os.set_blocking(fd, False)
+        try:
+            for fd in (read, write):
+                os.set_blocking(fd, False)
+            self._previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        except BaseException:
+            os.close(read)
+            os.close(write)
+            raise
         self._fds = (read, write)
-        self._previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
         return self
 
     def take(self) -> list[int]:
@@ -55,11 +61,23 @@ class Note:
     ) -> None:
         if self._fds is None:
             return
-        self.take()
-        signal.set_wakeup_fd(self._previous)
-        if self._previous != -1 and self.seen:
-            with suppress(OSError):  # the enclosing note is full or gone: nothing more to tell
-                os.write(self._previous, bytes(self.seen))
-        for fd in self._fds:
-            os.close(fd)
-        self._fds = None
+        try:
+            signal.set_wakeup_fd(self._previous)  # first: a signal from now on goes there
+            self.take()
+            if self._previous != -1 and self.seen:
+                with suppress(OSError):  # the enclosing note is full or gone
+                    os.write(self._previous, bytes(self.seen))
+        finally:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = None
+
+
+def terminate(signum: int) -> None:
+    """Raise Prefect's TerminationSignal for `signum`, as its handler does during a flow run,
+    unless one is already being raised (Prefect's engine, stopped by one, sends the signal
+    again to the handler it found)."""
+    from prefect.exceptions import TerminationSignal
+
+    if not isinstance(sys.exc_info()[1], TerminationSignal):
+        raise TerminationSignal(signal=signum)

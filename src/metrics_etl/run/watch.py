@@ -23,7 +23,7 @@ from metrics_etl.errors import UserError
 from metrics_etl.models.build import models_hash
 from metrics_etl.run import plan
 from metrics_etl.run.prefect_server import STOP_SIGNALS, Stopped
-from metrics_etl.run.signals import Note
+from metrics_etl.run.signals import Note, terminate
 
 MAX_BACKOFF_S = 60.0  # a failing run is retried after poll, 2 poll, 4 poll, ... up to this
 
@@ -47,6 +47,8 @@ class StopFlag:
     def __call__(self, signum: int, frame: Any) -> None:
         if self.running and self.signum is None:
             self.signum = signum
+            if signum == signal.SIGTERM:  # before or after the flow engine's own handler
+                terminate(signum)
             return
         self.signum = signum
         raise Stopped(signum)
