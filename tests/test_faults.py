@@ -622,12 +622,9 @@ def test_sigterm_during_a_query_is_a_stop_not_a_failure_to_retry() -> None:
     assert child.stdout.split() == ["RuntimeError", "TerminationSignal", "15", "False", "True"]
 
 
-SIGTERM_SWALLOWED_DURING_A_RUN = """
-import os, signal, sys, threading
-from pathlib import Path
-import duckdb
-from prefect.exceptions import TerminationSignal
-from metrics_etl.run import watch
+# The signal arrives while DuckDB looks for pandas, as it does on every query with parameters.
+SIGNAL_ON_PANDAS = """
+import os, signal, sys
 
 sent = []
 
@@ -638,6 +635,16 @@ class SignalOnPandas:
         if name == "pandas" and not sent:
             sent.append(True)
             os.kill(os.getpid(), signal.SIGTERM)
+"""
+
+SIGTERM_SWALLOWED_DURING_A_RUN = (
+    SIGNAL_ON_PANDAS
+    + """
+import threading
+from pathlib import Path
+import duckdb
+from prefect.exceptions import TerminationSignal
+from metrics_etl.run import watch
 
 
 def bridge(signum, frame):
@@ -662,6 +669,7 @@ threading.Timer(60, os._exit, (3,)).start()  # a watch that missed the signal po
 print(watch.watch(Path("raw"), Path("wh"), 0.05, print), flush=True)
 os._exit(0)
 """
+)
 
 
 def test_a_sigterm_whose_exception_a_library_swallows_still_stops_the_watch() -> None:
@@ -677,20 +685,11 @@ def test_a_sigterm_whose_exception_a_library_swallows_still_stops_the_watch() ->
     assert child.stdout.split("\n")[:2] == ["the run went on", "143"], child.stdout
 
 
-SIGTERM_DURING_RUN_CLI = """
-import os, signal, sys
+SIGTERM_DURING_RUN_CLI = (
+    SIGNAL_ON_PANDAS
+    + """
 from metrics_etl import cli
 from metrics_etl.ingest import load
-
-sent = []
-
-
-class SignalOnPandas:
-    # SIGTERM arrives while DuckDB looks for pandas, as it does on every query with parameters
-    def find_spec(self, name, path=None, target=None):
-        if name == "pandas" and not sent:
-            sent.append(True)
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 plan = load.plan
@@ -710,6 +709,7 @@ code = cli.main(["run", "--raw", sys.argv[1], "--warehouse", sys.argv[2]])
 print("exit", code, "signal sent:", bool(sent), flush=True)
 sys.exit(code)
 """
+)
 
 
 @pytest.mark.parametrize("how", ["plain", "swallowed"])
