@@ -273,17 +273,28 @@ def test_codes_of_a_column_are_what_numpy_unique_gives(dtype: type) -> None:
         assert np.array_equal(inverse, expected.reshape(-1))
 
 
-@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, np.uint16, np.float64])
+@pytest.mark.parametrize(
+    "dtype", [np.int64, np.int32, np.int16, np.int8, np.uint64, np.uint32, np.uint16, np.float64]
+)
 def test_stable_order_is_numpys_stable_argsort(dtype: type) -> None:
     """The order the distinct-count index is built from equals np.argsort(kind="stable"), for
-    keys narrow enough for the radix sort (even where their differences wrap) and wider."""
-    rng = np.random.default_rng(6)
-    for trial in range(200):
-        n = int(rng.integers(0, 80))
-        span = [5, 300, 2**16, 2**16 + 1, 2**20][trial % 5]
-        low = 0 if dtype == np.uint16 else int(rng.integers(-(2**15), 0))
-        keys = (rng.integers(0, span, n) + low).astype(dtype)
-        assert np.array_equal(stable_order(keys), np.argsort(keys, kind="stable"))
+    keys of every width, from the dtype's extremes, spanning (max - min) one value, just below,
+    at and above each 16-bit pass of the radix sort and its 2**48 limit, with many ties."""
+    rng = random.Random(6)  # Python integers: spans and offsets past 2**63
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else np.iinfo(np.int64)
+    edges = [0, 1, 5, 300, *(2**b + d for b in (16, 17, 32, 33, 47, 48) for d in (-1, 0, 1))]
+    spans = [*edges, 2**60, 2**64 - 1]
+    for trial in range(600):
+        span = min(spans[trial % len(spans)], int(info.max) - int(info.min))
+        low = [int(info.min), int(info.max) - span][trial % 2] if trial % 3 == 0 else None
+        if low is None:
+            low = rng.randint(int(info.min), int(info.max) - span)
+        n = rng.randint(2, 200)
+        pool = [rng.randint(0, span) for _ in range(max(1, n // 4))]
+        offsets = [0, span, *(rng.choice(pool) for _ in range(n - 2))]  # the span exactly
+        keys = np.array([low + o for o in offsets], dtype=dtype)
+        assert np.array_equal(stable_order(keys), np.argsort(keys, kind="stable")), (trial, span)
+    assert len(stable_order(np.zeros(0, dtype=dtype))) == 0
 
 
 def test_sorted_order_sorts_rows_in_or_out_of_storage_order() -> None:

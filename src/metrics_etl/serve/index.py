@@ -116,14 +116,26 @@ class Codes:
 
 
 def stable_order(key: np.ndarray) -> np.ndarray:
-    """np.argsort(key, kind="stable"); as NumPy's radix sort, not a merge sort, when the integer
-    keys span fewer than 2**16 values (their offsets from the smallest fit 16 bits; the
-    subtraction may wrap in a narrow dtype, but modulo 2**16 it is exact)."""
-    if len(key) and key.dtype.kind in "iu":
-        lo = int(key.min())
-        if int(key.max()) - lo < 2**16:
-            return np.argsort((key - key.dtype.type(lo)).astype(np.uint16), kind="stable")
-    return np.argsort(key, kind="stable")
+    """np.argsort(key, kind="stable"), as a radix sort when the integer keys span fewer than
+    2**48 values: one stable sort of 16 bits of their offsets from the smallest per pass,
+    least significant first (NumPy sorts 16-bit keys by radix; wider ones by merge sort, 2-4x
+    slower on the keys of a distinct-count index)."""
+    if not len(key) or key.dtype.kind not in "iu":
+        return np.argsort(key, kind="stable")
+    lo, span = int(key.min()), int(key.max()) - int(key.min())
+    if span >= 2**48:
+        return np.argsort(key, kind="stable")
+    # offsets from the smallest key, below 2**48 (computed in the key's signedness: a uint64
+    # key may pass 2**63)
+    if key.dtype.kind == "i":
+        offsets = (key.astype(np.int64) - np.int64(lo)).view(np.uint64)
+    else:
+        offsets = key.astype(np.uint64) - np.uint64(lo)
+    order = np.argsort((offsets & np.uint64(0xFFFF)).astype(np.uint16), kind="stable")
+    for shift in range(16, span.bit_length(), 16):
+        digit = ((offsets >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.uint16)
+        order = order[np.argsort(digit[order], kind="stable")]
+    return order
 
 
 @dataclass
