@@ -4,8 +4,11 @@ every published model's grain."""
 
 from __future__ import annotations
 
+import datetime as dt
+import random
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from metrics_etl.models import catalog as models
@@ -51,8 +54,9 @@ def test_a_header_parses() -> None:
     model = parse_model(Path("agg_things.sql"), "marts", GOOD)
     assert model.purpose == "things per hour, over two lines."
     assert model.grain == ("channel_id", "hour_start")
-    assert model.storage_order == "date_trunc('month', hour_start), channel_id, hour_start"
-    assert model.part_expr == "strftime(hour_start, '%Y-%m')"
+    month = models.utc_month_start("hour_start")
+    assert model.storage_order == f"{month}, channel_id, hour_start"
+    assert model.part_expr == models.utc_month_name("hour_start")
     assert (model.incremental, model.groups) == ("by_group", ("channel_id", "hour_start"))
     other = parse_model(
         Path("agg_things.sql"), "marts", GOOD.replace("by_group", "by_group(hour_start)")
@@ -114,3 +118,45 @@ def test_unique_keys_audit_covers_every_published_grain() -> None:
         ]
     finally:
         conn.execute("rollback")
+
+
+def instants(n: int, seed: int) -> list[int]:
+    """Epoch microseconds from year 1 to 9999: random ones, and each side of month and year
+    boundaries."""
+    rng = random.Random(seed)
+    lo = -62_135_596_800_000_000  # 0001-01-01
+    hi = 253_402_300_799_999_999  # 9999-12-31 23:59:59.999999
+    found = [lo, hi, -1, 0, 1]
+    for _ in range(n):
+        found.append(rng.randint(lo, hi))
+        day = dt.datetime(rng.randint(1, 9999), rng.randint(1, 12), 1, tzinfo=dt.UTC)
+        edge = (day - EPOCH) // dt.timedelta(microseconds=1)
+        found += [edge - 1, edge, edge + 1] if lo < edge - 1 else [edge, edge + 1]
+    return found
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/St_Johns", "Pacific/Kiritimati"])
+def test_partitions_are_utc_months_in_any_session_zone(zone: str) -> None:
+    """A partition's name and a row's month in the storage order are its instant's UTC month,
+    from year 1 to 9999, whatever the session's time zone (Python's datetime the reference)."""
+    values = instants(3000, seed=11)
+    conn = duckdb.connect()
+    conn.execute("set TimeZone = ?", [zone])
+    conn.execute("create table t (us bigint, x timestamptz)")
+    conn.executemany(
+        "insert into t values (?, make_timestamp(?)::timestamp at time zone 'UTC')",
+        [(v, v) for v in values],
+    )
+    got = conn.execute(
+        f"select us, {models.utc_month_name('x')}, "
+        f"epoch_us({models.utc_month_start('x')}) from t order by us"
+    ).fetchall()
+    for us, name, start in got:
+        when = EPOCH + dt.timedelta(microseconds=us)
+        month = when.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        assert name == f"{when.year:04d}-{when.month:02d}", us
+        assert start == (month - EPOCH) // dt.timedelta(microseconds=1), us
+    assert len(got) == len(values)

@@ -5,7 +5,9 @@ into parts, each with its own attributes. Expected values worked out by hand fro
 
 from __future__ import annotations
 
-from models.harness import check, ts
+import random
+
+from models.harness import check, ts, warehouse
 
 NEW_YORK = "America/New_York"  # 2016-11-06 06:00Z: 02:00 EDT (-4) falls back to 01:00 EST (-5)
 ST_JOHNS = "America/St_Johns"  # 2006-10-29 02:31Z: 00:01 NDT (-2:30) falls back to 23:01 NST
@@ -133,3 +135,31 @@ def test_one_slot_per_zone() -> None:
             },
         ],
     )
+
+
+def test_quarter_slot_is_the_utc_quarter_hour_from_1980_and_the_second_before() -> None:
+    """quarter_slot (the macro every fact joins its slot by): from 1980 on the UTC quarter hour
+    an instant is in, before it the second; checked by integer arithmetic in Python on random
+    instants from year 1 to 9999 and on each side of quarter hours, seconds and 1980."""
+    rng = random.Random(12)
+    lo, hi = -62_135_596_800_000_000, 253_402_300_799_999_999  # years 1 and 9999
+    cut = 315_532_800_000_000  # 1980-01-01
+    quarter, second = 900_000_000, 1_000_000
+    values = [lo, hi, cut - 1, cut, cut + 1]
+    for _ in range(3000):
+        us = rng.randint(lo, hi)
+        edge = us - us % quarter
+        values += [us, edge - 1, edge, edge + 1, us - us % second - 1]
+    values = [v for v in values if lo <= v <= hi]
+    conn = warehouse()
+    conn.execute("set TimeZone = 'America/St_Johns'")  # the macro does not depend on it
+    try:
+        got = conn.execute(
+            "select us, epoch_us(quarter_slot(make_timestamp(us)::timestamp at time zone 'UTC')) "
+            "from unnest($values) as v(us)",
+            {"values": values},
+        ).fetchall()
+    finally:
+        conn.execute("set TimeZone = 'UTC'")
+    want = {v: v - v % (quarter if v >= cut else second) for v in values}
+    assert dict(got) == want

@@ -93,14 +93,25 @@ class Model:
         keys = ", ".join(self.order_by)
         if self.partitioned_by is None:
             return keys
-        return f"date_trunc('month', {self.partitioned_by}), {keys}"
+        return f"{utc_month_start(self.partitioned_by)}, {keys}"
 
     @property
     def part_expr(self) -> str:
         """SQL for the name of the partition a row falls in (a UTC month, or 'all')."""
-        if self.partitioned_by is None:
-            return "'all'"
-        return f"strftime({self.partitioned_by}, '%Y-%m')"
+        return "'all'" if self.partitioned_by is None else utc_month_name(self.partitioned_by)
+
+
+# A timestamptz column's UTC month, in plain arithmetic on its epoch microseconds and a naive
+# timestamp: DuckDB's date_trunc and strftime of a timestamptz go through ICU, about 5x slower
+# per row (0.63 against 0.13 s for the 6M reads of 10M events), whatever the session's zone.
+def utc_month_start(column: str) -> str:
+    """SQL for the first instant of a timestamptz column's UTC month (a naive timestamp)."""
+    return f"date_trunc('month', make_timestamp(epoch_us({column})))"
+
+
+def utc_month_name(column: str) -> str:
+    """SQL for a timestamptz column's UTC month as `YYYY-MM`: the name of its partition."""
+    return f"strftime(make_timestamp(epoch_us({column})), '%Y-%m')"
 
 
 def is_published(name: str, layer: str) -> bool:

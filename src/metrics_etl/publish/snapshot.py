@@ -79,9 +79,7 @@ class PublishResult:
 
 def part_expr(layout: TableLayout) -> str:
     """SQL for a row's partition name."""
-    if layout.time_column is None:
-        return "'all'"
-    return f"strftime({layout.time_column}, '%Y-%m')"
+    return "'all'" if layout.time_column is None else models.utc_month_name(layout.time_column)
 
 
 def _partition_filter(layout: TableLayout, part: str) -> str:
