@@ -140,11 +140,13 @@ def _load_lines(
 
 
 def _load_fast(
-    conn: duckdb.DuckDBPyConnection, stream: Stream, rel: str, fast: str, track: bool
+    conn: duckdb.DuckDBPyConnection, stream: Stream, rel: str, fast: str | None, track: bool
 ) -> tuple[int, int]:
-    """Run the fast pass into temp table `fast` and load the lines it vouches for; (ok, others)."""
+    """Run the fast pass into temp table `fast` (unless None: it is there) and load the lines it
+    vouches for; (ok, others)."""
     names = ", ".join(f.name for f in stream.fields)
-    conn.execute(f"create or replace temp table fast as {fast}")
+    if fast is not None:
+        conn.execute(f"create or replace temp table fast as {fast}")
     conn.execute(f"insert into raw_{stream.name} select {names}, ?, line from fast where ok", [rel])
     if track:
         _mark_dirty(conn, stream, "fast", "ok", [])
@@ -190,7 +192,7 @@ class NotVouched(Exception):
 
 
 def _line_scan(raw_file: RawFile, fd: int) -> str:
-    """SQL: DuckDB's parallel scan of an open JSONL file as (line, text), numbered from 1.
+    """SQL: DuckDB's parallel scan of an open JSONL file as (text), one row per line in order.
 
     The file is read through its descriptor's name, so its own name is never a glob, and its
     format is the one discovery found, whatever its name. Each line is one VARCHAR (no
@@ -202,11 +204,10 @@ def _line_scan(raw_file: RawFile, fd: int) -> str:
     """
     compression = "gzip" if raw_file.format == "jsonl.gz" else "none"
     return (
-        f"(select row_number() over () as line, text from read_csv("
-        f"{sql_str(f'{FD_DIR}/{fd}')}, columns = {{'text': 'VARCHAR'}}, "
+        f"read_csv({sql_str(f'{FD_DIR}/{fd}')}, columns = {{'text': 'VARCHAR'}}, "
         f"delim = {sql_str(chr(1))}, quote = '', escape = '', header = false, "
         f"auto_detect = false, new_line = '\\n', compression = {sql_str(compression)}, "
-        f"max_line_size = {SCAN_LINE_BYTES}, buffer_size = {SCAN_BUFFER_BYTES}))"
+        f"max_line_size = {SCAN_LINE_BYTES}, buffer_size = {SCAN_BUFFER_BYTES})"
     )
 
 
@@ -216,48 +217,80 @@ SCAN_LINE_BYTES = 2_097_152
 SCAN_BUFFER_BYTES = 16 * SCAN_LINE_BYTES
 
 
+def scan_ahead(conn: duckdb.DuckDBPyConnection, raw_file: RawFile, opened: Opened) -> str | None:
+    """Parse and check a JSONL file's lines into temp table `fast` before its transaction (the
+    fast pass, in DuckDB's parallel scan); the reason the scan cannot read it exactly, or None.
+
+    `opened.content` is the file's size in bytes (decompressed) and whether it ends with a
+    newline, as the hashing thread checked it (None: a gzip stream that does not inflate whole);
+    the bytes of the scan's lines must add up to it. Outside the file's transaction because
+    DuckDB reads rows a transaction added on one thread: the fast pass and the insert of its
+    rows would not run in parallel (temp tables hold nothing the transaction must undo). The
+    lines are numbered by their row ids in a table the scan fills in file order (an
+    order-preserving parallel insert), not by row_number() over the scan, a window that runs on
+    one thread.
+    """
+    conn.execute("drop table if exists fast")
+    if opened.content is None:
+        return "a gzip stream that does not inflate whole"
+    size, newline_ended = opened.content
+    try:
+        conn.execute(
+            "create or replace temp table scanned as select text from "
+            + _line_scan(raw_file, opened.fd)
+        )
+        first, last, count = conn.execute(
+            "select min(rowid), max(rowid), count(*) from scanned"
+        ).fetchall()[0]
+        if count and last - first + 1 != count:
+            return f"the scan's {count} lines are not numbered in a row"
+        source = (
+            f"(select rowid - {int(first or 0)} + 1 as line, text, "
+            f"false as bad_utf8, false as blank from scanned)"
+        )
+        keep = (
+            "coalesce(strlen(text), 0) + 1 as _bytes",
+            "case when not ok then coalesce(text, '') end as _text",
+        )
+        fast = fast_sql(STREAMS[raw_file.stream], source, keep)
+        conn.execute(f"create temp table fast as {fast}")
+    except (duckdb.InvalidInputException, duckdb.IOException) as error:
+        # a line or byte the scan does not read as the block reader does, a broken stream
+        return str(error).splitlines()[0]
+    finally:
+        conn.execute("drop table if exists scanned")
+    # every byte of the file is in a line (each line ends with a newline, but perhaps the
+    # last): nothing was left out or cut short
+    total = conn.execute("select coalesce(sum(_bytes), 0) from fast").fetchall()[0][0]
+    if total - (0 if newline_ended else 1) != size:
+        return f"the scan read {total} bytes of {size}"
+    return None
+
+
 def _load_scanned(
     conn: duckdb.DuckDBPyConnection,
     stream: Stream,
     raw_file: RawFile,
-    fd: int,
-    content: tuple[int, bool] | None,
+    refused: str | None,
     run_id: str,
     track: bool,
 ) -> tuple[int, int, int]:
-    """Load a JSONL file through one parallel DuckDB scan that parses and validates;
-    (accepted, rejected, blank). Raises NotVouched when the scan cannot read it exactly.
+    """Load a JSONL file's lines that `scan_ahead` parsed and checked into `fast`; (accepted,
+    rejected, blank). Raises NotVouched when the scan could not read the file exactly
+    (`refused` says why).
 
-    `content` is the file's size in bytes (decompressed) and whether it ends with a newline, as
-    the hashing thread checked it (None: a gzip stream that does not inflate whole). The fast pass
-    vouches for most lines in that scan. The others (blank lines, bad records, the
-    odd escaped string) keep their text, made into the same Arrow lines as the
-    block reader's (so blank and UTF-8 are decided alike), and validated in detail.
+    The fast pass vouches for most lines. The others (blank lines, bad records, the odd escaped
+    string) keep their text, made into the same Arrow lines as the block reader's (so blank and
+    UTF-8 are decided alike), and validated in detail.
     """
-    if content is None:
-        raise NotVouched("a gzip stream that does not inflate whole")
-    scan = _line_scan(raw_file, fd)
-    source = f"(select line, text, false as bad_utf8, false as blank from {scan})"
-    keep = (
-        "coalesce(strlen(text), 0) + 1 as _bytes",
-        "case when not ok then coalesce(text, '') end as _text",
-    )
-    fast = fast_sql(stream, source, keep)
-    try:
-        accepted, others = _load_fast(conn, stream, raw_file.rel, fast, track)
-        # every byte of the file is in a line (each line ends with a newline, but perhaps the
-        # last): nothing was left out or cut short
-        total = conn.execute("select coalesce(sum(_bytes), 0) from fast").fetchall()[0][0]
-        if total - (0 if content[1] else 1) != content[0]:
-            raise NotVouched(f"the scan read {total} bytes of {content[0]}")
-        if not others:
-            return accepted, 0, 0
-        rows = conn.execute(
-            "select line, encode(_text) from fast where not ok order by line"
-        ).fetchall()
-    except (duckdb.InvalidInputException, duckdb.IOException) as error:
-        # a line or byte the scan does not read as the block reader does, a broken stream
-        raise NotVouched(str(error).splitlines()[0]) from error
+    if refused is not None:
+        raise NotVouched(refused)
+    accepted, others = _load_fast(conn, stream, raw_file.rel, None, track)
+    if not others:
+        return accepted, 0, 0
+    rows = conn.execute(
+        "select line, encode(_text) from fast where not ok order by line"
+    ).fetchall()
     table = lines_table(1, b"".join(bytes(text) + b"\n" for _, text in rows))
     table = table.set_column(0, "line", pa.array([line for line, _ in rows], pa.int64()))
     blank = pc.sum(table["blank"]).as_py() or 0
@@ -557,14 +590,16 @@ def load_file(
     new: bool = False,
     track: bool = True,
     scan: bool = True,
+    refused: str | None = None,
 ) -> tuple[int, int]:
     """Load one new or changed open file, replacing its earlier records; (accepted, rejected).
 
     A `new` file (one the manifest does not know) has no earlier records to replace: records,
     rejects and counts are only written in the transaction that adds their file to the manifest.
     `track` records the keys added and removed for the incremental transform. A JSONL file is
-    read by DuckDB's parallel scan (`scan`), which raises NotVouched (the transaction is then
-    spoilt: roll back) for a file it cannot read exactly; else block by block, as Arrow lines.
+    read from the lines `scan_ahead` read (`scan`; `refused` says why it could not), which
+    raises NotVouched (the transaction is then spoilt: roll back) for a file the scan cannot
+    read exactly; else block by block, as Arrow lines.
     """
     stream = STREAMS[raw_file.stream]
     if not new:
@@ -573,9 +608,7 @@ def load_file(
     if raw_file.format == "parquet":
         accepted, rejected = _load_parquet(conn, stream, raw_file, opened.fd, run_id, track)
     elif scan:
-        accepted, rejected, blank = _load_scanned(
-            conn, stream, raw_file, opened.fd, opened.content, run_id, track
-        )
+        accepted, rejected, blank = _load_scanned(conn, stream, raw_file, refused, run_id, track)
     else:
         for block in prefetched(jsonl_blocks(raw_file, opened.fd, chunk_bytes)):
             conn.register("block", block)
@@ -823,12 +856,13 @@ def _load_one(
     Bytes that cannot be decoded are recorded as a corrupt file; a file that could not be read,
     or changed while it was read, raises Unreadable with nothing recorded.
     """
+    refused = scan_ahead(conn, raw_file, opened) if raw_file.format != "parquet" else None
     conn.execute("begin transaction")
     try:
         try:
             try:
                 accepted, rejected = load_file(
-                    conn, raw_file, opened, run_id, chunk_bytes, new, track
+                    conn, raw_file, opened, run_id, chunk_bytes, new, track, refused=refused
                 )
             except NotVouched:
                 conn.execute("rollback")
@@ -846,6 +880,7 @@ def _load_one(
         check_unchanged(raw_file, opened)
     except BaseException:
         conn.execute("rollback")
+        conn.execute("drop table if exists fast")
         raise
     # in the file's transaction: whatever was loaded is published by a later run
     state.set_state(conn, "dirty", "true")
