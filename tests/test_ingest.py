@@ -812,3 +812,73 @@ def test_the_parallel_scan_numbers_lines_in_file_order_across_buffers(
     ).fetchall()
     assert wrong == [(0,)]
     assert accounting_of(conn)["reads/big.jsonl"] == (29_970, 29_970, 0)
+
+
+def _reads_with_a_long_line(raw: Path) -> None:
+    """A reads file of numbered records, one of them a 100 kB line, and a bad record."""
+    base_world(raw)
+    (raw / "reads").mkdir()
+    good = {"account_id": 1, "report_id": 1, "user_id": 3, "read_at": T0}
+    rows = [json.dumps({**good, "read_id": i}).encode() for i in range(1, 3_001)]
+    rows[1_500] = json.dumps({**good, "read_id": 1_501, "note": "x" * 100_000}).encode()
+    rows[2_000] = b'{"read_id": "two thousand and one"}'
+    (raw / "reads/long.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+
+
+def test_a_line_longer_than_the_scans_buffer_is_read_by_the_block_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB's scan refuses a line longer than its buffer ("not implemented"): the file is read
+    block by block instead, with every line accounted for, not a failed run."""
+    raw = tmp_path / "raw"
+    _reads_with_a_long_line(raw)
+    monkeypatch.setattr(loading, "SCAN_LINE_BYTES", 1 << 12)
+    monkeypatch.setattr(loading, "SCAN_BUFFER_BYTES", 1 << 16)
+    refused = files_the_scan_refuses(monkeypatch)
+    conn, _ = load(raw, tmp_path / "wh")
+    assert refused == ["reads/long.jsonl"]
+    assert accounting_of(conn)["reads/long.jsonl"] == (3_000, 2_999, 1)
+    assert conn.execute(
+        "select line from rejects where file = 'reads/long.jsonl'"
+    ).fetchall() == [(2_001,)]
+    wrong = conn.execute(
+        "select count(*) from raw_reads where _file = 'reads/long.jsonl' and _line <> read_id"
+    ).fetchall()
+    assert wrong == [(0,)]
+
+
+def test_lines_that_do_not_fit_twice_are_numbered_as_the_scan_streams_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the scanned lines and the fast pass do not fit in memory and the temp directory at
+    once, the fast pass numbers the lines as the scan streams them: the same rows, line numbers,
+    rejects and counts."""
+    import duckdb
+
+    raw = tmp_path / "raw"
+    _reads_with_a_long_line(raw)
+    expected, _ = load(raw, tmp_path / "wh-parallel")
+
+    def out_of_memory(*args):  # type: ignore[no-untyped-def]
+        raise duckdb.OutOfMemoryException("failed to offload data block")
+
+    monkeypatch.setattr(loading, "_numbered_lines", out_of_memory)
+    refused = files_the_scan_refuses(monkeypatch)
+    conn, _ = load(raw, tmp_path / "wh-streamed")
+    assert not refused
+    assert _loaded_state(conn) == _loaded_state(expected)
+
+
+def test_the_scan_refuses_to_number_lines_without_insertion_order(tmp_path: Path) -> None:
+    """Row ids follow the file's order only with preserve_insertion_order: without it the scan
+    is refused (the block reader numbers the lines)."""
+    raw = tmp_path / "raw"
+    _reads_with_a_long_line(raw)
+    conn = pipeline.open_writer(tmp_path / "wh")
+    conn.execute("set preserve_insertion_order = false")
+    raw_file = next(f for f in discover.discover(raw).files if f.rel == "reads/long.jsonl")
+    opened = discover.hashed(raw_file)
+    try:
+        assert "preserve_insertion_order" in (loading.scan_ahead(conn, raw_file, opened) or "")
+    finally:
+        os.close(opened.fd)

@@ -217,6 +217,37 @@ SCAN_LINE_BYTES = 2_097_152
 SCAN_BUFFER_BYTES = 16 * SCAN_LINE_BYTES
 
 
+def _numbered_lines(conn: duckdb.DuckDBPyConnection, raw_file: RawFile, fd: int) -> str:
+    """Read a JSONL file's lines into temp table `scanned`; SQL of them as (line, text).
+
+    The scan fills the table in file order (an order-preserving parallel insert) and the lines
+    are numbered by their row ids, not by row_number() over the scan: that window runs on one
+    thread, and so would the fast pass after it. Row ids that skip raise NotVouched.
+    """
+    conn.execute(
+        "create or replace temp table scanned as select text from " + _line_scan(raw_file, fd)
+    )
+    first, last, count = conn.execute(
+        "select min(rowid), max(rowid), count(*) from scanned"
+    ).fetchall()[0]
+    if count and last - first + 1 != count:
+        raise NotVouched(f"the scan's {count} lines are not numbered in a row")
+    return f"(select rowid - {int(first or 0)} + 1 as line, text from scanned)"
+
+
+def _fast_into_table(conn: duckdb.DuckDBPyConnection, raw_file: RawFile, lines: str) -> None:
+    """The fast pass over `lines` (line, text) into temp table `fast`, with each line's bytes and
+    the text of the lines it does not vouch for."""
+    source = f"(select line, text, false as bad_utf8, false as blank from {lines})"
+    keep = (
+        "coalesce(strlen(text), 0) + 1 as _bytes",
+        "case when not ok then coalesce(text, '') end as _text",
+    )
+    conn.execute(
+        f"create or replace temp table fast as {fast_sql(STREAMS[raw_file.stream], source, keep)}"
+    )
+
+
 def scan_ahead(conn: duckdb.DuckDBPyConnection, raw_file: RawFile, opened: Opened) -> str | None:
     """Parse and check a JSONL file's lines into temp table `fast` before its transaction (the
     fast pass, in DuckDB's parallel scan); the reason the scan cannot read it exactly, or None.
@@ -225,38 +256,36 @@ def scan_ahead(conn: duckdb.DuckDBPyConnection, raw_file: RawFile, opened: Opene
     newline, as the hashing thread checked it (None: a gzip stream that does not inflate whole);
     the bytes of the scan's lines must add up to it. Outside the file's transaction because
     DuckDB reads rows a transaction added on one thread: the fast pass and the insert of its
-    rows would not run in parallel (temp tables hold nothing the transaction must undo). The
-    lines are numbered by their row ids in a table the scan fills in file order (an
-    order-preserving parallel insert), not by row_number() over the scan, a window that runs on
-    one thread.
+    rows would not run in parallel (temp tables hold nothing the transaction must undo).
     """
     conn.execute("drop table if exists fast")
     if opened.content is None:
         return "a gzip stream that does not inflate whole"
+    if not conn.execute("select current_setting('preserve_insertion_order')").fetchall()[0][0]:
+        return "the scan keeps the file's order of lines only with preserve_insertion_order"
     size, newline_ended = opened.content
     try:
-        conn.execute(
-            "create or replace temp table scanned as select text from "
-            + _line_scan(raw_file, opened.fd)
-        )
-        first, last, count = conn.execute(
-            "select min(rowid), max(rowid), count(*) from scanned"
-        ).fetchall()[0]
-        if count and last - first + 1 != count:
-            return f"the scan's {count} lines are not numbered in a row"
-        source = (
-            f"(select rowid - {int(first or 0)} + 1 as line, text, "
-            f"false as bad_utf8, false as blank from scanned)"
-        )
-        keep = (
-            "coalesce(strlen(text), 0) + 1 as _bytes",
-            "case when not ok then coalesce(text, '') end as _text",
-        )
-        fast = fast_sql(STREAMS[raw_file.stream], source, keep)
-        conn.execute(f"create temp table fast as {fast}")
-    except (duckdb.InvalidInputException, duckdb.IOException) as error:
+        try:
+            source = _numbered_lines(conn, raw_file, opened.fd)
+            _fast_into_table(conn, raw_file, source)
+        except duckdb.OutOfMemoryException:
+            # the lines and the fast pass did not fit in memory and the temp directory at once:
+            # number the lines as the scan streams them (one thread, but no copy of their text)
+            conn.execute("drop table if exists scanned; drop table if exists fast")
+            scan = _line_scan(raw_file, opened.fd)
+            _fast_into_table(
+                conn, raw_file, f"(select row_number() over () as line, text from {scan})"
+            )
+    except (
+        duckdb.InvalidInputException,
+        duckdb.IOException,
+        # a line longer than the scan's buffer ("does not support a full read on this file")
+        duckdb.NotImplementedException,
+    ) as error:
         # a line or byte the scan does not read as the block reader does, a broken stream
         return str(error).splitlines()[0]
+    except NotVouched as error:
+        return str(error)
     finally:
         conn.execute("drop table if exists scanned")
     # every byte of the file is in a line (each line ends with a newline, but perhaps the
