@@ -838,9 +838,8 @@ def test_a_line_longer_than_the_scans_buffer_is_read_by_the_block_reader(
     conn, _ = load(raw, tmp_path / "wh")
     assert refused == ["reads/long.jsonl"]
     assert accounting_of(conn)["reads/long.jsonl"] == (3_000, 2_999, 1)
-    assert conn.execute(
-        "select line from rejects where file = 'reads/long.jsonl'"
-    ).fetchall() == [(2_001,)]
+    rejected = conn.execute("select line from rejects where file = 'reads/long.jsonl'")
+    assert rejected.fetchall() == [(2_001,)]
     wrong = conn.execute(
         "select count(*) from raw_reads where _file = 'reads/long.jsonl' and _line <> read_id"
     ).fetchall()
