@@ -262,8 +262,7 @@ def run_flow(etl: Any, args: argparse.Namespace) -> Any:
     """Run the flow once as `run`'s arguments say (on Dask with --workers/--dask-address); its
     final state."""
     partitions, threads = 0, 0
-    stack = ExitStack()
-    with stack:
+    with ExitStack() as stack:
         if args.workers or args.dask_address:
             from metrics_etl.run import dask_build
 

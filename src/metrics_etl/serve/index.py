@@ -122,7 +122,8 @@ def stable_order(key: np.ndarray) -> np.ndarray:
     slower on the keys of a distinct-count index)."""
     if not len(key) or key.dtype.kind not in "iu":
         return np.argsort(key, kind="stable")
-    lo, span = int(key.min()), int(key.max()) - int(key.min())
+    lo = int(key.min())
+    span = int(key.max()) - lo
     if span >= 2**48:
         return np.argsort(key, kind="stable")
     # offsets from the smallest key, below 2**48 (computed in the key's signedness: a uint64
