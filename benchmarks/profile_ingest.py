@@ -1,20 +1,25 @@
 """Time the ingest step alone, per file, against a fresh writer database.
 
     uv run python benchmarks/profile_ingest.py RAW [--db /tmp/ingest.duckdb] [--keep]
-        [--compare OTHER.duckdb]
+        [--compare OTHER.duckdb] [--statements]
 
 Opens a new writer database (as the pipeline does), ingests every file under RAW and prints the
 seconds of each file and the total. With --compare, checks that the raw tables, rejects and
 file_stats equal those of another database built the same way (e.g. by an earlier version).
+With --statements, also prints the wall and CPU seconds of each kind of SQL statement (its first
+words, names of raw tables and literals folded), summed over the files.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import resource
 import shutil
 import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -52,6 +57,34 @@ def compare(conn: duckdb.DuckDBPyConnection, other: Path) -> bool:
     return ok
 
 
+class TimedConnection:
+    """A connection that sums the wall and CPU seconds of its statements by kind."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self.conn = conn
+        self.spent: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        """Run a statement, adding its time to its kind's."""
+        kind = re.sub(r"'[^']*'", "'.'", re.sub(r"raw_\w+", "raw_X", " ".join(sql.split())))[:60]
+        t0, c0 = time.monotonic(), cpu_seconds()
+        out = self.conn.execute(sql, *args)
+        spent = self.spent[kind]
+        spent[0] += 1
+        spent[1] += time.monotonic() - t0
+        spent[2] += cpu_seconds() - c0
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+    def report(self, top: int = 14) -> None:
+        """Print the statement kinds that took the most wall time."""
+        print(f"{'wall s':>8} {'CPU s':>8} {'count':>6}  statement")
+        for kind, (count, wall, cpu) in sorted(self.spent.items(), key=lambda kv: -kv[1][1])[:top]:
+            print(f"{wall:8.2f} {cpu:8.2f} {int(count):6d}  {kind}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("raw", type=Path)
@@ -59,9 +92,11 @@ def main() -> None:
     parser.add_argument("--chunk-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--compare", type=Path)
     parser.add_argument("--quiet", action="store_true", help="no per-file lines")
+    parser.add_argument("--statements", action="store_true", help="time each kind of statement")
     args = parser.parse_args()
     shutil.rmtree(args.warehouse, ignore_errors=True)
     conn = pipeline.open_writer(args.warehouse)
+    timed_conn = TimedConnection(conn) if args.statements else None
     original = load.load_file
     per_file: list[tuple[float, str]] = []
 
@@ -73,7 +108,12 @@ def main() -> None:
 
     load.load_file = timed  # type: ignore[assignment]
     t0, c0 = time.monotonic(), cpu_seconds()
-    stats = load.ingest(conn, discover.discover(args.raw), "profile", args.chunk_bytes)
+    stats = load.ingest(
+        timed_conn or conn,  # type: ignore[arg-type]
+        discover.discover(args.raw),
+        "profile",
+        args.chunk_bytes,
+    )
     total, cpu = time.monotonic() - t0, cpu_seconds() - c0
     if not args.quiet:
         for seconds, rel in sorted(per_file, reverse=True)[:15]:
@@ -86,6 +126,8 @@ def main() -> None:
         f"ingest total {total:.2f} s (CPU {cpu:.2f} s), {lines:,} lines, {rejected:,} rejected, "
         f"peak RSS {peak:.0f} MiB"
     )
+    if timed_conn:
+        timed_conn.report()
     if args.compare:
         conn.execute("checkpoint")
         ok = compare(conn, args.compare)
