@@ -7,14 +7,20 @@ import datetime as dt
 import json
 import random
 import shutil
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from conftest import build
 from metrics_etl.generator.generate import generate
+from metrics_etl.models.build import published_models
+from metrics_etl.publish import snapshot as publish
 from metrics_etl.serve import index as index_module
 from metrics_etl.serve import segments
 from metrics_etl.serve.index import (
@@ -654,3 +660,93 @@ def test_buckets_near_the_epoch_held_in_narrow_integers_are_answered(tmp_path: P
             "datetime_range_width": "hour",
         }
     ]
+
+
+def written_files(folder: Path) -> set[str]:
+    """The Parquet and segment files under a folder (each named by a hash of its bytes)."""
+    found = [*folder.rglob("*.parquet"), *folder.rglob("*.arrow")]
+    return {p.relative_to(folder).as_posix() for p in found}
+
+
+def writer_copy(warehouse: Path, tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    """A connection to a copy of a warehouse's writer database, set as the pipeline's."""
+    shutil.copy(warehouse / "_state" / "warehouse.duckdb", tmp_path / "writer.duckdb")
+    conn = duckdb.connect(str(tmp_path / "writer.duckdb"))
+    conn.execute("set TimeZone = 'UTC'; set preserve_insertion_order = false")
+    return conn
+
+
+def preserving(conn: duckdb.DuckDBPyConnection) -> bool:
+    """The database's preserve_insertion_order setting."""
+    return bool(conn.execute("select current_setting('preserve_insertion_order')").fetchall()[0][0])
+
+
+def test_segments_written_alongside_the_tables_equal_both_written_in_turn(
+    generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Publish writes the segments on a thread of their own while it writes the tables'
+    Parquet. Both read tables in storage order, `preserve_insertion_order`, a setting of the
+    whole database: it stays on from the start of the block until the segments are written
+    (here they outlast the tables), then is back as it was; every file written alongside
+    (named by a hash of its bytes) is the one written in turn."""
+    conn = writer_copy(generated, tmp_path)
+    tables = [*published_models(), "rejects", "file_stats"]
+    in_turn = tmp_path / "in_turn"
+    publish.write_tables(conn, in_turn, tables, "snap")
+    want_entries = segments.write_segments(conn, in_turn)
+    want = written_files(in_turn)
+    assert any(f.endswith(".arrow") for f in want) and any(f.endswith(".parquet") for f in want)
+    real = segments.write_segments
+
+    def outlasting(*args: Any) -> tuple[dict, int, int]:
+        written = real(*args)
+        time.sleep(0.3)  # still writing after the tables are done
+        return written
+
+    monkeypatch.setattr(segments, "write_segments", outlasting)
+    seen: list[bool] = []
+    done = threading.Event()
+
+    def sample(cursor: duckdb.DuckDBPyConnection) -> None:
+        while not done.is_set():
+            seen.append(preserving(cursor))
+            time.sleep(0.002)
+
+    folder = tmp_path / "alongside"
+    with segments.Alongside(conn, folder, None, None) as alongside:
+        sampler = threading.Thread(target=sample, args=(conn.cursor(),))
+        sampler.start()
+        time.sleep(0.05)  # before the tables' publish turns the setting on itself
+        publish.write_tables(conn, folder, tables, "snap")
+        time.sleep(0.05)
+    done.set()
+    sampler.join()
+    assert len(seen) > 50 and all(seen)
+    assert alongside.result() == want_entries
+    assert written_files(folder) == want
+    assert not preserving(conn)
+
+
+def test_segments_alongside_a_failed_publish_stop_and_the_failure_is_raised(
+    generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When writing the tables fails, the segments' thread stops before writing a segment, the
+    tables' error is the one raised, and the setting is back as it was."""
+    real = segments.table_sums
+
+    def slow(*args: object) -> segments.Sums:
+        time.sleep(0.3)  # the failure below comes first
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(segments, "table_sums", slow)
+    conn = writer_copy(generated, tmp_path)
+    folder = tmp_path / "wh"
+    with (
+        pytest.raises(RuntimeError, match="disk full"),
+        segments.Alongside(conn, folder, None, None) as alongside,
+    ):
+        raise RuntimeError("disk full")
+    with pytest.raises(segments.Cancelled):
+        alongside.result()
+    assert written_files(folder) == set()
+    assert not preserving(conn)

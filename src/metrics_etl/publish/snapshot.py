@@ -394,7 +394,8 @@ def write_tables(
     """
     result = into or PublishResult(snapshot_id, 0, 0, {"tables": {}})
     previous = previous_parts(warehouse) if dirty else {}
-    conn.execute("set preserve_insertion_order = true")
+    kept = conn.execute("select current_setting('preserve_insertion_order')").fetchall()[0][0]
+    conn.execute("set preserve_insertion_order = true")  # tables are written in storage order
     for table in tables:
         hint = (dirty or {}).get(table)
         known = previous.get(table)
@@ -410,7 +411,7 @@ def write_tables(
         }
         result.written += w
         result.reused += r
-    conn.execute("set preserve_insertion_order = false")
+    conn.execute(f"set preserve_insertion_order = {bool(kept)}")
     return result
 
 

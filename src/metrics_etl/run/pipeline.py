@@ -360,8 +360,8 @@ def audit_task(writer: Writer, summary: RunSummary) -> None:
 def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
     """Write the new snapshot aside and switch `current` to it.
 
-    The serving segments are written after the tables: only those whose rows changed (a hash
-    of their source rows names each). The `runs` table is written last, after this run's row
+    The serving segments are written alongside the tables, on a thread of their own: only
+    those whose rows changed (a hash of their source rows names each). The `runs` table is written last, after this run's row
     holds its partitions and publish time, so the snapshot describes the run that published it.
     """
     started = time.monotonic()
@@ -375,16 +375,14 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
         changed = changed_tables(conn, dirty)
         logs = {t: log for t, log in (changed or {}).items() if log is not None}
         previous = publish.current_manifest(warehouse)
-        result = publish.write_tables(
-            conn, warehouse, tables, summary.snapshot_id, dirty, logs=logs
-        )
+        with segments.Alongside(conn, warehouse, changed, previous) as alongside:
+            result = publish.write_tables(
+                conn, warehouse, tables, summary.snapshot_id, dirty, logs=logs
+            )
+        entries, seg_written, seg_reused = alongside.result()
         summary.partitions_written = result.written + 1  # and the `runs` file written below
         summary.partitions_reused = result.reused
-        segments_started = time.monotonic()
-        entries, seg_written, seg_reused = segments.write_segments(
-            conn, warehouse, changed, previous
-        )
-        summary.seconds["segments"] = round(time.monotonic() - segments_started, 3)
+        summary.seconds["segments"] = round(alongside.seconds, 3)
         summary.seconds["publish"] = round(time.monotonic() - started, 3)
         conn.execute("delete from runs where run_id = ?", [summary.run_id])
         record_run(conn, summary)

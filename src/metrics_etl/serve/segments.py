@@ -28,11 +28,12 @@ import json
 import os
 import shutil
 import threading
+import time
 import typing
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -393,11 +394,12 @@ def write_segments(
     warehouse: Path,
     changed: dict[str, str | None] | None = None,
     previous: dict | None = None,
+    check: Callable[[], None] = lambda: None,
 ) -> tuple[dict, int, int]:
     """Write the segments whose rows changed (the others exist already); returns the manifest's
     entries ("segments", "segment_sources", "segment_format"), and how many segments were
     written and reused. `changed` and `previous` (the current snapshot's manifest): see
-    `table_sums`."""
+    `table_sums`. `check` is called before each segment is written (it may raise to stop)."""
     sums = table_sums(conn, changed, previous_sums(previous))
     hashes, rows = source_hashes(sums)
     before = previous_files(warehouse, previous)
@@ -411,6 +413,7 @@ def write_segments(
             todo.setdefault(part, []).append(int(bucket) if bucket else -1)
     with Writer() as writer:
         for part, buckets in todo.items():
+            check()
             if part in WHOLE:
                 obj = build_whole(conn, warehouse, part, changed, before)
                 writer.write(warehouse / listing[part]["files"][0], obj)
@@ -418,12 +421,86 @@ def write_segments(
             chunks = _chunks(buckets, [rows[segment_name(part, b)] for b in buckets])
             built = build_changed(conn, warehouse, part, chunks, changed, before, writer.drain)
             for number, obj in built:
+                check()
                 writer.write(warehouse / listing[segment_name(part, number)]["files"][0], obj)
     for part in todo:
         fsync_dir(warehouse / FOLDER / part)
     written = writer.written
     entries = {"segments": listing, "segment_sources": sums, "segment_format": [VERSION, BUCKETS]}
     return entries, written, len(listing) - written
+
+
+class Cancelled(Exception):
+    """The segments' thread was asked to stop (`Alongside`)."""
+
+
+class Alongside:
+    """`write_segments` on a thread of its own while the block writes the tables' Parquet.
+
+    Both spend their time in DuckDB, NumPy, Arrow and the disk, which run without the GIL, and
+    neither keeps two cores busy, so together they take less time than in turn (BENCHMARKS.md).
+    The thread reads through a cursor of its own (in UTC, as the writer's connection). Both read
+    tables in storage order, and `preserve_insertion_order` is a setting of the whole database:
+    it stays on while the block runs. If the block fails, the thread stops before its next
+    segment and its outcome is dropped.
+    """
+
+    def __init__(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        warehouse: Path,
+        changed: dict[str, str | None] | None,
+        previous: dict | None,
+    ) -> None:
+        self._conn = conn
+        self._kept = conn.execute("select current_setting('preserve_insertion_order')").fetchall()
+        conn.execute("set preserve_insertion_order = true")
+        cursor = conn.cursor()
+        cursor.execute("set TimeZone = 'UTC'")
+        self._stop = threading.Event()
+        self.seconds = 0.0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="segments")
+        self._future = self._pool.submit(self._write, cursor, warehouse, changed, previous)
+        self._pool.shutdown(wait=False)  # the thread ends when its one task does
+
+    def _write(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        warehouse: Path,
+        changed: dict[str, str | None] | None,
+        previous: dict | None,
+    ) -> tuple[dict, int, int]:
+        """The thread's work: `write_segments` through `cursor`, timed."""
+        started = time.monotonic()
+        try:
+            return write_segments(cursor, warehouse, changed, previous, self._check)
+        finally:
+            self.seconds = time.monotonic() - started
+            cursor.close()
+
+    def _check(self) -> None:
+        """Raise Cancelled when the block failed."""
+        if self._stop.is_set():
+            raise Cancelled("the tables' publish failed")
+
+    def __enter__(self) -> Alongside:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is not None:
+            self._stop.set()
+        try:
+            wait([self._future])
+        except BaseException:  # a stop signal while waiting: the thread stops too
+            self._stop.set()
+            raise
+        finally:
+            if self._future.done():
+                self._conn.execute(f"set preserve_insertion_order = {bool(self._kept[0][0])}")
+
+    def result(self) -> tuple[dict, int, int]:
+        """What `write_segments` returned (after the block), or its error."""
+        return self._future.result()
 
 
 # -- mapping -------------------------------------------------------------------------------
