@@ -485,12 +485,12 @@ def run_incremental(conn: duckdb.DuckDBPyConnection, previous_as_of: str | None)
 
 
 def begin(conn: duckdb.DuckDBPyConnection, previous_as_of: str | None) -> Run:
-    """Start an incremental transform: its state, and checkpoints deferred to its end."""
+    """Start an incremental transform: its state, and checkpoints deferred until `settle`."""
     # Rows replaced here leave deleted rows scattered over the row groups of big tables; merging
     # those row groups on every checkpoint ("vacuum") would rewrite most of each table, every run.
     # They are left in place instead, and a table is rewritten once they pass COMPACT_RATIO.
     conn.execute("set max_vacuum_tasks = 0")
-    conn.execute("set checkpoint_threshold = '1GB'")  # one checkpoint, at the end
+    conn.execute("set checkpoint_threshold = '1GB'")  # one checkpoint, after the publish
     return Run(conn, previous_as_of)
 
 
@@ -508,15 +508,22 @@ def build_models(
 
 
 def finish(conn: duckdb.DuckDBPyConnection, built: list[str]) -> None:
-    """Compact the tables that need it and checkpoint once."""
+    """Compact the tables that need it (the checkpoint waits for `settle`)."""
     compact(conn, built)
-    conn.execute("checkpoint")
 
 
 def end(conn: duckdb.DuckDBPyConnection) -> None:
     """Restore the checkpoint settings `begin` changed."""
     conn.execute("reset checkpoint_threshold")
     conn.execute("reset max_vacuum_tasks")
+
+
+def settle(conn: duckdb.DuckDBPyConnection) -> None:
+    """Checkpoint once, then restore the checkpoint settings (after a run's publish: what the
+    transform committed is in the write-ahead log already, and writing it into the database
+    file is not on the way to fresh answers)."""
+    conn.execute("checkpoint")
+    end(conn)
 
 
 def compact(conn: duckdb.DuckDBPyConnection, tables: list[str]) -> list[str]:

@@ -1,5 +1,5 @@
 """The pipeline as Prefect tasks: plan, ingest per stream, transform per layer, audit, publish,
-clean up; `run` is the body of the flow."""
+checkpoint, clean up; `run` is the body of the flow."""
 
 from __future__ import annotations
 
@@ -304,15 +304,17 @@ def finish_transform(
     run: incremental.Run | None,
     built: list[str],
 ) -> None:
-    """Finish the transform: compact and checkpoint, or record the full build's order and hash."""
+    """Finish the transform: compact (checkpointed after the publish, `settle_task`), or record
+    the full build's order and hash."""
     if run is None:
         transform.record_sorted(conn, built)
         set_state(conn, "models_hash", transform.models_hash())
     else:
         try:
             incremental.finish(conn, built)
-        finally:
+        except BaseException:
             incremental.end(conn)
+            raise
     set_state(conn, "as_of", summary.as_of)
     set_state(conn, "transform_complete", "true")
 
@@ -410,6 +412,16 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
     )
 
 
+@task(name="checkpoint", cache_policy=NONE)
+def settle_task(writer: Writer, summary: RunSummary) -> None:
+    """Write what the run committed into the database file (a checkpoint), after the switch:
+    until then it is in the write-ahead log, as durable, and answers are fresh sooner."""
+    started = time.monotonic()
+    with writer.attempt() as conn:
+        incremental.settle(conn)
+    summary.seconds["checkpoint"] = round(time.monotonic() - started, 3)
+
+
 @task(
     name="clean-up",
     cache_policy=NONE,
@@ -496,6 +508,7 @@ def run(
                 stop_if_terminated(note)
                 publish_task(writer, warehouse, summary)
                 mark_published(writer.conn)
+                settle_task(writer, summary)
                 cleanup_task(warehouse, summary)
             finally:
                 summary.seconds["total"] = round(time.monotonic() - started, 3)
