@@ -738,3 +738,27 @@ def test_sigterm_stops_a_run_and_its_temporary_server(tmp_path: Path, how: str) 
     assert "stopped by SIGTERM; nothing was published" in text, text[-3000:]
     assert "Stopping temporary server" in text, text[-3000:]
     assert publish.current_id(wh) is None
+
+
+# The same, with SIGINT (Ctrl-C) for SIGTERM.
+SIGINT_DURING_RUN_CLI = SIGTERM_DURING_RUN_CLI.replace("signal.SIGTERM", "signal.SIGINT")
+
+
+@pytest.mark.parametrize("how", ["plain", "swallowed"])
+def test_ctrl_c_stops_a_run_even_when_a_library_swallows_it(tmp_path: Path, how: str) -> None:
+    """Ctrl-C during `metrics-etl run` exits 130 with nothing published and Prefect's temporary
+    server stopped. When DuckDB swallows the KeyboardInterrupt (it lands while DuckDB looks for
+    pandas), the run stops before its next step, from the interpreter's note of the signal;
+    before, it went on and published."""
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    write_base(raw)
+    child = subprocess.run(
+        [sys.executable, "-c", SIGINT_DURING_RUN_CLI, str(raw), str(wh), how],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    text = child.stdout + child.stderr
+    assert child.returncode == 128 + signal.SIGINT, text[-3000:]
+    assert "exit 130 signal sent: True" in text, text[-3000:]
+    assert "interrupted" in text, text[-3000:]
+    assert "Stopping temporary server" in text, text[-3000:]
+    assert publish.current_id(wh) is None

@@ -457,10 +457,15 @@ def transform_in_process(writer: Writer, summary: RunSummary, display: progress.
 
 
 def stop_if_terminated(note: Note) -> None:
-    """Stop the run, as Prefect's SIGTERM handler would have, on a SIGTERM that the interpreter
-    noted and library code swallowed (see run/signals.py): checked between steps."""
-    if signal.SIGTERM in note.take():
+    """Stop the run on a stop signal that the interpreter noted and library code swallowed
+    (see run/signals.py), as its handler would have: checked between steps. A SIGTERM raises
+    Prefect's TerminationSignal; a SIGINT raises KeyboardInterrupt while Python's own handler
+    is installed (`watch` installs its own: there, SIGINT stops after the run)."""
+    noted = note.take()
+    if signal.SIGTERM in noted:
         raise TerminationSignal(signal.SIGTERM)
+    if signal.SIGINT in noted and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        raise KeyboardInterrupt
 
 
 def run(
