@@ -943,18 +943,30 @@ def test_an_incremental_run_checkpoints_after_its_switch(
 ) -> None:
     """Writing what a run committed into the database file (a checkpoint) is not on the way to
     fresh answers: an incremental run switches `current` with its transform still in the
-    write-ahead log, checkpoints after, and the next run reads the same tables either way."""
+    write-ahead log, then checkpoints (the log is empty before the writer closes), and its
+    tables equal a full rebuild."""
+    from metrics_etl.models import incremental
     from metrics_etl.publish import snapshot as publish
 
     wal = tmp_path / "inc" / "_state" / "warehouse.duckdb.wal"
+
+    def wal_bytes() -> int:
+        return wal.stat().st_size if wal.exists() else 0
+
     at_switch: list[int] = []
-    real = publish.switch_current
+    after_settle: list[int] = []
+    real_switch, real_settle = publish.switch_current, incremental.settle
 
     def switch(warehouse: Path, snapshot_id: str) -> None:
-        at_switch.append(wal.stat().st_size if wal.exists() else 0)
-        real(warehouse, snapshot_id)
+        at_switch.append(wal_bytes())
+        real_switch(warehouse, snapshot_id)
+
+    def settle(conn: duckdb.DuckDBPyConnection) -> None:
+        real_settle(conn)
+        after_settle.append(wal_bytes())
 
     monkeypatch.setattr(publish, "switch_current", switch)
+    monkeypatch.setattr(incremental, "settle", settle)
     r1, r2, inc = tmp_path / "r1", tmp_path / "r2", tmp_path / "inc"
     busy_world(r1)
     build(r1, inc, HAND_AS_OF)
@@ -963,6 +975,72 @@ def test_an_incremental_run_checkpoints_after_its_switch(
     assert list(summary.seconds)[-4:-1] == ["publish", "checkpoint", "clean-up"]  # then total
     # about 99 kB here; 18 kB (the publish's own commits) when the transform is checkpointed first
     assert at_switch[-1] > 50_000, "the transform was checkpointed before the switch"
-    assert not wal.exists() or wal.stat().st_size == 0
+    assert after_settle[-1] == 0, "the run did not checkpoint"
     full = full_rebuild([r1, r2], tmp_path / "all", tmp_path / "full")
     assert_same_tables(inc, full)
+
+
+def test_a_run_killed_between_its_switch_and_checkpoint_recovers_from_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database as a SIGKILL after the switch would leave it (the transform only in the
+    write-ahead log, the snapshot not yet marked published): the next run replays the log,
+    marks the snapshot published, and both warehouses go on to equal a full rebuild."""
+    from metrics_etl.publish import snapshot as publish
+    from metrics_etl.run import pipeline
+
+    r1, r2, r3, wh = (tmp_path / n for n in ("r1", "r2", "r3", "wh"))
+    crash = tmp_path / "crash"
+    busy_world(r1)
+    build(r1, wh, HAND_AS_OF)
+    jsonl(r2 / "reads/late.jsonl", reads(range(100, 400), 64, user_id=5, at="2016-03-20T00:00:00Z"))
+    real = pipeline.mark_published
+
+    def image_then_mark(conn: duckdb.DuckDBPyConnection) -> None:
+        shutil.copytree(wh, crash, symlinks=True)  # the files as they are at the kill
+        real(conn)
+
+    monkeypatch.setattr(pipeline, "mark_published", image_then_mark)
+    build_incrementally(r2, wh)
+    monkeypatch.undo()
+    assert (crash / "_state" / "warehouse.duckdb.wal").stat().st_size > 50_000
+    assert publish.current_id(crash) == publish.current_id(wh)
+    assert build(r2, crash, HAND_AS_OF).status == "no-op"
+    jsonl(
+        r3 / "reads/later.jsonl", reads(range(500, 700), 64, user_id=4, at="2016-05-20T00:00:00Z")
+    )
+    build_incrementally(r3, crash)
+    build_incrementally(r3, wh)
+    full = full_rebuild([r1, r2, r3], tmp_path / "all", tmp_path / "full")
+    assert_same_tables(crash, full)
+    assert_same_tables(wh, full)
+
+
+def test_a_checkpoint_that_fails_after_the_switch_fails_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint comes after the snapshot is published: when it fails (a full disk), the
+    run is still published, says so, and the next run replays the log and goes on."""
+    from metrics_etl.models import incremental
+    from metrics_etl.publish import snapshot as publish
+
+    r1, r2, r3, wh = (tmp_path / n for n in ("r1", "r2", "r3", "wh"))
+    busy_world(r1)
+    build(r1, wh, HAND_AS_OF)
+    before = publish.current_id(wh)
+    jsonl(r2 / "reads/late.jsonl", reads(range(100, 400), 64, user_id=5, at="2016-03-20T00:00:00Z"))
+
+    def full_disk(conn: duckdb.DuckDBPyConnection) -> None:
+        raise duckdb.IOException("Could not write file: No space left on device (injected)")
+
+    monkeypatch.setattr(incremental, "settle", full_disk)
+    summary = build_incrementally(r2, wh)
+    assert summary.status == "published"
+    assert publish.current_id(wh) not in (None, before)
+    monkeypatch.undo()
+    jsonl(
+        r3 / "reads/later.jsonl", reads(range(500, 700), 64, user_id=4, at="2016-05-20T00:00:00Z")
+    )
+    build_incrementally(r3, wh)
+    full = full_rebuild([r1, r2, r3], tmp_path / "all", tmp_path / "full")
+    assert_same_tables(wh, full)

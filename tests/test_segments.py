@@ -696,31 +696,32 @@ def test_segments_written_alongside_the_tables_equal_both_written_in_turn(
     want_entries = segments.write_segments(conn, in_turn)
     want = written_files(in_turn)
     assert any(f.endswith(".arrow") for f in want) and any(f.endswith(".parquet") for f in want)
+    seen: list[bool] = []
+    sampling, tables_done = threading.Event(), threading.Event()
+
+    def sample(cursor: duckdb.DuckDBPyConnection) -> None:
+        while not sampling.is_set():
+            seen.append(preserving(cursor))
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, args=(conn.cursor(),))
     real = segments.write_segments
 
     def outlasting(*args: Any) -> tuple[dict, int, int]:
         written = real(*args)
-        time.sleep(0.3)  # still writing after the tables are done
+        assert tables_done.wait(60)
+        time.sleep(0.1)  # still at work after the tables are done
+        sampling.set()  # the thread's last moment: the setting must be on up to here
+        sampler.join()
         return written
 
     monkeypatch.setattr(segments, "write_segments", outlasting)
-    seen: list[bool] = []
-    done = threading.Event()
-
-    def sample(cursor: duckdb.DuckDBPyConnection) -> None:
-        while not done.is_set():
-            seen.append(preserving(cursor))
-            time.sleep(0.002)
-
     folder = tmp_path / "alongside"
     with segments.Alongside(conn, folder, None, None) as alongside:
-        sampler = threading.Thread(target=sample, args=(conn.cursor(),))
         sampler.start()
         time.sleep(0.05)  # before the tables' publish turns the setting on itself
         publish.write_tables(conn, folder, tables, "snap")
-        time.sleep(0.05)
-    done.set()
-    sampler.join()
+        tables_done.set()
     assert len(seen) > 50 and all(seen)
     assert alongside.result() == want_entries
     assert written_files(folder) == want

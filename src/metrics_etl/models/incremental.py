@@ -48,7 +48,6 @@ from metrics_etl.models.build import (
     STATS_EVENTS,
     Model,
     build_model,
-    layers,
     record_sorted,
     sorted_rows,
     substitute,
@@ -468,20 +467,6 @@ class Run:
             "full": self.fallback,
         }
         rules[model.incremental](model)
-
-
-def run_incremental(conn: duckdb.DuckDBPyConnection, previous_as_of: str | None) -> list[str]:
-    """Bring every model up to date with the dirty keys; returns the models visited.
-
-    `previous_as_of` is the as-of time the models were last built with (None: unknown).
-    """
-    run = begin(conn, previous_as_of)
-    try:
-        built = [name for models in layers().values() for name in build_models(run, models)]
-        finish(conn, built)
-    finally:
-        end(conn)
-    return built
 
 
 def begin(conn: duckdb.DuckDBPyConnection, previous_as_of: str | None) -> Run:

@@ -21,6 +21,7 @@ The manifest lists them under "segments"; clean-up keeps every file a manifest l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -442,7 +443,7 @@ class Alongside:
     The thread reads through a cursor of its own (in UTC, as the writer's connection). Both read
     tables in storage order, and `preserve_insertion_order` is a setting of the whole database:
     it stays on while the block runs. If the block fails, the thread stops before its next
-    segment and its outcome is dropped.
+    segment (`stop`) and its outcome is dropped.
     """
 
     def __init__(
@@ -457,6 +458,7 @@ class Alongside:
         conn.execute("set preserve_insertion_order = true")
         cursor = conn.cursor()
         cursor.execute("set TimeZone = 'UTC'")
+        self._cursor = cursor
         self._stop = threading.Event()
         self.seconds = 0.0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="segments")
@@ -486,13 +488,20 @@ class Alongside:
     def __enter__(self) -> Alongside:
         return self
 
+    def stop(self) -> None:
+        """Have the thread stop before its next segment, and interrupt the query it runs on
+        its cursor (a table read through a cursor of that cursor runs to its end)."""
+        self._stop.set()
+        with contextlib.suppress(duckdb.Error):  # closed: the thread is done
+            self._cursor.interrupt()
+
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if kind is not None:
-            self._stop.set()
+            self.stop()
         try:
             wait([self._future])
         except BaseException:  # a stop signal while waiting: the thread stops too
-            self._stop.set()
+            self.stop()
             raise
         finally:
             if self._future.done():
