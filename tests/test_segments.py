@@ -751,3 +751,30 @@ def test_segments_alongside_a_failed_publish_stop_and_the_failure_is_raised(
         alongside.result()
     assert written_files(folder) == set()
     assert not preserving(conn)
+
+
+def test_segments_out_of_memory_beside_the_tables_are_written_after_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beside the tables' Parquet the segments hold memory at the same time as DuckDB's copy;
+    when they run out of it there, publish writes them again after the tables (the files
+    already written are kept) and the run publishes the segments of a build in turn."""
+    gen = tmp_path / "gen"
+    summary = generate(gen, events=3_000, seed=31)
+    as_of = dt.datetime.fromisoformat(summary["as_of"].replace("Z", "+00:00"))
+    whole = tmp_path / "whole"
+    build(gen, whole, as_of)
+    real = segments.write_segments
+    calls: list[str] = []
+
+    def short_of_memory(*args: Any) -> tuple[dict, int, int]:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate (injected)")
+        return real(*args)
+
+    monkeypatch.setattr(segments, "write_segments", short_of_memory)
+    retried = tmp_path / "retried"
+    assert build(gen, retried, as_of).status == "published"
+    assert calls[0].startswith("segments") and not calls[1].startswith("segments")
+    assert listed_segments(retried) == listed_segments(whole)

@@ -381,7 +381,13 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
             result = publish.write_tables(
                 conn, warehouse, tables, summary.snapshot_id, dirty, logs=logs
             )
-        entries, seg_written, seg_reused = alongside.result()
+        try:
+            entries, seg_written, seg_reused = alongside.result()
+        except (duckdb.OutOfMemoryException, MemoryError):
+            _log().warning("the segments did not fit in memory beside the tables: written after")
+            entries, seg_written, seg_reused = segments.write_segments(
+                conn, warehouse, changed, previous
+            )
         summary.partitions_written = result.written + 1  # and the `runs` file written below
         summary.partitions_reused = result.reused
         summary.seconds["segments"] = round(alongside.seconds, 3)
