@@ -2,7 +2,7 @@
 serving segments, and both, in turn (as until 5 Dec 2026) or alongside (the segments on a
 thread of their own, as the pipeline writes them now).
 
-    uv run python benchmarks/publish_step.py DATABASE [--rounds 3]
+    uv run python benchmarks/publish_step.py DATABASE [--rounds 3] [--memory-limit 3GB]
 
 DATABASE is a warehouse's `_state/warehouse.duckdb` after a full run (opened read-only). Each
 round runs the four modes, in an order rotated from round to round, each in a process of its
@@ -26,7 +26,7 @@ from pathlib import Path
 MODES = ("tables", "segments", "in_turn", "alongside")
 
 
-def child(mode: str, database: Path) -> dict[str, float]:
+def child(mode: str, database: Path, memory_limit: str | None) -> dict[str, float]:
     """Run one mode into a new folder; its wall and CPU seconds and peak RSS."""
     import duckdb
 
@@ -37,6 +37,8 @@ def child(mode: str, database: Path) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="publish-step-"))
     conn = duckdb.connect(str(database), read_only=True)
     conn.execute("set preserve_insertion_order = false")  # as the writer's connection
+    if memory_limit:
+        conn.execute("set memory_limit = ?", [memory_limit])
     tables = [*published_models(), "rejects", "file_stats"]
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = usage.ru_utime + usage.ru_stime
@@ -65,17 +67,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("database", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory-limit", help="DuckDB's, as METRICS_ETL_MEMORY_LIMIT")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.database)))
+        print(json.dumps(child(args.child, args.database, args.memory_limit)))
         return 0
     found: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     for round_no in range(args.rounds):
         order = MODES[round_no % len(MODES) :] + MODES[: round_no % len(MODES)]
         for mode in order:
+            limit = ["--memory-limit", args.memory_limit] if args.memory_limit else []
             out = subprocess.run(
-                [sys.executable, __file__, str(args.database), "--child", mode],
+                [sys.executable, __file__, str(args.database), "--child", mode, *limit],
                 check=True,
                 capture_output=True,
                 text=True,
