@@ -21,7 +21,6 @@ The manifest lists them under "segments"; clean-up keeps every file a manifest l
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -458,7 +457,8 @@ class Alongside:
         conn.execute("set preserve_insertion_order = true")
         cursor = conn.cursor()
         cursor.execute("set TimeZone = 'UTC'")
-        self._cursor = cursor
+        self._cursor: duckdb.DuckDBPyConnection | None = cursor
+        self._cursor_lock = threading.Lock()  # `stop` never interrupts a cursor being closed
         self._stop = threading.Event()
         self.seconds = 0.0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="segments")
@@ -478,7 +478,9 @@ class Alongside:
             return write_segments(cursor, warehouse, changed, previous, self._check)
         finally:
             self.seconds = time.monotonic() - started
-            cursor.close()
+            with self._cursor_lock:
+                cursor.close()
+                self._cursor = None
 
     def _check(self) -> None:
         """Raise Cancelled when the block failed."""
@@ -492,8 +494,9 @@ class Alongside:
         """Have the thread stop before its next segment, and interrupt the query it runs on
         its cursor (a table read through a cursor of that cursor runs to its end)."""
         self._stop.set()
-        with contextlib.suppress(duckdb.Error):  # closed: the thread is done
-            self._cursor.interrupt()
+        with self._cursor_lock:
+            if self._cursor is not None:  # None: the thread is done
+                self._cursor.interrupt()
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if kind is not None:
