@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import json
 import os
 import random
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -35,17 +33,6 @@ sys.path.insert(0, str(HERE))
 from metrics_etl.serve.http import settle_heap  # noqa: E402
 from metrics_etl.serve.keys import KeyStore  # noqa: E402
 from metrics_etl.serve.reader import Reader  # noqa: E402
-
-try:
-    from metrics_etl.serve.params import answer_json
-except ImportError:  # code before answers were written from their columns
-
-    def answer_json(reader: Reader, url: str, account: int) -> tuple[int, bytes]:
-        """The answer's dicts written by orjson, as that code's server did."""
-        status, body = reader.get(url, account)
-        return status, orjson.dumps(body)
-
-
 from run import (  # noqa: E402
     free_port,
     loadavg,
@@ -68,12 +55,6 @@ SMAPS_KEYS = (
     "Private_Clean",
     "Private_Dirty",
 )
-
-
-def onthefly_json(otf: Any, url: str, account: int) -> tuple[int, bytes]:
-    """On-the-fly SQL's answer as the JSON body a server would send."""
-    status, body = otf.get(url, account)
-    return status, orjson.dumps(body)
 
 
 def smaps(pid: int) -> dict[str, float]:
@@ -323,15 +304,7 @@ def main() -> int:
     cell_results: dict[str, dict] = {}
     for cell, urls in cells.items():
         lat, _ = time_calls(reader.get, urls)
-        body_lat, _ = time_calls(functools.partial(answer_json, reader), urls)
-        cell_results[cell] = {
-            "inproc": {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat)},
-            "inproc_body": {
-                "p50": pct(body_lat, 50),
-                "p99": pct(body_lat, 99),
-                "max": max(body_lat),
-            },
-        }
+        cell_results[cell] = {"inproc": {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat)}}
     result["inproc_rss_after_traffic_mib"] = rss_mib() - rss0
     result["inproc_smaps_after_traffic"] = smaps(os.getpid())
     if args.onthefly:
@@ -348,13 +321,9 @@ def main() -> int:
             lat, bodies = time_calls(otf.get, sub, keep=2)
             for (url, account), body in zip(sub, bodies, strict=False):
                 mismatched += reader.get(url, account)[1] != body
-            body_lat, _ = time_calls(lambda url, account: onthefly_json(otf, url, account), sub)
             o = {"p50": pct(lat, 50), "p99": pct(lat, 99)}
-            ob = {"p50": pct(body_lat, 50), "p99": pct(body_lat, 99)}
-            here = cell_results[cell]
-            here |= {"onthefly": o, "onthefly_body": ob}
-            here["speedup_p50"] = o["p50"] / here["inproc"]["p50"]
-            here["speedup_body_p50"] = ob["p50"] / here["inproc_body"]["p50"]
+            cell_results[cell]["onthefly"] = o
+            cell_results[cell]["speedup_p50"] = o["p50"] / cell_results[cell]["inproc"]["p50"]
         otf.close()
         copy.unlink()
         result["onthefly_mismatched"] = mismatched
@@ -367,7 +336,7 @@ def main() -> int:
     secrets = {a: store.create(a)[1] for a in accounts}
     mixed = [(url, secrets[a]) for urls in cells.values() for url, a in urls[:20]]
     result["http"] = {}
-    for workers in [int(w) for w in args.workers.split(",") if w]:  # "": no HTTP
+    for workers in [int(w) for w in args.workers.split(",")]:
         with_reader = Reader(
             warehouse
         )  # the answer of the snapshot current now (a run may have moved it)

@@ -595,7 +595,7 @@ def test_instants_formatted_at_once_equal_one_at_a_time() -> None:
     values = np.concatenate(
         [[first, last, -1, -999, -1000, -1001, 0, 999, 1000], rng.integers(first, last, 500)]
     ).astype(np.int64)
-    assert format_instants(values).tolist() == [format_instant(from_us(v)) for v in values.tolist()]
+    assert format_instants(values) == [format_instant(from_us(v)) for v in values.tolist()]
 
 
 def test_segments_built_a_chunk_at_a_time_from_spilled_sources_equal_a_build_in_one_go(

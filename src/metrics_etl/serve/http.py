@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import numpy as np
+import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -38,7 +39,6 @@ from metrics_etl.publish.snapshot import current_id
 from metrics_etl.serve import api_models, params
 from metrics_etl.serve.keys import KeyStore
 from metrics_etl.serve.reader import ANALYTICS, ApiError, Reader, Snapshot
-from metrics_etl.serve.rows import to_json
 from metrics_etl.timeparse import shown
 
 LOG = logging.getLogger(__name__)
@@ -338,7 +338,7 @@ def create_app(warehouse: Path, settle: bool = False) -> FastAPI:
     def respond(request: Request, api_request: params.ApiRequest, account_id: int) -> Response:
         """Answer a typed request: JSON, the snapshot id, an ETag, or 304 when unchanged."""
         status, body, snapshot_id = params.respond(reader, api_request, account_id)
-        content = to_json(body)
+        content = orjson.dumps(body)
         headers = {"X-Snapshot-Id": snapshot_id} if snapshot_id is not None else {}
         if status == 200:
             headers["ETag"] = etag = etag_of(content)

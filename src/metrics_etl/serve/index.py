@@ -174,11 +174,10 @@ class Distinct:
         return p < b and int(self.positions[p]) < j
 
 
-def format_instants(values: np.ndarray) -> np.ndarray:
-    """Microsecond instants as API strings (a NumPy array of them): UTC, milliseconds
-    truncated, with Z."""
+def format_instants(values: np.ndarray) -> list[str]:
+    """Microsecond instants as API strings: UTC, milliseconds truncated, with Z."""
     milliseconds = values.astype("datetime64[us]").astype("datetime64[ms]")  # floored
-    return np.datetime_as_string(milliseconds, timezone="UTC")
+    return np.datetime_as_string(milliseconds, timezone="UTC").tolist()
 
 
 def totals_by(keys: list[np.ndarray], weights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -192,10 +191,10 @@ def totals_by(keys: list[np.ndarray], weights: list[np.ndarray]) -> tuple[np.nda
     return values, totals.astype(np.int64)
 
 
-def largest_first(values: np.ndarray, totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keys and totals, the largest total first, ties by key."""
+def largest_first(values: np.ndarray, totals: np.ndarray) -> tuple[list[Any], list[int]]:
+    """Keys and totals as lists, the largest total first, ties by key."""
     order = np.lexsort((values, -totals))
-    return values[order], totals[order]
+    return values[order].tolist(), totals[order].tolist()
 
 
 @dataclass
@@ -354,16 +353,11 @@ class Lookup:
     def columns(self, keys: np.ndarray, names: tuple[str, ...]) -> list[list[Any]]:
         """Several Arrow columns' values at many int64 keys (None where a key is missing),
         from one search of the keys."""
-        return [column.to_pylist() for column in self.arrays(keys, names)]
-
-    def arrays(self, keys: np.ndarray, names: tuple[str, ...]) -> list[pa.Array]:
-        """Several Arrow columns at many int64 keys (null where a key is missing), from one
-        search of the keys."""
         if not len(self.keys):
-            return [pa.nulls(len(keys), self.cols[name].type) for name in names]
+            return [[None] * len(keys) for _ in names]
         k = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
         rows = pa.array(k, mask=self.keys[k] != keys)
-        return [self.cols[name].take(rows) for name in names]
+        return [self.cols[name].take(rows).to_pylist() for name in names]
 
 
 @dataclass

@@ -25,7 +25,6 @@ from metrics_etl.serve.reader import (
     bad_request,
     not_found,
 )
-from metrics_etl.serve.rows import Rows, to_json
 from metrics_etl.timeparse import parse_instant, shown
 
 INT_RE = re.compile(r"[+-]?[0-9]+")  # ASCII digits only (`\d` matches any script's)
@@ -80,17 +79,7 @@ def answer(reader: Reader, path_and_query: str, account_id: int) -> tuple[int, A
     except ApiError as error:
         return error.status, error.body()
     status, body, _ = respond(reader, request, account_id)
-    return status, body.records() if isinstance(body, Rows) else body
-
-
-def answer_json(reader: Reader, path_and_query: str, account_id: int) -> tuple[int, bytes]:
-    """Answer a GET request target as the HTTP API does: (status, the JSON body it sends)."""
-    try:
-        request = parse(path_and_query)
-    except ApiError as error:
-        return error.status, to_json(error.body())
-    status, body, _ = respond(reader, request, account_id)
-    return status, to_json(body)
+    return status, body
 
 
 def respond(reader: Reader, request: ApiRequest, account_id: int) -> Answer:
