@@ -261,16 +261,20 @@ def test_sums_updated_from_change_logs_equal_those_counted_by_a_full_build(tmp_p
     assert listed_segments(wh) == listed_segments(full)
 
 
-@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, np.float64])
+@pytest.mark.parametrize(
+    "dtype", [np.int64, np.int32, np.int16, np.uint64, np.uint32, np.uint16, np.float64]
+)
 def test_codes_of_a_column_are_what_numpy_unique_gives(dtype: type) -> None:
     """A column's dictionary and codes equal np.unique's values and inverse, whether the ids
-    are dense enough for the table over their range or so sparse that they are sorted."""
+    are dense enough for the table over their range or so sparse that they are sorted (by
+    radix, or for ids spanning 2**48 and more by NumPy's sort)."""
     rng = np.random.default_rng(5)
-    for trial in range(200):
+    for trial in range(300):
         n = int(rng.integers(0, 60))
-        span = int(rng.integers(1, 300)) if trial % 4 else 2**31  # every 4th: sparse
+        # every 4th: sparse; every 6th: beyond a radix sort's 48 bits
+        span = 2**31 if trial % 4 == 0 else 2**62 if trial % 6 == 0 else int(rng.integers(1, 300))
         base = int(rng.integers(-1000, 1000))
-        ids = (rng.integers(0, span, n) + base).astype(dtype)
+        ids = (rng.integers(0, span, n, dtype=np.int64) + base).astype(dtype)
         codes, inverse = Codes.of(ids)
         values, expected = np.unique(ids, return_inverse=True)
         assert codes.values.dtype == values.dtype
@@ -497,9 +501,10 @@ def test_segments_spliced_from_change_logs_hold_the_rows_of_a_full_build(
     assert [r for r in requests if mine[r] != theirs[r]] == []
 
 
-def test_splice_report_stats_replaces_the_rows_of_the_named_reports() -> None:
+def test_splice_report_stats_replaces_the_rows_of_the_named_reports(tmp_path: Path) -> None:
     """Random report stats (reports moving between accounts, appearing, disappearing, becoming
-    shared): the spliced rows equal the new state sorted from scratch."""
+    shared): the spliced rows (runs of the old and new rows, as chunks) equal the new state
+    sorted from scratch, and so does the segment written from them."""
     rng = np.random.default_rng(3)
 
     def stats(rows: dict[int, tuple[int, bool, str]]) -> ReportStats:
@@ -522,6 +527,7 @@ def test_splice_report_stats_replaces_the_rows_of_the_named_reports() -> None:
     def state() -> tuple[int, bool, str]:
         return int(rng.integers(0, 4)), bool(rng.integers(0, 2)), str(rng.integers(0, 99))
 
+    chunks = 0
     for _ in range(300):
         before = {int(r): state() for r in rng.choice(40, int(rng.integers(0, 30)), replace=False)}
         after = dict(before)
@@ -538,6 +544,11 @@ def test_splice_report_stats_replaces_the_rows_of_the_named_reports() -> None:
         assert got.rows.to_pylist() == want.rows.to_pylist()
         for name in ("account", "shared", "shared_account"):
             assert np.array_equal(getattr(got, name), getattr(want, name))
+        chunks = max(chunks, getattr(got.rows, "num_chunks", 1))
+        segments.write_segment(tmp_path / "stats.arrow", got)
+        written = segments.read_segment(tmp_path / "stats.arrow", "report_stats")
+        assert written.rows.to_pylist() == want.rows.to_pylist()
+    assert chunks > 2  # rows kept and replaced in several runs
 
 
 def test_a_run_builds_a_segment_whose_previous_file_is_gone_from_the_tables(

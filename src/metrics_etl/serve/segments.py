@@ -111,10 +111,15 @@ def unflatten(cls: type, columns: dict[str, Any], prefix: str = "") -> Any:
 
 
 def to_batch(obj: Any) -> pa.RecordBatch:
-    """A part as one record batch of one row: each column one array."""
+    """A part as one record batch of one row: each column one array (chunks combined)."""
     names, columns = [], []
     for name, value in flatten(obj).items():
-        array = pa.array(value) if isinstance(value, np.ndarray) else pa.concat_arrays([value])
+        if isinstance(value, np.ndarray):
+            array = pa.array(value)
+        elif isinstance(value, pa.ChunkedArray):
+            array = value.combine_chunks()
+        else:
+            array = pa.concat_arrays([value])
         offsets = pa.array([0, len(array)], pa.int64())
         names.append(name)
         columns.append(pa.LargeListArray.from_arrays(offsets, array))
