@@ -291,7 +291,8 @@ class ReportStats:
     """Report-stats rows sorted by (account_id, report_id): a page is a slice of an account's
     rows (or of its shared reports' rows), since positions follow report_id within an account."""
 
-    rows: Any  # pyarrow.StructArray of the answer columns
+    rows: Any  # pyarrow.StructArray of the answer columns (a ChunkedArray of one when spliced,
+    # until written: a spliced part goes only to the segment writer)
     account: np.ndarray
     shared: np.ndarray  # row numbers of shared reports
     shared_account: np.ndarray
@@ -1008,7 +1009,7 @@ def runs_of(take: np.ndarray, arrays: list[Any]) -> Any:
     several times slower). Nothing is copied here: the segment writer copies the chunks into
     one array once, on its own thread."""
     if not len(take):
-        return arrays[0].slice(0, 0)
+        return pa.chunked_array([], arrays[0].type)
     bounds = np.cumsum([0, *(len(a) for a in arrays)])
     # a run ends where the next row is not the next position, or is the first of an array
     starts = np.flatnonzero((np.diff(take, prepend=take[0] - 2) != 1) | np.isin(take, bounds[1:-1]))
