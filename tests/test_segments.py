@@ -764,6 +764,39 @@ def test_segments_alongside_a_failed_publish_stop_and_the_failure_is_raised(
     assert not preserving(conn)
 
 
+def test_segments_that_fail_beside_the_tables_stop_them_before_their_next_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose segments fail (other than for memory) stops writing the tables' Parquet at
+    the next table instead of writing every table first, fails with the segments' error, and
+    publishes nothing."""
+    gen = tmp_path / "gen"
+    summary = generate(gen, events=2_000, seed=37)
+    as_of = dt.datetime.fromisoformat(summary["as_of"].replace("Z", "+00:00"))
+    tables = [*published_models(), "rejects", "file_stats"]
+    failed = threading.Event()
+
+    def broken(*args: Any) -> tuple[dict, int, int]:
+        failed.set()
+        raise RuntimeError("segments broke (injected)")
+
+    real_table = publish.publish_table
+    written: list[str] = []
+
+    def after_the_failure(*args: Any) -> Any:
+        assert failed.wait(60)
+        time.sleep(0.05)  # the thread has raised by now
+        written.append(args[2])
+        return real_table(*args)
+
+    monkeypatch.setattr(segments, "write_segments", broken)
+    monkeypatch.setattr(publish, "publish_table", after_the_failure)
+    with pytest.raises(RuntimeError, match="segments broke"):
+        build(gen, tmp_path / "wh", as_of)
+    assert 0 < len(written) < 4 < len(tables)  # each attempt stopped after its first table
+    assert not (tmp_path / "wh" / "current").exists()
+
+
 def test_segments_out_of_memory_beside_the_tables_are_written_after_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

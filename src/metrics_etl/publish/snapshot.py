@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -385,18 +386,20 @@ def write_tables(
     dirty: dict[str, set[str]] | None = None,
     into: PublishResult | None = None,
     logs: dict[str, str] | None = None,
+    check: Callable[[], None] = lambda: None,
 ) -> PublishResult:
     """Write the changed partitions of tables (sharing unchanged ones) into a snapshot's listing.
 
     `dirty` maps tables maintained incrementally to the partitions they changed in; `logs` maps
     tables to their change logs; `into` is a listing to add the tables to (a snapshot written in
-    several steps).
+    several steps); `check` is called before each table and may raise to stop.
     """
     result = into or PublishResult(snapshot_id, 0, 0, {"tables": {}})
     previous = previous_parts(warehouse) if dirty else {}
     kept = conn.execute("select current_setting('preserve_insertion_order')").fetchall()[0][0]
     conn.execute("set preserve_insertion_order = true")  # tables are written in storage order
     for table in tables:
+        check()
         hint = (dirty or {}).get(table)
         known = previous.get(table)
         if hint is None or known is None:

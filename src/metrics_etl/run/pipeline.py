@@ -379,11 +379,17 @@ def publish_task(writer: Writer, warehouse: Path, summary: RunSummary) -> None:
         previous = publish.current_manifest(warehouse)
         with segments.Alongside(conn, warehouse, changed, previous) as alongside:
             result = publish.write_tables(
-                conn, warehouse, tables, summary.snapshot_id, dirty, logs=logs
+                conn,
+                warehouse,
+                tables,
+                summary.snapshot_id,
+                dirty,
+                logs=logs,
+                check=alongside.raise_if_failed,
             )
         try:
             entries, seg_written, seg_reused = alongside.result()
-        except (duckdb.OutOfMemoryException, MemoryError):
+        except segments.AFTER_TABLES:
             _log().warning("the segments did not fit in memory beside the tables: written after")
             entries, seg_written, seg_reused = segments.write_segments(
                 conn, warehouse, changed, previous

@@ -439,6 +439,10 @@ class Cancelled(Exception):
     """The segments' thread was asked to stop (`Alongside`)."""
 
 
+# errors of the segments beside the tables that publish retries after them, in turn
+AFTER_TABLES = (duckdb.OutOfMemoryException, MemoryError)
+
+
 class Alongside:
     """`write_segments` on a thread of its own while the block writes the tables' Parquet.
 
@@ -447,7 +451,9 @@ class Alongside:
     The thread reads through a cursor of its own (in UTC, as the writer's connection). Both read
     tables in storage order, and `preserve_insertion_order` is a setting of the whole database:
     it stays on while the block runs. If the block fails, the thread stops before its next
-    segment (`stop`) and its outcome is dropped.
+    segment (`stop`) and its outcome is dropped. If the thread fails (other than running out of
+    memory, which publish answers by writing the segments after the tables), the block can stop
+    before its next table (`raise_if_failed`).
     """
 
     def __init__(
@@ -514,6 +520,15 @@ class Alongside:
         finally:
             if self._future.done():
                 self._conn.execute(f"set preserve_insertion_order = {bool(self._kept[0][0])}")
+
+    def raise_if_failed(self) -> None:
+        """Raise the thread's error as soon as it has failed, so that the block stops early;
+        running out of memory is left for the caller to handle after the block."""
+        if not self._future.done():
+            return
+        error = self._future.exception()
+        if error is not None and not isinstance(error, AFTER_TABLES):
+            raise error
 
     def result(self) -> tuple[dict, int, int]:
         """What `write_segments` returned (after the block), or its error."""
