@@ -762,3 +762,34 @@ def test_ctrl_c_stops_a_run_even_when_a_library_swallows_it(tmp_path: Path, how:
     assert "interrupted" in text, text[-3000:]
     assert "Stopping temporary server" in text, text[-3000:]
     assert publish.current_id(wh) is None
+
+
+def test_a_failed_audit_publishes_nothing_and_keeps_the_previous_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose audit returns rows fails naming the audit and its rows; `current` stays on
+    the previous snapshot, whose answers do not change; the next run, audited clean, publishes
+    the new rows."""
+    raw, wh = tmp_path / "raw", tmp_path / "wh"
+    base_world(raw)
+    jsonl(raw / "reports/r.jsonl", [report(1, "2016-11-08T09:00:00Z")])
+    jsonl(raw / "reads/a.jsonl", reads([1, 2], 1))
+    as_of = dt.datetime(2016, 12, 1, tzinfo=dt.UTC)
+    assert build(raw, wh, as_of).status == "published"
+    before = publish.current_id(wh)
+    url = (
+        "/api/v4/analytics/reports_read?channel_id=1&start_date=2016-11-01"
+        "&end_date=2016-12-01&fields=total_reads"
+    )
+    assert answers(wh, [(url, 1)])[(url, 1)] == (200, {"total_reads": 2})
+    jsonl(raw / "reads/b.jsonl", reads([3], 1))
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            pipeline.audits, "run_audits", lambda conn, changed: {"unique_keys": [("t", "1", 2)]}
+        )
+        with pytest.raises(pipeline.AuditFailed, match=r"nothing published.*unique_keys"):
+            build(raw, wh, as_of)
+    assert publish.current_id(wh) == before
+    assert answers(wh, [(url, 1)])[(url, 1)] == (200, {"total_reads": 2})
+    assert build(raw, wh, as_of).status == "published"
+    assert answers(wh, [(url, 1)])[(url, 1)] == (200, {"total_reads": 3})
