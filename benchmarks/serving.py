@@ -336,7 +336,7 @@ def main() -> int:
     secrets = {a: store.create(a)[1] for a in accounts}
     mixed = [(url, secrets[a]) for urls in cells.values() for url, a in urls[:20]]
     result["http"] = {}
-    for workers in [int(w) for w in args.workers.split(",")]:
+    for workers in [int(w) for w in args.workers.split(",") if w]:  # "": no HTTP
         with_reader = Reader(
             warehouse
         )  # the answer of the snapshot current now (a run may have moved it)
