@@ -765,6 +765,58 @@ def test_segments_alongside_a_failed_publish_stop_and_the_failure_is_raised(
     assert not preserving(conn)
 
 
+# a query that runs for over a minute on this machine (about 1.2 s per 10**8 rows)
+LONG_QUERY = "select sum(hash(range)) from range(10000000000)"
+
+
+def test_interrupting_a_connection_interrupts_the_queries_of_its_cursors() -> None:
+    """`interrupt` stops the query a cursor of the connection runs (DuckDB's own interrupt
+    stops only the connection's), and refuses the connection new cursors until `forget`."""
+    parent = duckdb.connect().cursor()
+    timer = threading.Timer(0.5, index_module.interrupt, [parent])
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(duckdb.InterruptException), index_module.child_cursor(parent) as cursor:
+        cursor.execute(LONG_QUERY).fetchall()
+    assert time.monotonic() - started < 20
+    with pytest.raises(duckdb.InterruptException), index_module.child_cursor(parent):
+        pass
+    index_module.forget(parent)
+    with index_module.child_cursor(parent) as cursor:
+        assert cursor.execute("select 1").fetchall() == [(1,)]
+
+
+def test_segments_stopped_inside_a_table_read_stop_at_once(
+    generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the tables fail while the segments' thread reads a table through a cursor of its
+    own, that read is interrupted: the block ends at once, not when the read would."""
+    reading = threading.Event()
+
+    def long_read(conn: duckdb.DuckDBPyConnection, *args: object) -> segments.Sums:
+        with index_module.child_cursor(conn) as cursor:
+            reading.set()
+            cursor.execute(LONG_QUERY).fetchall()
+        raise AssertionError("the read ran to its end")
+
+    monkeypatch.setattr(segments, "table_sums", long_read)
+    conn = writer_copy(generated, tmp_path)
+    folder = tmp_path / "wh"
+    started = time.monotonic()
+    with (
+        pytest.raises(RuntimeError, match="disk full"),
+        segments.Alongside(conn, folder, None, None) as alongside,
+    ):
+        assert reading.wait(10)
+        time.sleep(0.2)  # inside the query
+        raise RuntimeError("disk full")
+    assert time.monotonic() - started < 20
+    with pytest.raises(duckdb.InterruptException):
+        alongside.result()
+    assert written_files(folder) == set()
+    assert not preserving(conn)
+
+
 def test_segments_that_fail_beside_the_tables_stop_them_before_their_next_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

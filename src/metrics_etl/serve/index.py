@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -582,6 +583,50 @@ def sorted_order(bucket: np.ndarray, keys: list[np.ndarray]) -> tuple[np.ndarray
     return order, ordered
 
 
+# Cursors opened from a connection (`child_cursor`), by the connection's id, and the connections
+# stopped (`interrupt`): DuckDB interrupts one cursor's query, not its cursors' queries.
+_CHILDREN: dict[int, set[duckdb.DuckDBPyConnection]] = {}
+_STOPPED: set[int] = set()
+_CHILDREN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def child_cursor(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A cursor of `conn` for the block (closed after it), whose query `interrupt(conn)`
+    interrupts; refused (InterruptException) once `conn` was interrupted."""
+    cursor = conn.cursor()
+    with _CHILDREN_LOCK:
+        if id(conn) in _STOPPED:
+            cursor.close()
+            raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+        _CHILDREN.setdefault(id(conn), set()).add(cursor)
+    try:
+        yield cursor
+    finally:
+        with _CHILDREN_LOCK:  # never interrupted while it is being closed
+            children = _CHILDREN.get(id(conn), set())
+            children.discard(cursor)
+            if not children:
+                _CHILDREN.pop(id(conn), None)
+        cursor.close()
+
+
+def interrupt(conn: duckdb.DuckDBPyConnection) -> None:
+    """Interrupt the query `conn` runs and those of its cursors (`child_cursor`), and refuse it
+    new cursors until `forget(conn)`."""
+    with _CHILDREN_LOCK:
+        _STOPPED.add(id(conn))
+        conn.interrupt()
+        for cursor in _CHILDREN.get(id(conn), ()):
+            cursor.interrupt()
+
+
+def forget(conn: duckdb.DuckDBPyConnection) -> None:
+    """Before `conn` is closed: no longer stopped (its id may name another connection later)."""
+    with _CHILDREN_LOCK:
+        _STOPPED.discard(id(conn))
+
+
 def _read(
     conn: duckdb.DuckDBPyConnection,
     source: Source,
@@ -612,8 +657,8 @@ def _read(
         order_by = f"order by bucket, channel_id, t{then}"
     # a cursor of its own (the server builds parts from several threads), except for `within`,
     # which may be a temporary table, seen only by the connection that made it
-    cursor = conn.cursor() if within is None else conn
-    try:
+    with contextlib.ExitStack() as stack:
+        cursor = conn if within is not None else stack.enter_context(child_cursor(conn))
         kept = cursor.execute("select current_setting('preserve_insertion_order')").fetchall()
         cursor.execute("set preserve_insertion_order = true")  # storage order, for sorted_order
         try:
@@ -629,9 +674,6 @@ def _read(
                 yield result.to_arrow_table()
         finally:
             cursor.execute(f"set preserve_insertion_order = {bool(kept[0][0])}")
-    finally:
-        if cursor is not conn:
-            cursor.close()
 
 
 def _fetched(table: pa.Table, source: Source, ordered: bool) -> Fetched:
@@ -939,11 +981,8 @@ def splice(old: Sorted, windows: tuple[np.ndarray, np.ndarray], new: Sorted) -> 
 
 def _arrow(conn: duckdb.DuckDBPyConnection, sql: str) -> Any:
     """A query's answer as an Arrow table."""
-    cursor = conn.cursor()
-    try:
+    with child_cursor(conn) as cursor:
         return cursor.execute(sql).fetch_arrow_table()
-    finally:
-        cursor.close()
 
 
 # The columns of a report-stats row in the API's answer, in its order (the response model in

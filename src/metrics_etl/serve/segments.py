@@ -55,8 +55,10 @@ from metrics_etl.serve.index import (
     build_part,
     build_parts,
     fetch,
+    forget,
     hour_of_sql,
     in_turn,
+    interrupt,
     load_report_stats,
     splice,
     splice_report_stats,
@@ -119,7 +121,7 @@ def to_batch(obj: Any) -> pa.RecordBatch:
         elif isinstance(value, pa.ChunkedArray):
             array = value.combine_chunks()
         else:
-            array = pa.concat_arrays([value])
+            array = value  # a slice is written as its own rows: no copy here
         offsets = pa.array([0, len(array)], pa.int64())
         names.append(name)
         columns.append(pa.LargeListArray.from_arrays(offsets, array))
@@ -490,6 +492,7 @@ class Alongside:
         finally:
             self.seconds = time.monotonic() - started
             with self._cursor_lock:
+                forget(cursor)
                 cursor.close()
                 self._cursor = None
 
@@ -503,11 +506,11 @@ class Alongside:
 
     def stop(self) -> None:
         """Have the thread stop before its next segment, and interrupt the query it runs on
-        its cursor (a table read through a cursor of that cursor runs to its end)."""
+        its cursor or on a cursor of it (a table read)."""
         self._stop.set()
         with self._cursor_lock:
             if self._cursor is not None:  # None: the thread is done
-                self._cursor.interrupt()
+                interrupt(self._cursor)
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if kind is not None:
