@@ -646,6 +646,34 @@ def test_segments_built_a_chunk_at_a_time_from_spilled_sources_equal_a_build_in_
     assert [r for r in requests if mine[r] != theirs[r]] == []
 
 
+@pytest.mark.parametrize("chunks", [2, 4])
+def test_each_chunk_is_read_before_the_previous_ones_writes_are_waited_for(
+    generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunks: int
+) -> None:
+    """Building a part a chunk of buckets at a time (scanned per chunk, or spilled from three
+    chunks on), each chunk after the first is read before `between` (where the writer drains),
+    so that reading it overlaps writing the previous chunk's last segments; then it is built."""
+    events: list[str] = []
+    for name in ("fetch", "fetch_spilled"):
+        real = getattr(index_module, name)
+
+        def reading(*args: Any, real: Any = real) -> Any:
+            events.append("R")
+            return real(*args)
+
+        monkeypatch.setattr(index_module, name, reading)
+    conn = writer_copy(generated, tmp_path)
+    buckets = list(range(segments.BUCKETS))
+    groups = [buckets[k::chunks] for k in range(chunks)]
+    built = index_module.build_parts(
+        conn, "reads", groups, segments.BUCKETS, tmp_path / "spill", lambda: events.append("D")
+    )
+    for _ in built:
+        events.append("B")
+    per_chunk = "R" * len(SOURCES["reads"]) + "D" + "B" * (segments.BUCKETS // chunks)
+    assert "".join(events) == per_chunk.replace("D", "", 1) + per_chunk * (chunks - 1)
+
+
 def test_buckets_near_the_epoch_held_in_narrow_integers_are_answered(tmp_path: Path) -> None:
     """A segment stores a column in 32 bits when its values fit (an hour starting at the epoch
     is 0); the answer's bucket starts are still written, not overflowed."""

@@ -826,11 +826,16 @@ BUILDERS: dict[str, Callable[[dict[str, Sorted]], Any]] = {
 
 
 def build_part(
-    conn: duckdb.DuckDBPyConnection, part: str, buckets: list[int], size: int
+    conn: duckdb.DuckDBPyConnection,
+    part: str,
+    buckets: list[int],
+    size: int,
+    read: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[int, Any]]:
     """The index of a channel part (reports, selections, images, reads or deliveries) for each
-    of some buckets, of `size` buckets in all."""
+    of some buckets, of `size` buckets in all (`read` called once their rows are read)."""
     fetched = {name: fetch(conn, source, buckets, size) for name, source in SOURCES[part].items()}
+    read()
     for bucket in sorted(buckets):
         yield bucket, BUILDERS[part]({name: f.of(bucket) for name, f in fetched.items()})
 
@@ -851,25 +856,29 @@ def build_parts(
     folder: Path,
     between: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[int, Any]]:
-    """`build_part` for several chunks of buckets, calling `between` before each chunk after the
-    first (the writer drains there, so one chunk is held at a time): with SPILL_FROM_CHUNKS
-    chunks or more, each source is scanned once and spilled to a file per chunk under `folder`
-    (removed as it is read), instead of being scanned once per chunk."""
+    """`build_part` for several chunks of buckets, calling `between` once each chunk after the
+    first is read, before it is built (the writer drains there: reading a chunk overlaps
+    writing the previous one's last segments, and at most two chunks are held, the one read and
+    the previous one by the segments still being written): with SPILL_FROM_CHUNKS chunks or
+    more, each source is scanned once and spilled to a file per chunk under `folder` (removed
+    as it is read), instead of being scanned once per chunk."""
     if len(chunks) < SPILL_FROM_CHUNKS:
-        for chunk in in_turn(chunks, between):
-            yield from build_part(conn, part, chunk, size)
+        for k, chunk in enumerate(chunks):
+            yield from build_part(conn, part, chunk, size, between if k else lambda: None)
         return
     sources = SOURCES[part]
     folder.mkdir(parents=True, exist_ok=True)
     spilled = {name: spill(conn, source, chunks, size, folder) for name, source in sources.items()}
     try:
-        for k, chunk in enumerate(in_turn(chunks, between)):
+        for k, chunk in enumerate(chunks):
             fetched = {
                 name: fetch_spilled(conn, paths[k], sources[name], chunk, size)
                 for name, paths in spilled.items()
             }
             for paths in spilled.values():
                 paths[k].unlink(missing_ok=True)
+            if k:
+                between()
             for bucket in sorted(chunk):
                 yield bucket, BUILDERS[part]({name: f.of(bucket) for name, f in fetched.items()})
             del fetched  # before the next chunk is read
