@@ -787,7 +787,7 @@ def test_segments_alongside_a_failed_publish_stop_and_the_failure_is_raised(
         segments.Alongside(conn, folder, None, None) as alongside,
     ):
         raise RuntimeError("disk full")
-    with pytest.raises(segments.Cancelled):
+    with pytest.raises((segments.Cancelled, duckdb.InterruptException)):  # between or in queries
         alongside.result()
     assert written_files(folder) == set()
     assert not preserving(conn)
@@ -799,7 +799,7 @@ LONG_QUERY = "select sum(hash(range)) from range(10000000000)"
 
 def test_interrupting_a_connection_interrupts_the_queries_of_its_cursors() -> None:
     """`interrupt` stops the query a cursor of the connection runs (DuckDB's own interrupt
-    stops only the connection's), and refuses the connection new cursors until `forget`."""
+    stops only the connection's), and refuses the connection new cursors while it lives."""
     parent = duckdb.connect().cursor()
     timer = threading.Timer(0.5, index_module.interrupt, [parent])
     timer.start()
@@ -809,22 +809,30 @@ def test_interrupting_a_connection_interrupts_the_queries_of_its_cursors() -> No
     assert time.monotonic() - started < 20
     with pytest.raises(duckdb.InterruptException), index_module.child_cursor(parent):
         pass
-    index_module.forget(parent)
-    with index_module.child_cursor(parent) as cursor:
+    other = duckdb.connect().cursor()
+    with index_module.child_cursor(other) as cursor:
         assert cursor.execute("select 1").fetchall() == [(1,)]
 
 
+@pytest.mark.parametrize("between_queries", [False, True])
 def test_segments_stopped_inside_a_table_read_stop_at_once(
-    generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, between_queries: bool
 ) -> None:
     """When the tables fail while the segments' thread reads a table through a cursor of its
-    own, that read is interrupted: the block ends at once, not when the read would."""
+    own, that read is interrupted: the block ends at once, not when the read would; also when
+    the failure comes before the read's query starts (DuckDB drops an interrupt that finds no
+    query running, so the thread is stopped again until it ends)."""
     reading = threading.Event()
 
     def long_read(conn: duckdb.DuckDBPyConnection, *args: object) -> segments.Sums:
-        with index_module.child_cursor(conn) as cursor:
+        if between_queries:
+            with index_module.child_cursor(conn) as cursor:
+                reading.set()
+                time.sleep(0.5)  # the tables fail now
+                cursor.execute(LONG_QUERY).fetchall()
+        else:
             reading.set()
-            cursor.execute(LONG_QUERY).fetchall()
+            index_module._arrow(conn, LONG_QUERY)
         raise AssertionError("the read ran to its end")
 
     monkeypatch.setattr(segments, "table_sums", long_read)
@@ -836,7 +844,7 @@ def test_segments_stopped_inside_a_table_read_stop_at_once(
         segments.Alongside(conn, folder, None, None) as alongside,
     ):
         assert reading.wait(10)
-        time.sleep(0.2)  # inside the query
+        time.sleep(0.2)  # inside the query, or before it
         raise RuntimeError("disk full")
     assert time.monotonic() - started < 20
     with pytest.raises(duckdb.InterruptException):

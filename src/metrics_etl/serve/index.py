@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -583,10 +584,12 @@ def sorted_order(bucket: np.ndarray, keys: list[np.ndarray]) -> tuple[np.ndarray
     return order, ordered
 
 
-# Cursors opened from a connection (`child_cursor`), by the connection's id, and the connections
-# stopped (`interrupt`): DuckDB interrupts one cursor's query, not its cursors' queries.
-_CHILDREN: dict[int, set[duckdb.DuckDBPyConnection]] = {}
-_STOPPED: set[int] = set()
+# Cursors opened from a connection (`child_cursor`), by the connection, and the connections
+# stopped (`interrupt`): DuckDB interrupts one cursor's query, not its cursors' queries. Held
+# weakly: a connection gone is forgotten.
+_CHILDREN: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, set[duckdb.DuckDBPyConnection]]
+_CHILDREN = weakref.WeakKeyDictionary()
+_STOPPED: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
 _CHILDREN_LOCK = threading.Lock()
 
 
@@ -596,35 +599,27 @@ def child_cursor(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyCon
     interrupts; refused (InterruptException) once `conn` was interrupted."""
     cursor = conn.cursor()
     with _CHILDREN_LOCK:
-        if id(conn) in _STOPPED:
+        if conn in _STOPPED:
             cursor.close()
             raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
-        _CHILDREN.setdefault(id(conn), set()).add(cursor)
+        _CHILDREN.setdefault(conn, set()).add(cursor)
     try:
         yield cursor
     finally:
         with _CHILDREN_LOCK:  # never interrupted while it is being closed
-            children = _CHILDREN.get(id(conn), set())
-            children.discard(cursor)
-            if not children:
-                _CHILDREN.pop(id(conn), None)
+            _CHILDREN.get(conn, set()).discard(cursor)
         cursor.close()
 
 
 def interrupt(conn: duckdb.DuckDBPyConnection) -> None:
     """Interrupt the query `conn` runs and those of its cursors (`child_cursor`), and refuse it
-    new cursors until `forget(conn)`."""
+    new cursors. A cursor between two queries is not interrupted (DuckDB drops an interrupt
+    when no query runs): a caller that must stop a connection calls this until its work ends."""
     with _CHILDREN_LOCK:
-        _STOPPED.add(id(conn))
+        _STOPPED.add(conn)
         conn.interrupt()
-        for cursor in _CHILDREN.get(id(conn), ()):
+        for cursor in _CHILDREN.get(conn, ()):
             cursor.interrupt()
-
-
-def forget(conn: duckdb.DuckDBPyConnection) -> None:
-    """Before `conn` is closed: no longer stopped (its id may name another connection later)."""
-    with _CHILDREN_LOCK:
-        _STOPPED.discard(id(conn))
 
 
 def _read(

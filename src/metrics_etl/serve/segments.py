@@ -55,7 +55,6 @@ from metrics_etl.serve.index import (
     build_part,
     build_parts,
     fetch,
-    forget,
     hour_of_sql,
     in_turn,
     interrupt,
@@ -121,7 +120,7 @@ def to_batch(obj: Any) -> pa.RecordBatch:
         elif isinstance(value, pa.ChunkedArray):
             array = value.combine_chunks()
         else:
-            array = value  # a slice is written as its own rows: no copy here
+            array = pa.concat_arrays([value])
         offsets = pa.array([0, len(array)], pa.int64())
         names.append(name)
         columns.append(pa.LargeListArray.from_arrays(offsets, array))
@@ -437,6 +436,9 @@ def write_segments(
     return entries, written, len(listing) - written
 
 
+STOP_EVERY = 0.1  # seconds between stops of the segments' thread until it ends (`Alongside`)
+
+
 class Cancelled(Exception):
     """The segments' thread was asked to stop (`Alongside`)."""
 
@@ -492,7 +494,6 @@ class Alongside:
         finally:
             self.seconds = time.monotonic() - started
             with self._cursor_lock:
-                forget(cursor)
                 cursor.close()
                 self._cursor = None
 
@@ -513,9 +514,11 @@ class Alongside:
                 interrupt(self._cursor)
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
-        if kind is not None:
-            self.stop()
         try:
+            if kind is not None:  # stop the thread, and again while it runs: a stop that
+                self.stop()  # comes between two of its queries interrupts neither
+                while wait([self._future], STOP_EVERY).not_done:
+                    self.stop()
             wait([self._future])
         except BaseException:  # a stop signal while waiting: the thread stops too
             self.stop()
