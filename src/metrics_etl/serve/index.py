@@ -652,8 +652,8 @@ def _read(
         order_by = f"order by bucket, channel_id, t{then}"
     # a cursor of its own (the server builds parts from several threads), except for `within`,
     # which may be a temporary table, seen only by the connection that made it
-    with contextlib.ExitStack() as stack:
-        cursor = conn if within is not None else stack.enter_context(child_cursor(conn))
+    own = contextlib.nullcontext(conn) if within is not None else child_cursor(conn)
+    with own as cursor:
         kept = cursor.execute("select current_setting('preserve_insertion_order')").fetchall()
         cursor.execute("set preserve_insertion_order = true")  # storage order, for sorted_order
         try:
