@@ -461,13 +461,26 @@ def canonical(warehouse: Path) -> dict[str, list[tuple]]:
     return out
 
 
+@pytest.mark.parametrize("chunk_rows", [segments.CHUNK_ROWS, 200])
 def test_segments_spliced_from_change_logs_hold_the_rows_of_a_full_build(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_rows: int
 ) -> None:
     """Generated files split over runs (late and out of order): the segments an incremental run
     splices from the previous ones and its change logs hold exactly the rows of a full build's,
-    are named alike, and answer alike."""
+    are named alike, and answer alike; also when a run splices a chunk of buckets at a time."""
     monkeypatch.setattr(segments, "SPLICE_SHARE", 0)  # report stats spliced however many changed
+    chunked = chunk_rows < segments.CHUNK_ROWS
+    monkeypatch.setattr(segments, "CHUNK_ROWS", chunk_rows)
+    later_chunks: list[str] = []  # parts spliced in a chunk after their first
+    real_chunk = segments._spliced
+
+    def chunk(*args: Any) -> Any:
+        read = args[-1]
+        if getattr(read, "__func__", None) is segments.Writer.drain:  # `between`: a later chunk
+            later_chunks.append(args[2])
+        return real_chunk(*args)
+
+    monkeypatch.setattr(segments, "_spliced", chunk)
     spliced: list[str] = []
     for name in ("splice", "splice_report_stats"):
         real = getattr(segments, name)
@@ -484,6 +497,7 @@ def test_segments_spliced_from_change_logs_hold_the_rows_of_a_full_build(
     for index, run in enumerate(random_split(files, seed=4)):
         build(copy_files(gen, tmp_path / f"raw{index}", run), warehouse, as_of)
     assert set(spliced) == {"splice", "splice_report_stats"}, "no run spliced a segment"
+    assert bool(later_chunks) == chunked, later_chunks
     full = tmp_path / "full"
     build(copy_files(gen, tmp_path / "full_raw", files), full, as_of)
     assert listed_segments(warehouse) == listed_segments(full)

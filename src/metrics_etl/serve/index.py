@@ -835,14 +835,6 @@ def build_part(
         yield bucket, BUILDERS[part]({name: f.of(bucket) for name, f in fetched.items()})
 
 
-def in_turn(chunks: list[list[int]], between: Callable[[], None]) -> Iterator[list[int]]:
-    """Chunks one after another, calling `between` before each one after the first."""
-    for k, chunk in enumerate(chunks):
-        if k:
-            between()
-        yield chunk
-
-
 def build_parts(
     conn: duckdb.DuckDBPyConnection,
     part: str,

@@ -56,7 +56,6 @@ from metrics_etl.serve.index import (
     build_parts,
     fetch,
     hour_of_sql,
-    in_turn,
     interrupt,
     load_report_stats,
     splice,
@@ -316,7 +315,7 @@ def build_changed(
     between: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[int, Any]]:
     """The index of a channel part for each bucket whose rows changed, a chunk of buckets at a
-    time (`between` called before each chunk after the first). When every changed source
+    time (`between` called once each chunk after the first is read, before it is built). When every changed source
     table has a change log and the previous snapshot has these segments, each is the previous
     segment with the rows of every channel-hour that lost or gained a row read again (the rows
     a run changed, and their neighbours in the same hour); else built from the tables (scanned
@@ -333,8 +332,10 @@ def build_changed(
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
-    for chunk in in_turn(chunks, between):
-        yield from _spliced(conn, warehouse, part, chunk, logs, olds)
+    for k, chunk in enumerate(chunks):
+        yield from _spliced(
+            conn, warehouse, part, chunk, logs, olds, between if k else lambda: None
+        )
 
 
 def _spliced(
@@ -344,8 +345,10 @@ def _spliced(
     buckets: list[int],
     logs: dict[str, str | None],
     olds: dict[int, str | None],
+    read: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[int, Any]]:
-    """Some buckets of a channel part spliced from their previous segments (`build_changed`)."""
+    """Some buckets of a channel part spliced from their previous segments (`build_changed`;
+    `read` called once the rows of their changed windows are read)."""
     sources = SOURCES[part]
     windows, news = {}, {}
     for name, log in logs.items():
@@ -359,6 +362,7 @@ def _spliced(
             news[name] = fetch(conn, sources[name], buckets, BUCKETS, within="_segment_windows")
         finally:
             conn.execute("drop table if exists _segment_windows")
+    read()
     for bucket in sorted(buckets):
         old = unbuild(part, read_segment(warehouse / str(olds[bucket]), part))
         tables: dict[str, Sorted] = {}
