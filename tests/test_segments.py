@@ -26,6 +26,7 @@ from metrics_etl.serve import index as index_module
 from metrics_etl.serve import segments
 from metrics_etl.serve.index import (
     BUILDERS,
+    FEW_IDS,
     SOURCES,
     Codes,
     ReportStats,
@@ -267,21 +268,24 @@ def test_sums_updated_from_change_logs_equal_those_counted_by_a_full_build(tmp_p
 )
 def test_codes_of_a_column_are_what_numpy_unique_gives(dtype: type) -> None:
     """A column's dictionary and codes equal np.unique's values and inverse, whether the ids
-    are dense enough for the table over their range or so sparse that they are sorted (by
-    radix, or for ids spanning 2**48 and more by NumPy's sort)."""
+    are sorted already (their runs), dense enough for the table over their range, few (NumPy's
+    sort) or many and so sparse that they are sorted by radix (or, for ids spanning 2**48 and
+    more, by NumPy's sort)."""
     rng = np.random.default_rng(5)
     for trial in range(300):
-        n = int(rng.integers(0, 60))
+        # every 5th: more ids than FEW_IDS
+        n = int(rng.integers(FEW_IDS - 5, FEW_IDS + 400) if trial % 5 == 0 else rng.integers(0, 60))
         # every 4th: sparse; every 6th: beyond a radix sort's 48 bits
         span = 2**31 if trial % 4 == 0 else 2**62 if trial % 6 == 0 else int(rng.integers(1, 300))
         base = int(rng.integers(-1000, 1000))
         ids = (rng.integers(0, span, n, dtype=np.int64) + base).astype(dtype)
-        codes, inverse = Codes.of(ids)
-        values, expected = np.unique(ids, return_inverse=True)
-        assert codes.values.dtype == values.dtype
-        assert np.array_equal(codes.values, values)
-        assert inverse.dtype == np.int64
-        assert np.array_equal(inverse, expected.reshape(-1))
+        for column in (ids, np.sort(ids)):
+            codes, inverse = Codes.of(column)
+            values, expected = np.unique(column, return_inverse=True)
+            assert codes.values.dtype == values.dtype
+            assert np.array_equal(codes.values, values)
+            assert inverse.dtype == np.int64
+            assert np.array_equal(inverse, expected.reshape(-1))
 
 
 @pytest.mark.parametrize(

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metrics_etl.serve.index import (
+    FEW_KEYS,
     Codes,
     Distinct,
+    Lookup,
     ReportStats,
     Sorted,
     largest_first,
     totals_by,
 )
+from metrics_etl.timeparse import parse_instant
 
 keys = st.lists(st.integers(-5, 5), max_size=40)
 
@@ -115,3 +121,54 @@ def test_report_stat_columns_are_declared_once_for_the_loader_the_answer_and_the
     from metrics_etl.serve.index import REPORT_STAT_KEYS
 
     assert tuple(ReportStatRow.model_fields) == REPORT_STAT_KEYS
+
+
+@pytest.mark.parametrize("n", [0, 1, FEW_KEYS, FEW_KEYS + 1, 200])
+def test_lookup_columns_are_each_keys_values_or_none(n: int) -> None:
+    """Looking up a few keys (one by one) and many (one Arrow take) gives each key's values,
+    None for a key that is not there, in the order asked."""
+    rng = np.random.default_rng(n)
+    stored = np.unique(rng.integers(-50, 50, 60)).astype(np.int64)
+    names = {int(k): f"name {k}" for k in stored}
+    lookup = Lookup(stored, {"name": pa.array(list(names.values())), "k": pa.array(stored)})
+    asked = rng.integers(-60, 60, n).astype(np.int64)
+    got = lookup.columns(asked, ("name", "k"))
+    assert got == [
+        [names.get(int(k)) for k in asked],
+        [int(k) if int(k) in names else None for k in asked],
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31, 23, 59, 59)),
+    st.sampled_from(["seconds", "milliseconds", "microseconds"]),
+)
+def test_instants_in_the_usual_shape_parse_to_themselves(value: dt.datetime, unit: str) -> None:
+    """`2016-11-07T10:15:00Z`, `...00.123Z` and `...00.123456Z` (parsed by fromisoformat) give
+    the instant written, as every other ISO 8601 shape does."""
+    text = value.isoformat(timespec=unit) + "Z"
+    cut = {"seconds": 0, "milliseconds": value.microsecond // 1000 * 1000}.get(
+        unit, value.microsecond
+    )
+    expected = value.replace(microsecond=cut, tzinfo=dt.UTC)
+    assert parse_instant(text) == expected
+    assert parse_instant(text.replace("Z", "+00:00")) == expected  # the general path
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2016-11-07T24:00:00Z",
+        "2016-11-07T23:60:00Z",
+        "2016-11-07T10:15:60Z",
+        "2016-13-07T10:15:00.000Z",
+        "2016-02-30T10:15:00.000000Z",
+        "0000-01-01T00:00:00Z",
+    ],
+)
+def test_unreal_instants_in_the_usual_shape_say_why(text: str) -> None:
+    """An instant in the usual shape that is no real date and time gets the general path's
+    message."""
+    with pytest.raises(ValueError, match="is not a real date and time"):
+        parse_instant(text)

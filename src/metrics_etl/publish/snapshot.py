@@ -464,8 +464,8 @@ def switch_current(warehouse: Path, snapshot_id: str) -> None:
 
 def current_id(warehouse: Path) -> str | None:
     """The id of the snapshot `current` points at, or None when there is no `current`."""
-    try:
-        return Path(os.readlink(warehouse / "current")).name
+    try:  # os.path, not Path: the server asks once per request
+        return os.path.basename(os.readlink(os.path.join(warehouse, "current")).rstrip("/"))
     except OSError:
         return None
 

@@ -425,6 +425,8 @@ class Reader:
             end,
             keep=lambda cols, rows: cols["field_id"][rows] == field_id,
         )
+        if not len(codes):
+            return []
         values = pair.extra["values"].take(pa.array(codes)).to_pylist()
         names = dims.option_names(field_id)
         answer = [
@@ -516,6 +518,8 @@ class Reader:
         self._channel_account(account_id, channel_id)
         deliveries = self._part("deliveries", channel_id)
         i, j, edges = deliveries.pair.window(channel_id, start, end)
+        if i == j and not len(edges):
+            return []
         rollup = deliveries.pair.rollup.cols
         users = deliveries.users
         present, inverse = Codes.of(deliveries.user_code[i:j])
