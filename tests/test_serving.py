@@ -55,8 +55,12 @@ def test_span_is_the_channel_rows_in_the_time_range(rows: list[tuple[int, int]],
     assert [rows[k] for k in range(i, j)] == [r for r in rows if r[0] == c and lo <= r[1] < hi]
 
 
-@given(st.lists(st.tuples(st.integers(0, 9), st.integers(1, 5)), max_size=30))
-def test_totals_by_sums_weights_per_key(pairs: list[tuple[int, int]]) -> None:
+@given(
+    st.lists(st.tuples(st.integers(0, 9), st.integers(1, 5)), max_size=30),
+    st.sampled_from([1, -7, 10**12]),  # keys dense (counted over their range) or sparse
+)
+def test_totals_by_sums_weights_per_key(pairs: list[tuple[int, int]], scale: int) -> None:
+    pairs = [(k * scale, w) for k, w in pairs]
     half = len(pairs) // 2
     arrays = [
         np.array([k for k, _ in part], dtype=np.int64) for part in (pairs[:half], pairs[half:])

@@ -227,10 +227,16 @@ def totals_by(keys: list[np.ndarray], weights: list[np.ndarray]) -> tuple[np.nda
     allkeys = np.concatenate(keys)
     if not len(allkeys):
         return allkeys, np.zeros(0, dtype=np.int64)
+    every = np.concatenate(weights).astype(np.float64)
+    if allkeys.dtype.kind == "i":  # dense keys (hours, weekdays, states): counted over their range
+        lo, hi = int(allkeys.min()), int(allkeys.max())
+        if hi - lo < 4 * len(allkeys):
+            offsets = allkeys.astype(np.int64) - lo
+            present = np.flatnonzero(np.bincount(offsets))
+            totals = np.bincount(offsets, weights=every)[present]
+            return (present + lo).astype(allkeys.dtype), totals.astype(np.int64)
     codes, inverse = Codes.of(allkeys)
-    values = codes.values
-    totals = np.bincount(inverse, weights=np.concatenate(weights).astype(np.float64))
-    return values, totals.astype(np.int64)
+    return codes.values, np.bincount(inverse, weights=every).astype(np.int64)
 
 
 def largest_first(values: np.ndarray, totals: np.ndarray) -> tuple[list[Any], list[int]]:
