@@ -465,7 +465,7 @@ def switch_current(warehouse: Path, snapshot_id: str) -> None:
 def current_id(warehouse: Path) -> str | None:
     """The id of the snapshot `current` points at, or None when there is no `current`."""
     try:  # os.path, not Path: the server asks once per request
-        return os.path.basename(os.readlink(os.path.join(warehouse, "current")).rstrip("/"))
+        return os.path.basename(os.path.normpath(os.readlink(os.path.join(warehouse, "current"))))
     except OSError:
         return None
 
