@@ -348,7 +348,7 @@ def create_app(warehouse: Path, settle: bool = False) -> FastAPI:
 
     for endpoint in ANALYTICS:
 
-        def handler(request: Request, account_id: Account, api_request: Parsed) -> Response:
+        async def handler(request: Request, account_id: Account, api_request: Parsed) -> Response:
             return respond(request, api_request, account_id)
 
         handler.__name__ = endpoint
@@ -375,7 +375,7 @@ def create_app(warehouse: Path, settle: bool = False) -> FastAPI:
         openapi_extra={"parameters": api_models.REPORT_STATS_PARAMS},
         response_class=Response,
     )
-    def report_stats(request: Request, account_id: Account, api_request: Parsed) -> Response:
+    async def report_stats(request: Request, account_id: Account, api_request: Parsed) -> Response:
         return respond(request, api_request, account_id)
 
     @app.get(
