@@ -315,11 +315,11 @@ def build_changed(
     between: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[int, Any]]:
     """The index of a channel part for each bucket whose rows changed, a chunk of buckets at a
-    time (`between` called once each chunk after the first is read, before it is built). When every changed source
-    table has a change log and the previous snapshot has these segments, each is the previous
-    segment with the rows of every channel-hour that lost or gained a row read again (the rows
-    a run changed, and their neighbours in the same hour); else built from the tables (scanned
-    once for all chunks, `build_parts`)."""
+    time (`between` called once each chunk after the first is read, before it is built). When
+    every changed source table has a change log and the previous snapshot has these segments,
+    each is the previous segment with the rows of every channel-hour that lost or gained a row
+    read again (the rows a run changed, and their neighbours in the same hour); else built from
+    the tables (scanned once for all chunks, `build_parts`)."""
     sources = SOURCES[part]
     olds = {b: before.get(segment_name(part, b)) for chunk in chunks for b in chunk}
     changed = {} if changed is None else changed  # None: everything changed, no logs
