@@ -119,14 +119,14 @@ class Codes:
         if not (ids[1:] < ids[:-1]).any():
             first = _run_starts(ids)
             return cls(ids[first]), np.cumsum(first, dtype=np.int64) - 1
-        if ids.dtype.kind == "i":
-            lo, hi = int(ids.min()), int(ids.max())
-            if hi - lo < 4 * len(ids):
-                offsets = ids.astype(np.int64) - lo
-                seen = np.zeros(hi - lo + 1, dtype=bool)
-                seen[offsets] = True
-                codes = np.cumsum(seen, dtype=np.int64) - 1
-                return cls((np.flatnonzero(seen) + lo).astype(ids.dtype)), codes[offsets]
+        dense = _dense_range(ids)
+        if dense is not None:
+            lo, hi = dense
+            offsets = ids.astype(np.int64) - lo
+            seen = np.zeros(hi - lo + 1, dtype=bool)
+            seen[offsets] = True
+            codes = np.cumsum(seen, dtype=np.int64) - 1
+            return cls((np.flatnonzero(seen) + lo).astype(ids.dtype)), codes[offsets]
         if len(ids) <= FEW_IDS:
             values, inverse = np.unique(ids, return_inverse=True)
             return cls(values), inverse.astype(np.int64).reshape(-1)
@@ -147,6 +147,16 @@ class Codes:
             return -1
         k = int(self.values.searchsorted(typed))
         return k if k < len(self.values) and self.values[k] == typed else -1
+
+
+def _dense_range(ids: np.ndarray) -> tuple[int, int] | None:
+    """The smallest and largest of non-empty signed integer ids that span fewer than four
+    times their count (dense enough to be counted or coded by a table over their range), else
+    None."""
+    if ids.dtype.kind != "i":
+        return None
+    lo, hi = int(ids.min()), int(ids.max())
+    return (lo, hi) if hi - lo < 4 * len(ids) else None
 
 
 def _run_starts(ordered: np.ndarray) -> np.ndarray:
@@ -228,13 +238,13 @@ def totals_by(keys: list[np.ndarray], weights: list[np.ndarray]) -> tuple[np.nda
     if not len(allkeys):
         return allkeys, np.zeros(0, dtype=np.int64)
     every = np.concatenate(weights).astype(np.float64)
-    if allkeys.dtype.kind == "i":  # dense keys (hours, weekdays, states): counted over their range
-        lo, hi = int(allkeys.min()), int(allkeys.max())
-        if hi - lo < 4 * len(allkeys):
-            offsets = allkeys.astype(np.int64) - lo
-            present = np.flatnonzero(np.bincount(offsets))
-            totals = np.bincount(offsets, weights=every)[present]
-            return (present + lo).astype(allkeys.dtype), totals.astype(np.int64)
+    dense = _dense_range(allkeys)
+    if dense is not None:  # dense keys (hours, weekdays, states): counted over their range
+        lo = dense[0]
+        offsets = allkeys.astype(np.int64) - lo
+        present = np.flatnonzero(np.bincount(offsets))
+        totals = np.bincount(offsets, weights=every)[present]
+        return (present + lo).astype(allkeys.dtype), totals.astype(np.int64)
     codes, inverse = Codes.of(allkeys)
     return codes.values, np.bincount(inverse, weights=every).astype(np.int64)
 
