@@ -1,5 +1,6 @@
-"""fct_deliveries: each alert delivery of a current report, in the report's channel, with its
-local hour and whether it was ever opened (any number of opens is one `opened`)."""
+"""fct_deliveries: each attributed delivery (int_deliveries: a delivery of a current report, in
+its channel and zone) with its local hour and whether it was ever opened (any number of opens is
+one `opened`; an open of another delivery counts for nothing here)."""
 
 from __future__ import annotations
 
@@ -7,26 +8,24 @@ from models.harness import check, ts, utc_slot
 
 
 def alert(delivery_id: int, report_id: int, sent_at: str) -> dict:
-    """A staged delivery of alert 5 to user 3."""
+    """An attributed delivery (int_deliveries) of alert 5 to user 3, in channel 8 (UTC)."""
     row = {"delivery_id": delivery_id, "alert_id": 5, "report_id": report_id, "user_id": 3}
-    return row | {"sent_at": ts(sent_at)}
+    return row | {"channel_id": 8, "timezone": "UTC", "sent_at": ts(sent_at)}
 
 
 def test_deliveries_with_opened() -> None:
     check(
         "fct_deliveries",
         {
-            "stg_alerts": [
+            "int_deliveries": [
                 alert(1, 10, "2016-11-07 14:10"),
                 alert(2, 10, "2016-11-07 14:03"),
-                alert(3, 12, "2016-11-07 14:03"),  # report not current
             ],
             "stg_alert_opens": [
                 {"open_id": 1, "delivery_id": 1},
                 {"open_id": 2, "delivery_id": 1},
                 {"open_id": 3, "delivery_id": 3},
             ],
-            "int_current_reports": [{"report_id": 10, "channel_id": 8, "timezone": "UTC"}],
             "int_local_slots": [utc_slot("2016-11-07 14:00")],
         },
         [

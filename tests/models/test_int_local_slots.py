@@ -1,5 +1,5 @@
 """int_local_slots: the local attributes of every 15-minute UTC slot that holds a current report,
-or a read or delivery of one, in the report's time zone; a slot an offset change cuts is split
+or a read or delivery of one (int_reads, int_deliveries), in the report's time zone; a slot an offset change cuts is split
 into parts, each with its own attributes. Expected values worked out by hand from the tz rules
 (and checked against Python's zoneinfo, not DuckDB)."""
 
@@ -32,12 +32,21 @@ def test_the_repeated_hour_of_a_fall_back_is_two_hours() -> None:
         "int_local_slots",
         {
             "int_current_reports": [current(1, NEW_YORK, "2016-11-06 05:30")],
-            "stg_reads": [
-                {"read_id": 1, "report_id": 1, "read_at": ts("2016-11-06 06:37")},
-                {"read_id": 2, "report_id": 99, "read_at": ts("2016-11-06 12:00")},  # not current
+            "int_reads": [
+                {
+                    "read_id": 1,
+                    "report_id": 1,
+                    "timezone": NEW_YORK,
+                    "read_at": ts("2016-11-06 06:37"),
+                }
             ],
-            "stg_alerts": [
-                {"delivery_id": 1, "report_id": 1, "sent_at": ts("2016-11-06 05:44:59")}
+            "int_deliveries": [
+                {
+                    "delivery_id": 1,
+                    "report_id": 1,
+                    "timezone": NEW_YORK,
+                    "sent_at": ts("2016-11-06 05:44:59"),
+                }
             ],
         },
         [

@@ -68,8 +68,14 @@ FACTS = {
     "fct_reports": Fact("changed_reports", (("int_current_reports", "changed_current"),)),
     "fct_report_selections": Fact("changed_reports", (("int_current_reports", "changed_current"),)),
     "fct_report_images": Fact("scope_images", (("stg_report_images", "delta_stg_report_images"),)),
-    "fct_reads": Fact("scope_reads", (("stg_reads", "delta_stg_reads"),)),
-    "fct_deliveries": Fact("scope_deliveries", (("stg_alerts", "delta_stg_alerts"),)),
+    "int_reads": Fact("scope_reads", (("stg_reads", "delta_stg_reads"),)),
+    "fct_reads": Fact("scope_reads", (("int_reads", "delta_int_reads"),)),
+    "int_deliveries": Fact("scope_deliveries", (("stg_alerts", "delta_stg_alerts"),)),
+    "fct_deliveries": Fact("scope_deliveries", (("int_deliveries", "delta_int_deliveries"),)),
+}
+# intermediate facts whose scope's rows (`delta_<name>`, after the replace) the models below read
+FEEDS = {
+    source for fact in FACTS.values() for source, _ in fact.inputs if source.startswith("int_")
 }
 COMPACT_RATIO = 0.2  # deleted + appended rows past this share of live rows: table rewritten
 COMPACT_MIN_ROWS = 100_000
@@ -241,14 +247,14 @@ class Run:
                 "stg_reads",
                 "read_id",
                 f"select read_id from stg_reads where report_id in ({moved}) "
-                f"union select read_id from fct_reads where report_id in ({moved})",
+                f"union select read_id from int_reads where report_id in ({moved})",
                 "reads",
             ),
             "scope_deliveries": (
                 "stg_alerts",
                 "delivery_id",
                 f"select delivery_id from stg_alerts where report_id in ({moved}) "
-                f"union select delivery_id from fct_deliveries where report_id in ({moved}) "
+                f"union select delivery_id from int_deliveries where report_id in ({moved}) "
                 f"union select ref from dirty_keys where stream = 'alert_opens'",
                 "alerts",
             ),
@@ -287,29 +293,24 @@ class Run:
         """Add the slots that changed reports and replaced events fall in and that are missing
         (a slot's attributes never change, so rows are only added)."""
         conn = self.conn
-        for source, column in (("stg_reads", "read_at"), ("stg_alerts", "sent_at")):
+        for source, column in (("int_reads", "read_at"), ("int_deliveries", "sent_at")):
             _temp(
                 conn,
                 f"slot_{source}",
-                f"select e.* from delta_{source} as e "
-                f"inner join int_current_reports as c on e.report_id = c.report_id "
-                f"anti join int_local_slots as s "
-                f"on s.timezone = c.timezone and s.slot = quarter_slot(e.{column})",
+                f"select e.* from delta_{source} as e anti join int_local_slots as s "
+                f"on s.timezone = e.timezone and s.slot = quarter_slot(e.{column})",
             )
         _temp(
             conn,
             "slot_reports",
-            "from int_current_reports where report_id in ("
-            "select report_id from changed_reports "
-            "union select report_id from slot_stg_reads "
-            "union select report_id from slot_stg_alerts)",
+            "from int_current_reports where report_id in (select report_id from changed_reports)",
         )
         sql = substitute(
             model.sql,
             {
                 "int_current_reports": "slot_reports",
-                "stg_reads": "slot_stg_reads",
-                "stg_alerts": "slot_stg_alerts",
+                "int_reads": "slot_int_reads",
+                "int_deliveries": "slot_int_deliveries",
             },
         )
         conn.execute(
@@ -329,13 +330,23 @@ class Run:
 
     def fact(self, model: Model) -> None:
         """Recompute the rows of the scope's keys and replace those of the keys whose rows
-        differ; keep those rows before and after for the rollups."""
-        conn, name, fact = self.conn, model.name, FACTS[model.name]
-        key = model.incremental_key
-        if not count_rows(conn, fact.scope):
+        differ; keep those rows before and after for the rollups, and an intermediate fact's
+        rows of the scope (`delta_<name>`) for the models that derive from it."""
+        conn, name = self.conn, model.name
+        if not count_rows(conn, FACTS[name].scope):
+            if name in FEEDS:
+                _temp(conn, f"delta_{name}", f"from {name} limit 0")
             return
-        _temp(conn, "scope_rows", f"from {name} where {key} in (select {key} from {fact.scope})")
-        _temp(conn, "scope_new", substitute(model.sql, dict(fact.inputs)))
+        _temp(conn, "scope_new", substitute(model.sql, dict(FACTS[name].inputs)))
+        self.replace(model)
+        if name in FEEDS:  # the scope's rows are now the ones recomputed
+            _temp(conn, f"delta_{name}", "from scope_new")
+
+    def replace(self, model: Model) -> None:
+        """Replace a fact's rows of the scope's keys whose rows differ from `scope_new`."""
+        conn, name, key = self.conn, model.name, model.incremental_key
+        scope = FACTS[name].scope
+        _temp(conn, "scope_rows", f"from {name} where {key} in (select {key} from {scope})")
         if not _diff(conn, "diff_rows", "scope_rows", "scope_new"):
             return
         changed = "select distinct " + key + " from diff_rows"

@@ -6,15 +6,11 @@
 -- order_by: channel_id, sent_at, delivery_id
 -- incremental: by_key(delivery_id)
 with deliveries as (
-    select * from stg_alerts
+    select * from int_deliveries
 ),
 
 opened as (
     select distinct delivery_id from stg_alert_opens
-),
-
-reports as (
-    select * from int_current_reports
 ),
 
 slots as (
@@ -23,7 +19,7 @@ slots as (
 
 final as (
     select
-        reports.channel_id,
+        deliveries.channel_id,
         deliveries.sent_at,
         slots.hour_start,
         deliveries.delivery_id,
@@ -32,13 +28,11 @@ final as (
         deliveries.user_id,
         opened.delivery_id is not null as opened
     from deliveries
-    inner join reports
-        on deliveries.report_id = reports.report_id
     -- one composite key: with two separate keys the optimizer may join every event to the
     -- same slot of every zone first (12x the rows at 10M events). Neither part is ever null
     -- (zones are coalesced to UTC, event times are required), where a row key would match.
     inner join slots
-        on (reports.timezone, quarter_slot(deliveries.sent_at)) = (slots.timezone, slots.slot)
+        on (deliveries.timezone, quarter_slot(deliveries.sent_at)) = (slots.timezone, slots.slot)
         -- the part of the slot the instant is in (a slot is cut where an offset changes)
         and deliveries.sent_at >= slots.starts_at
         and deliveries.sent_at < slots.ends_at

@@ -20,18 +20,14 @@ instants as (
     from reports
     union all
     select
-        reports.timezone,
-        reads.read_at
-    from stg_reads as reads
-    inner join reports
-        on reads.report_id = reports.report_id
+        timezone,
+        read_at
+    from int_reads
     union all
     select
-        reports.timezone,
-        alerts.sent_at
-    from stg_alerts as alerts
-    inner join reports
-        on alerts.report_id = reports.report_id
+        timezone,
+        sent_at
+    from int_deliveries
 ),
 
 slots as (
