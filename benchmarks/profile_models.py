@@ -27,7 +27,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--transaction", action="store_true", help="one transaction, as the pipeline"
+        "--transaction",
+        action="store_true",
+        help="every model in one transaction (not as the pipeline, which commits each "
+        "statement on its own; in one transaction int_local_slots took 54 s against 1.5 s "
+        "at 10M on 5 Dec 2026, not investigated further)",
     )
     parser.add_argument(
         "--set",
