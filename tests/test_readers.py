@@ -165,6 +165,47 @@ def test_no_reader_sees_a_partition_column(world, capsys: pytest.CaptureFixture[
     assert list(rows[0]) == column_names(manifest, "fct_reads")
 
 
+def test_sql_writes_every_duckdb_value_as_json(world, capsys: pytest.CaptureFixture[str]) -> None:
+    """`metrics-etl sql --format json` writes what orjson cannot (integers past 64 bits, maps
+    with keys that are not strings) exactly, as valid JSON, never a traceback; a query that
+    fails writes nothing on stdout and one line on stderr."""
+    from metrics_etl.cli import main
+
+    _, wh, _, _ = world
+    query = (
+        "select (1::hugeint << 126) - 1 + (1::hugeint << 126) as h, "
+        "-(1::hugeint << 126) - (1::hugeint << 126) as lo, "
+        "(1::uhugeint << 127) - 1 + (1::uhugeint << 127) as u, [1::hugeint << 100] as l, "
+        "{'x': 1::hugeint << 90, 'at': timestamptz '2016-01-01 10:00:00.5+00'} as s, "
+        "map([1, 2], ['a', 'b']) as m, map([date '2016-01-02'], [1]) as md, "
+        "'nan'::double as f, 1.5::decimal(20, 3) as dec, time '10:00' as tm"
+    )
+    # each row is written alone: one past 64 bits goes the standard library's way, the next not
+    mixed = "select * from (values (1::hugeint << 100, 'Zoë'), (1, 'x')) as t(v, name) order by v"
+    assert main(["sql", "--warehouse", str(wh), "--format", "json", mixed]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"v": 1, "name": "x"},
+        {"v": 2**100, "name": "Zoë"},
+    ]
+    assert main(["sql", "--warehouse", str(wh), "--format", "json", query]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row == {
+        "h": 2**127 - 1,
+        "lo": -(2**127),
+        "u": 2**128 - 1,
+        "l": [2**100],
+        "s": {"x": 2**90, "at": "2016-01-01T10:00:00.500000+00:00"},
+        "m": {"1": "a", "2": "b"},
+        "md": {"2016-01-02": 1},
+        "f": None,
+        "dec": "1.500",
+        "tm": "10:00:00",
+    }
+    assert main(["sql", "--warehouse", str(wh), "--format", "json", "select 1 / 'a'"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("metrics-etl sql: error: ") and err.count("\n") == 1
+
+
 # --------------------------------------------------------------------------- the catalog
 
 

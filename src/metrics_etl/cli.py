@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
-from datetime import datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -356,18 +357,54 @@ def _print_csv(relation: Any) -> None:
         out.writerows(batch)
 
 
-def _print_json(relation: Any) -> None:
-    """A relation as a JSON array of objects, streamed in batches."""
+def _plain(value: Any) -> Any:
+    """A value as orjson writes it, for the standard library's `json`: dates and times in ISO
+    8601, map keys as strings, NaN and infinities as null (integers stay exact)."""
+    if isinstance(value, dict):
+        return {_key(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, date | time):
+        return value.isoformat()
+    return value
+
+
+def _key(key: Any) -> str:
+    """A map key as a JSON object key (as orjson's OPT_NON_STR_KEYS writes it)."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, date | time):
+        return key.isoformat()
+    return str(key)
+
+
+def _json_row(row: dict[str, Any]) -> str:
+    """One row as compact JSON: by orjson, or by the standard library for what orjson refuses,
+    integers past 64 bits (HUGEINT, UHUGEINT), which it writes exactly."""
+    import json
+
     import orjson
 
+    try:
+        return orjson.dumps(row, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(_plain(row), default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def _print_json(relation: Any) -> None:
+    """A relation as a JSON array of objects, streamed in batches."""
     columns = relation.columns
+    batch = relation.fetchmany(10_000)  # a query that fails, fails here: before any output
     sys.stdout.write("[")
     first = True
-    while batch := relation.fetchmany(10_000):
+    while batch:
         for row in batch:
-            item = orjson.dumps(dict(zip(columns, row, strict=True)), default=str).decode()
+            item = _json_row(dict(zip(columns, row, strict=True)))
             sys.stdout.write(("\n" if first else ",\n") + item)
             first = False
+        batch = relation.fetchmany(10_000)
     sys.stdout.write("\n]\n")
 
 
