@@ -201,9 +201,11 @@ def test_sql_writes_every_duckdb_value_as_json(world, capsys: pytest.CaptureFixt
         "dec": "1.500",
         "tm": "10:00:00",
     }
-    assert main(["sql", "--warehouse", str(wh), "--format", "json", "select 1 / 'a'"]) == 1
-    out, err = capsys.readouterr()
-    assert out == "" and err.startswith("metrics-etl sql: error: ") and err.count("\n") == 1
+    for form in ("json", "csv", "table"):
+        failing = "select error('boom ' || x) as x from range(3) as t(x)"  # fails as it runs
+        assert main(["sql", "--warehouse", str(wh), "--format", form, failing]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("metrics-etl sql: error: ") and err.count("\n") == 1
 
 
 # --------------------------------------------------------------------------- the catalog

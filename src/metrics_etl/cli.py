@@ -352,9 +352,11 @@ def _print_csv(relation: Any) -> None:
     import csv
 
     out = csv.writer(sys.stdout, lineterminator="\n")
+    batch = relation.fetchmany(10_000)  # a query that fails, fails here: before any output
     out.writerow(relation.columns)
-    while batch := relation.fetchmany(10_000):
+    while batch:
         out.writerows(batch)
+        batch = relation.fetchmany(10_000)
 
 
 def _plain(value: Any) -> Any:
