@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,21 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (["sql", "--warehouse", "/nonexistent/wh", "select 1"], "nothing is published"),
         (["get", "--warehouse", "/nonexistent/wh", "--account-id", "x", "/"], "invalid int value"),
         (["schedule", "--cron", "every tuesday"], "not a valid cron expression"),
+        # found by an adversarial try of the CLI (5 Dec 2026): each gave a traceback or worse
+        (["serve", "--port", "99999"], "must be at most 65,535"),
+        (["schedule", "--interval", "99999999999999999999"], "must be at most 316,224,000"),
+        (["schedule", "--interval", "60", "--name", "a/b"], "is not a name"),
+        (["generate", "--events", str(10**13)], "must be at most 1,000,000,000"),
+        (["generate", "--raw", sys.executable], "is a file; give a folder"),
+        (["keys", "list", "--warehouse", sys.executable], "is a file; give a folder"),
+        (["run", "--warehouse", sys.executable], "is a file; give a folder"),
+        (["run", "--dask-address", "notaurl"], "not a Dask scheduler's address"),
+        (["sql", "--max-rows", str(2**63), "select 1"], "must be at most"),
+        (["sql", "--warehouse", "/nonexistent/wh", "copy (select 1) to 'x.csv'"], "only reads"),
+        (["sql", "--warehouse", "/nonexistent/wh", "export database 'x'"], "only reads"),
+        (["sql", "--warehouse", "/nonexistent/wh", "select 1; select 2"], "one SQL statement"),
+        (["sql", "--warehouse", "/nonexistent/wh", "-- nothing"], "one SQL statement, not 0"),
+        (["watch", "--raw", "/nonexistent/raw", "--max-runs", "1"], "its last run failed"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_nonzero_exit(args: list[str], needle: str) -> None:
@@ -45,6 +61,32 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit(args: list[str], needle
     assert result.returncode != 0
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("METRICS_ETL_THREADS", "abc"),
+        ("METRICS_ETL_THREADS", "0"),
+        ("METRICS_ETL_RETENTION_MINUTES", "x"),
+        ("METRICS_ETL_KEEP_SNAPSHOTS", "nan"),
+        ("METRICS_ETL_MEMORY_LIMIT", "abc"),
+        ("METRICS_ETL_MEMORY_LIMIT", "80%"),
+        ("METRICS_ETL_TEMP_DIR", sys.executable),
+    ],
+)
+def test_a_setting_set_wrongly_is_named_in_one_line(variable: str, value: str) -> None:
+    """Every command, even --version, reads the settings: one line names the variable."""
+    result = subprocess.run(
+        [sys.executable, "-m", "metrics_etl.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, variable: value},
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"metrics-etl: error: {variable}={value!r} is not ")
     assert len(result.stderr.strip().splitlines()) == 1
 
 

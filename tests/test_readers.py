@@ -208,6 +208,25 @@ def test_sql_writes_every_duckdb_value_as_json(world, capsys: pytest.CaptureFixt
         assert out == "" and err.startswith("metrics-etl sql: error: ") and err.count("\n") == 1
 
 
+def test_sql_table_format_says_when_it_shows_only_some_rows(
+    world, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The table format runs the query once and shows up to 9,999 rows with their count; past
+    them it says so on stderr and points at csv and json, which print every row."""
+    from metrics_etl.cli import main
+
+    _, wh, _, _ = world
+    assert main(["sql", "--warehouse", str(wh), "select * from range(3)"]) == 0
+    out, err = capsys.readouterr()
+    assert "│     2 │" in out and err == ""
+    assert main(["sql", "--warehouse", str(wh), "select * from range(20000)"]) == 0
+    out, err = capsys.readouterr()
+    assert "│  9998 │" in out and "│  9999 │" not in out
+    assert "more than 9,999 rows" in err and "--format csv or json" in err
+    assert main(["sql", "--warehouse", str(wh), "--format", "csv", "from range(20000)"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 20_001
+
+
 # --------------------------------------------------------------------------- the catalog
 
 

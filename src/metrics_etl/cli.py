@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from metrics_etl import __version__
 from metrics_etl import settings as settings_mod
@@ -41,8 +42,8 @@ def _instant(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{error}; use e.g. 2017-01-01T00:00:00Z") from None
 
 
-def _at_least(low: int) -> Callable[[str], int]:
-    """argparse type for integers of at least `low`."""
+def _at_least(low: int, high: int = 2**63 - 1) -> Callable[[str], int]:
+    """argparse type for integers of at least `low` (and at most `high`)."""
 
     def parse(text: str) -> int:
         try:
@@ -51,12 +52,39 @@ def _at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"'{text}' must be at least {low}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"'{text}' must be at most {high:,}")
         return value
 
     return parse
 
 
+def _name(text: str) -> str:
+    """argparse type for a Prefect deployment's name."""
+    if not text.strip() or any(c in text for c in "/%&><"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a name; give one without / % & > <")
+    return text
+
+
+def _dask_address(text: str) -> str:
+    """argparse type for a Dask scheduler's address (tcp://host:port)."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        port = None
+    if not (parts.scheme and parts.hostname and port):
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a Dask scheduler's address; give one like tcp://127.0.0.1:8786"
+        )
+    return text
+
+
 _positive = _at_least(1)
+MAX_EVENTS = 10**9  # the generator holds arrays per event in memory
+MAX_INTERVAL_S = 10 * 366 * 86_400  # ten years between scheduled runs
+FOLDERS = ("raw", "warehouse")  # the arguments that name folders
+TABLE_ROWS = 9_999  # the most rows DuckDB's box rendering shows with their count
 
 
 def _setting(text: str, name: str) -> str:
@@ -83,7 +111,7 @@ def build_parser() -> Parser:
     gen.add_argument("--raw", type=Path, default=cfg.raw, help=raw_help, metavar="DIR")
     gen.add_argument(
         "--events",
-        type=_at_least(settings_mod.MIN_EVENTS),
+        type=_at_least(settings_mod.MIN_EVENTS, MAX_EVENTS),
         default=20_000,
         help=_default(f"how many events to write, at least {settings_mod.MIN_EVENTS:,}", "20,000"),
     )
@@ -116,6 +144,7 @@ def build_parser() -> Parser:
     )
     dask.add_argument(
         "--dask-address",
+        type=_dask_address,
         default=None,
         metavar="URL",
         help="partition the transform across the Dask cluster at URL (tcp://host:port); its "
@@ -142,14 +171,17 @@ def build_parser() -> Parser:
         type=_positive,
         default=None,
         metavar="N",
-        help="print at most N rows (default: all rows)",
+        help="print at most N rows (default: all rows; the table format shows at most "
+        f"{TABLE_ROWS:,})",
     )
     sql.add_argument("query", help="DuckDB SQL over the current snapshot's tables")
 
     serve = sub.add_parser("serve", help="serve the APIs over HTTP")
     serve.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help, metavar="DIR")
     serve.add_argument("--host", default="127.0.0.1", help=_default("address to bind", "127.0.0.1"))
-    serve.add_argument("--port", type=_positive, default=8000, help=_default("port", 8000))
+    serve.add_argument(
+        "--port", type=_at_least(1, 65_535), default=8000, help=_default("port", 8000)
+    )
     serve.add_argument(
         "--workers",
         type=_positive,
@@ -209,7 +241,7 @@ def build_parser() -> Parser:
     )
     when.add_argument(
         "--interval",
-        type=_positive,
+        type=_at_least(1, MAX_INTERVAL_S),
         metavar="SECONDS",
         help="seconds between runs (this or --cron is required)",
     )
@@ -217,6 +249,7 @@ def build_parser() -> Parser:
     sched.add_argument("--warehouse", type=Path, default=cfg.warehouse, help=wh_help, metavar="DIR")
     sched.add_argument(
         "--name",
+        type=_name,
         default="metrics-etl-scheduled",
         help=_default("the Prefect deployment's name", "metrics-etl-scheduled"),
     )
@@ -321,15 +354,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# What `sql` runs: statements that only read (a snapshot's files are shared and immutable)
+READING = ("SELECT", "EXPLAIN", "PRAGMA", "VARIABLE_SET", "SET")
+
+
+def one_reading_statement(query: str) -> str:
+    """The one statement of an ad-hoc query, if it only reads (else a UserError)."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as error:
+        raise UserError(str(error).replace("\n", " ")) from None
+    if len(statements) != 1:
+        raise UserError(f"give one SQL statement, not {len(statements)}")
+    (statement,) = statements
+    kind = statement.type.name
+    if kind not in READING:
+        raise UserError(
+            f"metrics-etl sql only reads, and this is a {kind} statement; to save a result, "
+            "use --format csv or json and redirect it (published files are never written)"
+        )
+    return statement.query
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     """Print the result of an ad-hoc query over the current snapshot."""
     import duckdb
 
     from metrics_etl.serve.reader import open_snapshot
 
+    statement = one_reading_statement(args.query)
     with open_snapshot(args.warehouse) as snap:
         try:
-            relation = snap.conn.sql(args.query)
+            relation = snap.conn.sql(statement)
             if relation is None:
                 print("ok")
                 return 0
@@ -342,9 +400,18 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def _print_table(relation: Any) -> None:
-    """Every row of a relation as a table (DuckDB's box rendering)."""
-    rows = relation.aggregate("count(*)").fetchall()[0][0]
-    relation.show(max_rows=max(rows, 1), max_width=10_000)
+    """A relation as a table (DuckDB's box rendering), from one run of its query: every row, up
+    to TABLE_ROWS (past them, the count and a pointer to csv and json on stderr)."""
+    import duckdb
+
+    rows = relation.limit(TABLE_ROWS + 1).to_arrow_table()
+    shown = rows.slice(0, TABLE_ROWS)
+    duckdb.from_arrow(shown).show(max_rows=max(shown.num_rows, 1), max_width=10_000)
+    if rows.num_rows > TABLE_ROWS:
+        sys.stderr.write(
+            f"metrics-etl sql: more than {TABLE_ROWS:,} rows; the table format shows the first "
+            f"{TABLE_ROWS:,}: use --format csv or json for every row\n"
+        )
 
 
 def _print_csv(relation: Any) -> None:
@@ -551,7 +618,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     )
     for signum in prefect_server.STOP_SIGNALS:  # stopping: Prefect's exit flush runs undisturbed
         signal.signal(signum, signal.SIG_IGN)
-    if code:
+    if code == 1:
+        sys.stderr.write("metrics-etl watch: error: its last run failed (see above)\n")
+    elif code:
         sys.stderr.write(f"metrics-etl watch: stopped by {signal.Signals(code - 128).name}\n")
         sys.stderr.flush()
         # a bounded exit: Prefect's exit flush, or a helper thread of a step the signal cut short,
@@ -589,8 +658,17 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, dispatch, and turn user errors into one line."""
-    args = build_parser().parse_args(argv)
     try:
+        parser = build_parser()
+    except UserError as error:  # a setting's environment variable set wrongly
+        sys.stderr.write(f"metrics-etl: error: {error}\n")
+        return 1
+    args = parser.parse_args(argv)
+    try:
+        for name in FOLDERS:
+            folder = getattr(args, name, None)
+            if folder is not None and folder.exists() and not folder.is_dir():
+                raise UserError(f"--{name} {folder} is a file; give a folder")
         return COMMANDS[args.command](args)
     except UserError as error:
         sys.stderr.write(f"metrics-etl {args.command}: error: {error}\n")

@@ -94,7 +94,8 @@ def watch(
     max_runs: int | None = None,
 ) -> int:
     """Run whenever the raw folder has something new, until stopped; returns 128 + the signal
-    (or 0 after `max_runs` runs). A failed run is reported and retried after a growing pause."""
+    (or, after `max_runs` runs, 0, or 1 when the last of them failed). A failed run is reported
+    and retried after a growing pause."""
     from metrics_etl.run import flow  # noqa: F401  imported before files land, not by the first run
 
     runs, failures = 0, 0
@@ -129,4 +130,6 @@ def watch(
                     time.sleep(min(MAX_BACKOFF_S, poll_s * 2**failures) if failures else poll_s)
         except Stopped:
             pass
-    return 0 if flag.signum is None else 128 + flag.signum
+    if flag.signum is not None:
+        return 128 + flag.signum
+    return 1 if failures else 0
