@@ -54,6 +54,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (["sql", "--warehouse", "/nonexistent/wh", "select 1; select 2"], "one SQL statement"),
         (["sql", "--warehouse", "/nonexistent/wh", "-- nothing"], "one SQL statement, not 0"),
         (["watch", "--raw", "/nonexistent/raw", "--max-runs", "1"], "its last run failed"),
+        (["watch", "--poll", "1e-9"], "from 0.01 to 86400"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_nonzero_exit(args: list[str], needle: str) -> None:
