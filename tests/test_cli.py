@@ -38,7 +38,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (["keys", "revoke", "--warehouse", "/nonexistent/wh", "abc"], "no key with id"),
         (["sql", "--warehouse", "/nonexistent/wh", "select 1"], "nothing is published"),
         (["get", "--warehouse", "/nonexistent/wh", "--account-id", "x", "/"], "invalid int value"),
-        (["schedule", "--cron", "every tuesday"], "not a valid cron expression"),
+        (["schedule", "--cron", "every tuesday"], "not a cron expression of five fields"),
+        (["schedule", "--cron", "* * * * * *"], "not a cron expression of five fields"),
         # found by an adversarial try of the CLI (5 Dec 2026): each gave a traceback or worse
         (["serve", "--port", "99999"], "must be at most 65,535"),
         (["schedule", "--interval", "99999999999999999999"], "must be at most 316,224,000"),

@@ -567,10 +567,13 @@ def build_deployment(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     if args.cron is not None:
         try:
+            if len(args.cron.split()) != 5:  # croniter also takes seconds: a run every second
+                raise ValueError(args.cron)
             CronSchedule(cron=args.cron)
         except ValueError:
             raise UserError(
-                f"--cron '{args.cron}' is not a valid cron expression, e.g. '*/15 * * * *'"
+                f"--cron '{args.cron}' is not a cron expression of five fields (minute, "
+                "hour, day of month, month, day of week), e.g. '*/15 * * * *'"
             ) from None
     when = {"cron": args.cron} if args.cron is not None else {"interval": args.interval}
     from prefect.types.entrypoint import EntrypointType
