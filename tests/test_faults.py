@@ -685,6 +685,35 @@ def test_a_sigterm_whose_exception_a_library_swallows_still_stops_the_watch() ->
     assert child.stdout.split("\n")[:2] == ["the run went on", "143"], child.stdout
 
 
+INTERRUPTED_CHECK = """
+import os, signal, sys, threading
+from pathlib import Path
+from metrics_etl.run import watch
+
+
+def run_once(raw, warehouse):
+    signal.raise_signal(signal.SIGINT)  # a stop signal while the watch checks for new files
+    raise RuntimeError("Query interrupted")  # what DuckDB raises when the signal cuts its query
+
+
+watch.run_once = run_once
+threading.Timer(60, os._exit, (3,)).start()
+print(watch.watch(Path("raw"), Path("wh"), 0.05, print), flush=True)
+os._exit(0)
+"""
+
+
+def test_a_stop_signal_that_cuts_the_check_short_is_not_reported_as_a_failed_run() -> None:
+    """A signal that interrupts the watch's check for new files (found by an adversarial try:
+    `run failed: RuntimeError('Query interrupted')`) stops the watch without a failed run."""
+    child = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_CHECK], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, child.stdout + child.stderr
+    assert child.stdout.split("\n")[0] == "130", child.stdout
+    assert "run failed" not in child.stdout
+
+
 SIGTERM_DURING_RUN_CLI = (
     SIGNAL_ON_PANDAS
     + """

@@ -116,6 +116,8 @@ def watch(
                 except Stopped:
                     raise
                 except Exception as error:  # reported; the watch goes on
+                    if flag.signum is not None:  # a stop signal interrupted it: not a failure
+                        break
                     detail = str(error) if isinstance(error, UserError) else repr(error)
                     report(f"run failed: {detail}")
                     summary, runs, failures = None, runs + 1, failures + 1
