@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import date, datetime, time
 from pathlib import Path
@@ -414,16 +415,22 @@ def _print_table(relation: Any) -> None:
         )
 
 
+def _batches(relation: Any, rows: int = 10_000) -> Iterator[list[tuple]]:
+    """A relation's rows in batches, the first fetched at once (a query that fails, fails
+    here: before the caller writes anything)."""
+    first = relation.fetchmany(rows)
+    return itertools.chain([first] if first else [], iter(lambda: relation.fetchmany(rows), []))
+
+
 def _print_csv(relation: Any) -> None:
     """A relation as CSV with a header, streamed in batches."""
     import csv
 
     out = csv.writer(sys.stdout, lineterminator="\n")
-    batch = relation.fetchmany(10_000)  # a query that fails, fails here: before any output
+    batches = _batches(relation)
     out.writerow(relation.columns)
-    while batch:
+    for batch in batches:
         out.writerows(batch)
-        batch = relation.fetchmany(10_000)
 
 
 def _plain(value: Any) -> Any:
@@ -442,11 +449,8 @@ def _plain(value: Any) -> Any:
 
 def _key(key: Any) -> str:
     """A map key as a JSON object key (as orjson's OPT_NON_STR_KEYS writes it)."""
-    if isinstance(key, str):
-        return key
-    if isinstance(key, date | time):
-        return key.isoformat()
-    return str(key)
+    plain = _plain(key)
+    return plain if isinstance(plain, str) else str(plain)
 
 
 def _json_row(row: dict[str, Any]) -> str:
@@ -465,15 +469,14 @@ def _json_row(row: dict[str, Any]) -> str:
 def _print_json(relation: Any) -> None:
     """A relation as a JSON array of objects, streamed in batches."""
     columns = relation.columns
-    batch = relation.fetchmany(10_000)  # a query that fails, fails here: before any output
+    batches = _batches(relation)
     sys.stdout.write("[")
     first = True
-    while batch:
+    for batch in batches:
         for row in batch:
             item = _json_row(dict(zip(columns, row, strict=True)))
             sys.stdout.write(("\n" if first else ",\n") + item)
             first = False
-        batch = relation.fetchmany(10_000)
     sys.stdout.write("\n]\n")
 
 

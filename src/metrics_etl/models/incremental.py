@@ -333,25 +333,26 @@ class Run:
         differ; keep those rows before and after for the rollups, and an intermediate fact's
         rows of the scope (`delta_<name>`) for the models that derive from it."""
         conn, name = self.conn, model.name
+        # recomputed into `delta_<name>` for an intermediate fact: after the replace, they are
+        # its rows of the scope
+        new = f"delta_{name}" if name in FEEDS else "scope_new"
         if not count_rows(conn, FACTS[name].scope):
             if name in FEEDS:
-                _temp(conn, f"delta_{name}", f"from {name} limit 0")
+                _temp(conn, new, f"from {name} limit 0")
             return
-        _temp(conn, "scope_new", substitute(model.sql, dict(FACTS[name].inputs)))
-        self.replace(model)
-        if name in FEEDS:  # the scope's rows are now the ones recomputed
-            _temp(conn, f"delta_{name}", "from scope_new")
+        _temp(conn, new, substitute(model.sql, dict(FACTS[name].inputs)))
+        self.replace(model, new)
 
-    def replace(self, model: Model) -> None:
-        """Replace a fact's rows of the scope's keys whose rows differ from `scope_new`."""
+    def replace(self, model: Model, new: str) -> None:
+        """Replace a fact's rows of the scope's keys whose rows differ from those in `new`."""
         conn, name, key = self.conn, model.name, model.incremental_key
         scope = FACTS[name].scope
         _temp(conn, "scope_rows", f"from {name} where {key} in (select {key} from {scope})")
-        if not _diff(conn, "diff_rows", "scope_rows", "scope_new"):
+        if not _diff(conn, "diff_rows", "scope_rows", new):
             return
         changed = "select distinct " + key + " from diff_rows"
         _temp(conn, f"old_{name}", f"from scope_rows where {key} in ({changed})")
-        _temp(conn, f"new_{name}", f"from scope_new where {key} in ({changed})")
+        _temp(conn, f"new_{name}", f"from {new} where {key} in ({changed})")
         conn.execute(f"delete from {name} where {key} in (select {key} from old_{name})")
         insert_rows(conn, name, f"new_{name}")
         mark_dirty(conn, name, f"(from old_{name} union all from new_{name})")
